@@ -1,0 +1,375 @@
+"""The paper's benchmark protocol (Sec. 5.1, Appendix C) and the comparison table.
+
+    python evaluate.py --dataset compas --methods nnr nnr_h nnr_dhplus --seeds 0 1 2
+
+For each seed the pipeline is:
+  1. oracle:  a calibrated random forest fitted on train+test with the data set's
+              own labels. It plays the hidden "true" decision maker (Sec. 5.1).
+  2. labels:  every label is redrawn from Bernoulli(oracle probability); these
+              drawn labels are the data set D from then on.
+  3. h:       the classifier users see, an MLP trained on the train split of D.
+  4. methods: each recourse method is fitted on the train split (X, y, h) and asked
+              for recourse on 200 test rows with h(x) <= 0.5.
+  5. scores:  Cost (L1), Validity (by the oracle), LOF (inlier fraction under a LOF
+              fitted on the oracle's positives) and Score = Val + LOF - Cost / d.
+
+Oracle, drawn labels and h are cached per data set and seed under --cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from baselines import NNR, Wachter
+from datasets import BENCHMARKS, Dataset, load, set_seed
+
+CACHE_VERSION = 1   # bump when the oracle, labels or h change, to invalidate old caches
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- 1-2. oracle and labels
+
+def fit_oracle(ds: Dataset, seed: int):
+    """The hidden "true" classifier: isotonic-calibrated random forest (Sec. 5.1, C.2.1).
+
+    Fitted on train+test with the data set's own labels and balanced sample
+    weights (code). No recourse method ever sees it; it judges validity.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    X = ds.X_all
+    y = np.concatenate([ds.y_train, ds.y_test])
+    forest = RandomForestClassifier(random_state=seed, n_jobs=-1)
+    oracle = CalibratedClassifierCV(forest, method="isotonic")
+    return oracle.fit(X, y, sample_weight=compute_sample_weight("balanced", y))
+
+
+def oracle_proba(oracle, X: np.ndarray) -> np.ndarray:
+    """P(y = 1 | x) under the oracle, (N,)."""
+    return oracle.predict_proba(X)[:, 1]
+
+
+def redraw_labels(ds: Dataset, oracle, seed: int) -> Dataset:
+    """Replace every label by a draw from Bernoulli(oracle probability) (Sec. 5.1)."""
+    rng = np.random.default_rng(seed)
+    draw = lambda X: (rng.random(len(X)) < oracle_proba(oracle, X)).astype(np.int64)
+    return ds.with_labels(draw(ds.X_train), draw(ds.X_test))
+
+
+# ----------------------------------------------------------------------------- 3. the classifier h
+
+@dataclass
+class ClassifierConfig:
+    hidden: tuple = (10, 10, 10)   # Sec. 5.1: three ReLU layers of 10
+    lr: float = 1e-3               # Sec. 5.1
+    epochs: int = 100              # Sec. 5.1
+    batch_size: int = 64           # Sec. 5.1
+    balanced: bool = False         # class-balanced BCE weights (code: adult and compas)
+
+
+def classifier_config(name: str) -> ClassifierConfig:
+    """h's hyperparameters per data set (Sec. 5.1; toys and class weights from the code)."""
+    if name in ("adult", "compas"):
+        return ClassifierConfig(balanced=True)
+    if name in ("moons", "corr"):
+        return ClassifierConfig(hidden=(4, 4), lr=0.05, epochs=400)
+    if name == "circles":
+        return ClassifierConfig(hidden=(8, 4), lr=0.05, epochs=400)
+    return ClassifierConfig()
+
+
+class Classifier(nn.Module):
+    """h: an MLP with ReLU hidden layers; forward gives the logit, sigmoid the probability."""
+
+    def __init__(self, n_features: int, hidden=(10, 10, 10)):
+        super().__init__()
+        sizes = [n_features, *hidden]
+        layers = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], 1))
+        self.hidden = tuple(hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)          # (B, D) -> (B,) logits
+
+    @torch.no_grad()
+    def predict_proba(self, X) -> np.ndarray:
+        """P(y = 1 | x) = sigmoid(logit), (N,) numpy."""
+        p = torch.sigmoid(self(torch.as_tensor(np.asarray(X, dtype=np.float32))))
+        return p.numpy()
+
+
+def train_classifier(X: np.ndarray, y: np.ndarray, cfg: ClassifierConfig, seed: int,
+                     verbose: bool = True) -> Classifier:
+    """Train h with BCE and Adam on minibatches (Sec. 5.1)."""
+    set_seed(seed)
+    X_t, y_t = torch.as_tensor(X), torch.as_tensor(y, dtype=torch.float32)
+    h = Classifier(X.shape[1], cfg.hidden)
+    # Balanced weights: each class contributes half of the loss, as sklearn's "balanced".
+    pos_weight = ((y_t == 0).sum() / (y_t == 1).sum().clamp(min=1)) if cfg.balanced else None
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    opt = torch.optim.Adam(h.parameters(), lr=cfg.lr)
+    t0 = time.time()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(len(X_t))
+        for start in range(0, len(X_t), cfg.batch_size):
+            batch = perm[start:start + cfg.batch_size]
+            loss = loss_fn(h(X_t[batch]), y_t[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if verbose and (epoch + 1) % max(1, cfg.epochs // 5) == 0:
+            log(f"    h epoch {epoch + 1}/{cfg.epochs}  loss {loss.item():.4f}  {time.time() - t0:.1f}s")
+    return h.eval()
+
+
+# ----------------------------------------------------------------------------- benchmark set-up and cache
+
+@dataclass
+class Benchmark:
+    """Everything the methods and the scoring need for one data set and seed."""
+
+    ds: Dataset                 # features with the *drawn* labels
+    oracle: object              # hidden true classifier (judges validity)
+    h: Classifier               # the classifier the methods see
+    seed: int
+    oracle_metrics: dict        # Table 6: the oracle on the test split, original labels
+    h_test_accuracy: float      # Table 7: h on the test split, drawn labels
+
+
+def _atomic_write(path: str, write) -> None:
+    """Write a file whole or not at all: write to a temp file, then rename."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def oracle_metrics(oracle, ds: Dataset) -> dict:
+    """Accuracy, ROC AUC and Brier score of the oracle on the test split (Table 6)."""
+    from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
+    p = oracle_proba(oracle, ds.X_test)
+    return {"accuracy": float(accuracy_score(ds.y_test, p > 0.5)),
+            "roc_auc": float(roc_auc_score(ds.y_test, p)),
+            "brier": float(brier_score_loss(ds.y_test, p))}
+
+
+def prepare(name: str, seed: int, cache_dir: str = "cache", retrain: bool = False,
+            verbose: bool = True) -> Benchmark:
+    """Load the data set, fit (or load from cache) the oracle, redraw labels, train h."""
+    ds = load(name)
+    path = os.path.join(cache_dir, f"{name}_seed{seed}.pkl")
+    if os.path.exists(path) and not retrain:
+        with open(path, "rb") as f:
+            cached = pickle.load(f)
+        if cached.get("version") == CACHE_VERSION:
+            if verbose:
+                log(f"[{name} seed {seed}] oracle and h loaded from {path}")
+            h = Classifier(ds.n_features, cached["h_hidden"])
+            h.load_state_dict(cached["h_state"])
+            return _benchmark(ds.with_labels(cached["y_train"], cached["y_test"]), cached["oracle"],
+                              h.eval(), seed, cached["oracle_metrics"])
+
+    t0 = time.time()
+    if verbose:
+        log(f"[{name} seed {seed}] fitting the oracle (calibrated random forest) ...")
+    oracle = fit_oracle(ds, seed)
+    metrics = oracle_metrics(oracle, ds)
+    drawn = redraw_labels(ds, oracle, seed)
+    if verbose:
+        log(f"[{name} seed {seed}] oracle done ({time.time() - t0:.1f}s, test accuracy "
+            f"{metrics['accuracy']:.4f}); training h ...")
+    h = train_classifier(drawn.X_train, drawn.y_train, classifier_config(name), seed, verbose)
+    _atomic_write(path, lambda f: pickle.dump({
+        "version": CACHE_VERSION, "oracle": oracle, "oracle_metrics": metrics,
+        "y_train": drawn.y_train, "y_test": drawn.y_test,
+        "h_hidden": h.hidden, "h_state": h.state_dict()}, f))
+    return _benchmark(drawn, oracle, h, seed, metrics)
+
+
+def _benchmark(ds, oracle, h, seed, metrics) -> Benchmark:
+    acc = float(((h.predict_proba(ds.X_test) > 0.5) == ds.y_test).mean())
+    return Benchmark(ds, oracle, h, seed, metrics, acc)
+
+
+# ----------------------------------------------------------------------------- 4. test negatives
+
+def pick_test_negatives(bench: Benchmark, n: int) -> np.ndarray:
+    """n test rows with h(x) <= 0.5, drawn without replacement with the run's seed (Sec. 5.1)."""
+    X = bench.ds.X_test
+    neg = np.flatnonzero(bench.h.predict_proba(X) <= 0.5)
+    if len(neg) == 0:
+        raise ValueError(f"no test row of {bench.ds.name} has h(x) <= 0.5: nothing to give recourse to")
+    rng = np.random.default_rng(bench.seed)
+    return X[np.sort(rng.choice(neg, size=min(n, len(neg)), replace=False))]
+
+
+# ----------------------------------------------------------------------------- 5. scoring
+
+def fit_lof(bench: Benchmark):
+    """LOF(n_neighbors=5, novelty=True) on all rows (train + test) the oracle calls positive (C.3)."""
+    from sklearn.neighbors import LocalOutlierFactor
+    X = bench.ds.X_all
+    positives = X[oracle_proba(bench.oracle, X) > 0.5]
+    return LocalOutlierFactor(n_neighbors=5, novelty=True).fit(positives)
+
+
+def score(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray) -> dict:
+    """The paper's metrics (Sec. 5.1) for recourses X_plus of rows X, both (M, D).
+
+    Cost = mean L1 distance; Val = fraction with oracle P(y=1|x+) > 0.5;
+    LOF = fraction of inliers; Score = Val + LOF - Cost / d (maximum 2).
+    """
+    d = X.shape[1]
+    cost = float(np.abs(X_plus - X).sum(axis=1).mean())
+    validity = float((oracle_proba(oracle, X_plus) > 0.5).mean())
+    lof_inliers = float((lof.predict(X_plus) == 1).mean())
+    moved = np.abs(X_plus[:, immutable] - X[:, immutable]) > 1e-6
+    return {"cost": cost, "validity": validity, "lof": lof_inliers,
+            "score": validity + lof_inliers - cost / d,
+            "immutable_violations": int(moved.any(axis=1).sum())}
+
+
+# ----------------------------------------------------------------------------- methods
+
+def make_method(name: str, dataset: str, seed: int):
+    """A fresh, unfitted recourse method by name."""
+    if name == "wachter":
+        return Wachter()
+    if name == "nnr":
+        return NNR(pool="label")
+    if name == "nnr_h":
+        return NNR(pool="h")
+    if name == "nnr_dhplus":
+        return NNR(pool="dhplus")
+    raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+
+
+METHODS = ("wachter", "nnr", "nnr_h", "nnr_dhplus")
+
+
+def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof) -> dict:
+    """Fit one method on the train split, give recourse to X_neg, score it."""
+    ds = bench.ds
+    t0 = time.time()
+    method = make_method(name, ds.name, bench.seed)
+    method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable, categorical=ds.categorical)
+    X_plus = method.recourse(X_neg)
+    seconds = time.time() - t0
+    return {**score(X_neg, X_plus, bench.oracle, lof, ds.immutable), "seconds": seconds}
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """Mean and std over seeds of each metric; violations summed, seconds averaged."""
+    out = {}
+    for key in ("cost", "validity", "lof", "score"):
+        values = np.array([r[key] for r in per_seed])
+        out[key], out[key + "_std"] = float(values.mean()), float(values.std())
+    out["immutable_violations"] = int(sum(r["immutable_violations"] for r in per_seed))
+    out["seconds"] = float(np.mean([r["seconds"] for r in per_seed]))
+    return out
+
+
+def evaluate(dataset: str, methods, seeds, n_test: int = 200, cache_dir: str = "cache",
+             retrain: bool = False, verbose: bool = True) -> dict:
+    """Run the whole pipeline for one data set; return the results dict (see README)."""
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}; available: {', '.join(METHODS)}")
+    per_method = {m: [] for m in methods}
+    h_acc, oracle_m = [], []
+    for seed in seeds:
+        bench = prepare(dataset, seed, cache_dir, retrain, verbose)
+        h_acc.append(bench.h_test_accuracy)
+        oracle_m.append(bench.oracle_metrics)
+        X_neg = pick_test_negatives(bench, n_test)
+        lof = fit_lof(bench)
+        for m in methods:
+            if verbose:
+                log(f"[{dataset} seed {seed}] {m} ...")
+            result = run_method(m, bench, X_neg, lof)
+            if verbose:
+                log(f"[{dataset} seed {seed}] {m}: cost {result['cost']:.3f}  val {result['validity']:.3f}  "
+                    f"lof {result['lof']:.3f}  score {result['score']:.3f}  ({result['seconds']:.1f}s)")
+            per_method[m].append(result)
+    return {
+        "dataset": dataset, "n_test": n_test, "seeds": list(seeds),
+        "h_test_accuracy": float(np.mean(h_acc)),
+        "oracle": {k: float(np.mean([o[k] for o in oracle_m])) for k in oracle_m[0]},
+        "methods": {m: aggregate(rs) for m, rs in per_method.items()},
+    }
+
+
+def markdown_table(results: dict) -> str:
+    """The comparison table: Cost, Val, LOF, Score as mean +- std over seeds."""
+    rows = [f"{results['dataset']} (seeds {results['seeds']}, {results['n_test']} test negatives, "
+            f"h test accuracy {results['h_test_accuracy']:.4f})", "",
+            "| method | Cost | Val | LOF | Score | immutable violations | seconds |",
+            "|---|---|---|---|---|---|---|"]
+    for name, r in results["methods"].items():
+        cells = [f"{r[k]:.2f} ± {r[k + '_std']:.2f}" for k in ("cost", "validity", "lof", "score")]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {r['immutable_violations']} | {r['seconds']:.1f} |")
+    return "\n".join(rows)
+
+
+def write_json(results: dict, out_dir: str) -> str:
+    path = os.path.join(out_dir, f"{results['dataset']}.json")
+    _atomic_write(path, lambda f: f.write(json.dumps(results, indent=2).encode()))
+    return path
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Run the GenRe paper's recourse benchmark on one data set "
+                                            "and print the comparison table.")
+    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(BENCHMARKS)}")
+    p.add_argument("--methods", nargs="+", default=list(METHODS),
+                   help=f"recourse methods to run (default: all): {', '.join(METHODS)}")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; mean and std over them")
+    p.add_argument("--n-test", type=int, default=200, help="test negatives per seed (default 200)")
+    p.add_argument("--out", default="results", help="folder for <dataset>.json (default results/)")
+    p.add_argument("--cache", default="cache", help="folder for cached oracle and h (default cache/)")
+    p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
+    p.add_argument("--quiet", action="store_true", help="print only the table")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.dataset not in BENCHMARKS:
+            raise ValueError(f"unknown data set {args.dataset!r}; available: {', '.join(BENCHMARKS)}")
+        results = evaluate(args.dataset, args.methods, args.seeds, args.n_test, args.cache,
+                           args.retrain, verbose=not args.quiet)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown_table(results))
+    print(f"\nwritten: {write_json(results, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The protocol of evaluate.py: metrics by hand, LOF fit set, caching, determinism, CLI errors."""
+import json
+
+import numpy as np
+import pytest
+
+import evaluate
+from datasets import load_toy
+from evaluate import Benchmark, fit_lof, main, prepare, pick_test_negatives, score, train_classifier
+
+
+class StubOracle:
+    """P(y = 1 | x) = x_0: the oracle says positive iff the first feature > 0.5."""
+
+    def predict_proba(self, X):
+        p = np.asarray(X)[:, 0]
+        return np.stack([1 - p, p], axis=1)
+
+
+class StubLOF:
+    """Inlier (+1) iff the second feature < 0.5."""
+
+    def predict(self, X):
+        return np.where(np.asarray(X)[:, 1] < 0.5, 1, -1)
+
+
+def test_score_by_hand():
+    X = np.array([[0.2, 0.1, 0.0], [0.4, 0.3, 1.0]])
+    Xp = np.array([[0.7, 0.1, 0.0], [0.4, 0.9, 0.0]])
+    imm = np.array([False, False, True])
+    r = score(X, Xp, StubOracle(), StubLOF(), imm)
+    # costs: 0.5 and 0.6 + 1.0 -> mean 1.05; valid: [yes, no]; inlier: [yes, no]
+    assert r["cost"] == pytest.approx(1.05)
+    assert r["validity"] == 0.5 and r["lof"] == 0.5
+    assert r["score"] == pytest.approx(0.5 + 0.5 - 1.05 / 3)
+    assert r["immutable_violations"] == 1
+
+
+def test_lof_is_fitted_on_the_oracles_positives_of_train_and_test():
+    ds = load_toy("moons")
+    bench = Benchmark(ds, StubOracle(), None, 0, {}, 0.0)
+    lof = fit_lof(bench)
+    expected = ds.X_all[ds.X_all[:, 0] > 0.5]
+    assert lof.n_samples_fit_ == len(expected) and lof.n_neighbors_ == 5 and lof.novelty
+    np.testing.assert_array_equal(lof._fit_X, expected)
+
+
+def test_classifier_same_seed_same_weights():
+    ds = load_toy("moons")
+    cfg = evaluate.ClassifierConfig(hidden=(4, 4), lr=0.05, epochs=5)
+    a = train_classifier(ds.X_train, ds.y_train, cfg, seed=3, verbose=False)
+    b = train_classifier(ds.X_train, ds.y_train, cfg, seed=3, verbose=False)
+    np.testing.assert_array_equal(a.predict_proba(ds.X_test), b.predict_proba(ds.X_test))
+
+
+def test_pipeline_is_deterministic_and_cached(tmp_path, capsys):
+    kw = dict(methods=["nnr_dhplus", "wachter"], seeds=[0], n_test=30, cache_dir=str(tmp_path), verbose=False)
+    first = evaluate.evaluate("moons", **kw)
+    cache = tmp_path / "moons_seed0.pkl"
+    assert cache.exists()
+    mtime = cache.stat().st_mtime_ns
+    second = evaluate.evaluate("moons", **kw)          # loads oracle and h from the cache
+    assert cache.stat().st_mtime_ns == mtime
+    for m in kw["methods"]:
+        for key in ("cost", "validity", "lof", "score"):
+            assert first["methods"][m][key] == second["methods"][m][key]
+        assert first["methods"][m]["immutable_violations"] == 0
+    # Retraining from scratch with the same seed gives the same numbers too.
+    third = evaluate.evaluate("moons", **{**kw, "cache_dir": str(tmp_path / "fresh")})
+    assert third["methods"]["wachter"]["score"] == first["methods"]["wachter"]["score"]
+    assert third["h_test_accuracy"] == first["h_test_accuracy"]
+
+
+def test_test_negatives_have_h_at_most_half(tmp_path):
+    bench = prepare("moons", 0, cache_dir=str(tmp_path), verbose=False)
+    X = pick_test_negatives(bench, 20)
+    assert len(X) == min(20, (bench.h.predict_proba(bench.ds.X_test) <= 0.5).sum())
+    assert np.all(bench.h.predict_proba(X) <= 0.5)
+    assert len(np.unique(X, axis=0)) == len(X)
+
+
+def test_cli_writes_json_and_table(tmp_path, capsys):
+    rc = main(["--dataset", "compas", "--methods", "nnr", "--n-test", "10", "--quiet",
+               "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| nnr |" in out
+    data = json.loads((tmp_path / "out" / "compas.json").read_text())
+    assert data["dataset"] == "compas" and data["n_test"] == 10 and data["seeds"] == [0]
+    assert set(data["methods"]["nnr"]) >= {"cost", "cost_std", "validity", "lof", "score",
+                                           "immutable_violations", "seconds"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "nope"], "unknown data set 'nope'; available: adult, compas, heloc"),
+    (["--dataset", "compas", "--methods", "magic"], "unknown method 'magic'; available:"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
