@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from datasets import as_mask, check_features, check_fitted
+from datasets import as_mask, check_features, check_fitted, project_categoricals
 
 
 def l1_cost(X_src: torch.Tensor, X_dst: torch.Tensor, immutable: torch.Tensor) -> torch.Tensor:
@@ -62,7 +62,7 @@ class NNR:
         self.pool = pool
         self.gamma = gamma
 
-    def fit(self, X, y, h, immutable=None, categorical=None) -> "NNR":
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None) -> "NNR":
         if self.pool not in ("label", "h", "dhplus"):
             raise ValueError(f"unknown pool {self.pool!r}; use 'label', 'h' or 'dhplus'")
         X = check_features(X, np.shape(X)[-1], "training X")
@@ -110,8 +110,9 @@ class Wachter:
 
     Immutable features are held fixed during the search (their gradient is
     masked), not only reset afterwards. Binary categoricals are searched as
-    continuous values and rounded to {0, 1} at the end; the stopping test uses
-    the rounded point, so "h(x+) > 0.5" means what the user receives.
+    continuous values and rounded to {0, 1} at the end (one-hot groups: set to
+    their largest entry); the stopping test uses the projected point, so
+    "h(x+) > 0.5" means what the user receives.
     Rows where no round reached h(x+) > 0.5 are counted in `n_failed_`.
     """
 
@@ -123,18 +124,18 @@ class Wachter:
         self.n_rounds = n_rounds
         self.lam_step = lam_step
 
-    def fit(self, X, y, h, immutable=None, categorical=None) -> "Wachter":
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None) -> "Wachter":
         """Nothing to learn: keep h and the feature roles."""
         n_features = check_features(X, np.shape(X)[-1], "training X").shape[1]
         self.h_ = h
         self.immutable_ = as_mask(immutable, n_features, "immutable")
         self.categorical_ = as_mask(categorical, n_features, "categorical")
+        self.groups_ = list(groups or [])
         return self
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
-        """Clamp to [0, 1] and round binary categoricals (projectCategoricals)."""
-        x = x.clamp(0, 1)
-        return torch.where(torch.as_tensor(self.categorical_), x.round(), x)
+        """Clamp to [0, 1] (the training range) and project categoricals to valid codes."""
+        return torch.from_numpy(project_categoricals(x.clamp(0, 1).numpy(), self.categorical_, self.groups_))
 
     def recourse(self, X) -> np.ndarray:
         check_fitted(self, "h_")

@@ -73,6 +73,7 @@ class Dataset:
     immutable: np.ndarray      # (D,) bool: recourse must keep it equal to x
     x_min: np.ndarray          # (D,) float64: train min in original units
     x_max: np.ndarray          # (D,) float64: train max in original units
+    integer: np.ndarray | None = None  # (D,) bool: every train value is a whole number (display only)
     columns: list[str] = field(default_factory=list)      # raw feature columns, in order
     categories: dict[str, tuple] = field(default_factory=dict)  # categorical column -> its values, code order
 
@@ -122,6 +123,8 @@ class Dataset:
             if c in self.categories:
                 code = int(np.argmax(values[j:j + w])) if w > 1 else int(round(values[j]))
                 out[c] = self.categories[c][code]
+            elif self.integer is not None and self.integer[j]:
+                out[c] = str(int(round(values[j])))     # whole-number columns shown whole
             else:
                 out[c] = f"{values[j]:.4g}"
             j += w
@@ -301,7 +304,8 @@ def _scaled(name, columns, categories, X_tr, y_tr, X_te, y_te, immutable) -> Dat
         X_train=scale(X_tr), y_train=y_tr, X_test=scale(X_te), y_test=y_te,
         categorical=np.array([c in categories for c in owner]),
         immutable=np.array([c in immutable for c in owner]),
-        x_min=x_min, x_max=x_min + span, columns=list(columns), categories=dict(categories),
+        x_min=x_min, x_max=x_min + span, integer=np.all(X_tr == np.round(X_tr), axis=0),
+        columns=list(columns), categories=dict(categories),
     )
 
 

@@ -18,7 +18,9 @@ Oracle, drawn labels and h are cached per data set and seed under --cache.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import hashlib
 import os
 import pickle
 import sys
@@ -33,7 +35,7 @@ from torch import nn
 from baselines import NNR, Wachter
 from datasets import BENCHMARKS, Dataset, load, set_seed
 
-CACHE_VERSION = 1   # bump when the oracle, labels or h change, to invalidate old caches
+CACHE_VERSION = 2   # bump when the oracle, labels or h change, to invalidate old caches
 
 
 def log(msg: str) -> None:
@@ -90,7 +92,9 @@ def classifier_config(name: str) -> ClassifierConfig:
         return ClassifierConfig(hidden=(4, 4), lr=0.05, epochs=400)
     if name == "circles":
         return ClassifierConfig(hidden=(8, 4), lr=0.05, epochs=400)
-    return ClassifierConfig()
+    if name == "heloc":
+        return ClassifierConfig()
+    return ClassifierConfig(balanced=True)   # your own data: balanced, as safer for skewed labels
 
 
 class Classifier(nn.Module):
@@ -116,7 +120,25 @@ class Classifier(nn.Module):
 
 
 def train_classifier(X: np.ndarray, y: np.ndarray, cfg: ClassifierConfig, seed: int,
-                     verbose: bool = True) -> Classifier:
+                     verbose: bool = True, restarts: int = 3) -> Classifier:
+    """Train h (Sec. 5.1), restarting from a new initialisation if it comes out constant.
+
+    A small ReLU net at a large learning rate (the toys' 0.05) can die: every
+    hidden unit switched off, one output for every x (circles, seed 0). Such an
+    h gives no recourse problem at all, so it is retrained with seed + 1000 r,
+    r = 1, 2, ..., which keeps the result deterministic.
+    """
+    for r in range(restarts + 1):
+        h = fit_classifier(X, y, cfg, seed + 1000 * r, verbose)
+        p = h.predict_proba(X)
+        if p.max() - p.min() > 1e-3:
+            break
+        log(f"    h came out constant (dead ReLUs); retraining from initialisation seed {seed + 1000 * (r + 1)}")
+    return h
+
+
+def fit_classifier(X: np.ndarray, y: np.ndarray, cfg: ClassifierConfig, seed: int,
+                   verbose: bool = True) -> Classifier:
     """Train h with BCE and Adam on minibatches (Sec. 5.1)."""
     set_seed(seed)
     X_t, y_t = torch.as_tensor(X), torch.as_tensor(y, dtype=torch.float32)
@@ -151,6 +173,7 @@ class Benchmark:
     seed: int
     oracle_metrics: dict        # Table 6: the oracle on the test split, original labels
     h_test_accuracy: float      # Table 7: h on the test split, drawn labels
+    seconds: dict = dataclasses.field(default_factory=dict)   # stage -> wall time (0 when cached)
 
 
 def _atomic_write(path: str, write) -> None:
@@ -175,11 +198,20 @@ def oracle_metrics(oracle, ds: Dataset) -> dict:
             "brier": float(brier_score_loss(ds.y_test, p))}
 
 
-def prepare(name: str, seed: int, cache_dir: str = "cache", retrain: bool = False,
+def fingerprint(ds: Dataset) -> str:
+    """A short hash of a data set's features, labels and roles: the cache key beside its name."""
+    digest = hashlib.sha1()
+    for a in (ds.X_train, ds.X_test, ds.y_train, ds.y_test, ds.categorical, ds.immutable):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:10]
+
+
+def prepare(data: str | Dataset, seed: int, cache_dir: str = "cache", retrain: bool = False,
             verbose: bool = True) -> Benchmark:
-    """Load the data set, fit (or load from cache) the oracle, redraw labels, train h."""
-    ds = load(name)
-    path = os.path.join(cache_dir, f"{name}_seed{seed}.pkl")
+    """Load the data set (by name, or given), fit (or load from cache) the oracle, redraw labels, train h."""
+    ds = load(data) if isinstance(data, str) else data
+    name = ds.name
+    path = os.path.join(cache_dir, f"{name}_{fingerprint(ds)}_seed{seed}.pkl")
     if os.path.exists(path) and not retrain:
         with open(path, "rb") as f:
             cached = pickle.load(f)
@@ -189,7 +221,7 @@ def prepare(name: str, seed: int, cache_dir: str = "cache", retrain: bool = Fals
             h = Classifier(ds.n_features, cached["h_hidden"])
             h.load_state_dict(cached["h_state"])
             return _benchmark(ds.with_labels(cached["y_train"], cached["y_test"]), cached["oracle"],
-                              h.eval(), seed, cached["oracle_metrics"])
+                              h.eval(), seed, cached["oracle_metrics"], {"oracle": 0.0, "h": 0.0})
 
     t0 = time.time()
     if verbose:
@@ -197,20 +229,23 @@ def prepare(name: str, seed: int, cache_dir: str = "cache", retrain: bool = Fals
     oracle = fit_oracle(ds, seed)
     metrics = oracle_metrics(oracle, ds)
     drawn = redraw_labels(ds, oracle, seed)
+    seconds = {"oracle": time.time() - t0}
     if verbose:
-        log(f"[{name} seed {seed}] oracle done ({time.time() - t0:.1f}s, test accuracy "
+        log(f"[{name} seed {seed}] oracle done ({seconds['oracle']:.1f}s, test accuracy "
             f"{metrics['accuracy']:.4f}); training h ...")
+    t0 = time.time()
     h = train_classifier(drawn.X_train, drawn.y_train, classifier_config(name), seed, verbose)
+    seconds["h"] = time.time() - t0
     _atomic_write(path, lambda f: pickle.dump({
         "version": CACHE_VERSION, "oracle": oracle, "oracle_metrics": metrics,
         "y_train": drawn.y_train, "y_test": drawn.y_test,
         "h_hidden": h.hidden, "h_state": h.state_dict()}, f))
-    return _benchmark(drawn, oracle, h, seed, metrics)
+    return _benchmark(drawn, oracle, h, seed, metrics, seconds)
 
 
-def _benchmark(ds, oracle, h, seed, metrics) -> Benchmark:
+def _benchmark(ds, oracle, h, seed, metrics, seconds) -> Benchmark:
     acc = float(((h.predict_proba(ds.X_test) > 0.5) == ds.y_test).mean())
-    return Benchmark(ds, oracle, h, seed, metrics, acc)
+    return Benchmark(ds, oracle, h, seed, metrics, acc, seconds)
 
 
 # ----------------------------------------------------------------------------- 4. test negatives
@@ -253,83 +288,146 @@ def score(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray)
 
 # ----------------------------------------------------------------------------- methods
 
-def make_method(name: str, dataset: str, seed: int):
-    """A fresh, unfitted recourse method by name."""
+METHODS = ("genre", "wachter", "nnr", "nnr_h", "nnr_dhplus")
+
+
+def make_method(name: str, dataset: str, seed: int, genre_config=None):
+    """A fresh, unfitted recourse method by name (genre_config: a GenReConfig, default CPU)."""
+    if name == "genre":
+        from genre import GenRe, GenReConfig
+        return GenRe(genre_config or GenReConfig(), random_state=seed)
     if name == "wachter":
         return Wachter()
-    if name == "nnr":
-        return NNR(pool="label")
-    if name == "nnr_h":
-        return NNR(pool="h")
-    if name == "nnr_dhplus":
-        return NNR(pool="dhplus")
+    if name in ("nnr", "nnr_h", "nnr_dhplus"):
+        return NNR(pool={"nnr": "label", "nnr_h": "h", "nnr_dhplus": "dhplus"}[name])
     raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
 
 
-METHODS = ("wachter", "nnr", "nnr_h", "nnr_dhplus")
-
-
-def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof) -> dict:
-    """Fit one method on the train split, give recourse to X_neg, score it."""
+def fit_method(name: str, bench: Benchmark, genre_config=None):
+    """Fit one method on the train split (X, drawn y, h, feature roles)."""
     ds = bench.ds
+    method = make_method(name, ds.name, bench.seed, genre_config)
+    extra = {"groups": ds.groups} if ds.groups else {}   # one-hot groups, only for data that has them
+    return method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable,
+                      categorical=ds.categorical, **extra)
+
+
+def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config=None):
+    """Fit one method, give recourse to X_neg, score it. Returns (scores, fitted method)."""
     t0 = time.time()
-    method = make_method(name, ds.name, bench.seed)
-    method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable, categorical=ds.categorical)
+    method = fit_method(name, bench, genre_config)
+    t1 = time.time()
     X_plus = method.recourse(X_neg)
-    seconds = time.time() - t0
-    return {**score(X_neg, X_plus, bench.oracle, lof, ds.immutable), "seconds": seconds}
+    t2 = time.time()
+    result = score(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable)
+    result.update(failed=getattr(method, "n_failed_", 0), seconds=t2 - t0, fit_seconds=t1 - t0,
+                  recourse_seconds=t2 - t1, score_seconds=time.time() - t2)
+    return result, method
 
 
 def aggregate(per_seed: list[dict]) -> dict:
-    """Mean and std over seeds of each metric; violations summed, seconds averaged."""
+    """Mean and std over seeds of each metric; violations and failures summed, seconds averaged."""
     out = {}
     for key in ("cost", "validity", "lof", "score"):
         values = np.array([r[key] for r in per_seed])
         out[key], out[key + "_std"] = float(values.mean()), float(values.std())
     out["immutable_violations"] = int(sum(r["immutable_violations"] for r in per_seed))
-    out["seconds"] = float(np.mean([r["seconds"] for r in per_seed]))
+    out["failed"] = int(sum(r["failed"] for r in per_seed))
+    for key in ("seconds", "fit_seconds", "recourse_seconds", "score_seconds"):
+        out[key] = float(np.mean([r[key] for r in per_seed]))
+    out["seconds_per_seed"] = [float(r["seconds"]) for r in per_seed]
     return out
 
 
-def evaluate(dataset: str, methods, seeds, n_test: int = 200, cache_dir: str = "cache",
-             retrain: bool = False, verbose: bool = True) -> dict:
-    """Run the whole pipeline for one data set; return the results dict (see README)."""
+def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, verbose: bool = True):
+    """One seed of the protocol: pick the test negatives, fit the LOF, run and score each method.
+
+    Returns (scores by method, fitted methods by name, X_neg, lof).
+    """
+    X_neg = pick_test_negatives(bench, n_test)
+    t0 = time.time()
+    lof = fit_lof(bench)
+    bench.seconds["lof"] = time.time() - t0
+    scores, fitted = {}, {}
+    for m in methods:
+        tag = f"[{bench.ds.name} seed {bench.seed}] {m}"
+        if verbose:
+            log(f"{tag} ...")
+        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_config)
+        if verbose:
+            r = scores[m]
+            log(f"{tag}: cost {r['cost']:.3f}  val {r['validity']:.3f}  lof {r['lof']:.3f}  "
+                f"score {r['score']:.3f}  ({r['seconds']:.1f}s)")
+    return scores, fitted, X_neg, lof
+
+
+def check_methods(methods) -> None:
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; available: {', '.join(METHODS)}")
-    per_method = {m: [] for m in methods}
-    h_acc, oracle_m = [], []
-    for seed in seeds:
-        bench = prepare(dataset, seed, cache_dir, retrain, verbose)
-        h_acc.append(bench.h_test_accuracy)
-        oracle_m.append(bench.oracle_metrics)
-        X_neg = pick_test_negatives(bench, n_test)
-        lof = fit_lof(bench)
-        for m in methods:
-            if verbose:
-                log(f"[{dataset} seed {seed}] {m} ...")
-            result = run_method(m, bench, X_neg, lof)
-            if verbose:
-                log(f"[{dataset} seed {seed}] {m}: cost {result['cost']:.3f}  val {result['validity']:.3f}  "
-                    f"lof {result['lof']:.3f}  score {result['score']:.3f}  ({result['seconds']:.1f}s)")
-            per_method[m].append(result)
+
+
+def summarise(name: str, n_test: int, seeds, benches, per_seed_scores) -> dict:
+    """The results dict written to <dataset>.json: means and stds over seeds."""
+    methods = per_seed_scores[0].keys()
+    oracle_m = [b.oracle_metrics for b in benches]
     return {
-        "dataset": dataset, "n_test": n_test, "seeds": list(seeds),
-        "h_test_accuracy": float(np.mean(h_acc)),
+        "dataset": name, "n_test": n_test, "seeds": list(seeds),
+        "h_test_accuracy": float(np.mean([b.h_test_accuracy for b in benches])),
         "oracle": {k: float(np.mean([o[k] for o in oracle_m])) for k in oracle_m[0]},
-        "methods": {m: aggregate(rs) for m, rs in per_method.items()},
+        "stage_seconds": {k: float(np.mean([b.seconds[k] for b in benches])) for k in benches[0].seconds},
+        "methods": {m: aggregate([s[m] for s in per_seed_scores]) for m in methods},
     }
 
 
+def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = "cache",
+             retrain: bool = False, verbose: bool = True, genre_config=None, explain: int = 0) -> dict:
+    """Run the whole pipeline for one data set; return the results dict (see README).
+
+    With explain > 0, the first method's recourses for that many test negatives
+    of the first seed are printed as actions in original units.
+    """
+    check_methods(methods)
+    benches, per_seed = [], []
+    for seed in seeds:
+        bench = prepare(data, seed, cache_dir, retrain, verbose)
+        scores, fitted, X_neg, _ = evaluate_seed(bench, methods, n_test, genre_config, verbose)
+        benches.append(bench)
+        per_seed.append(scores)
+        if explain and seed == seeds[0]:
+            X = X_neg[:explain]
+            log(explain_recourse(bench, X, fitted[methods[0]].recourse(X), methods[0]))
+    return summarise(benches[0].ds.name, n_test, seeds, benches, per_seed)
+
+
+def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method: str) -> str:
+    """Recourses as actions in original units: "hours-per-week: 40 -> 45", categoricals by name,
+    with the oracle's P(favourable) before and after."""
+    p_before, p_after = oracle_proba(bench.oracle, X), oracle_proba(bench.oracle, X_plus)
+    lines = [f"Recourse by {method} for {len(X)} test negatives (original units):"]
+    for i, (x, xp) in enumerate(zip(X, X_plus)):
+        before, after = bench.ds.describe(x), bench.ds.describe(xp)
+        changes = [f"{c}: {before[c]} -> {after[c]}" for c in before if before[c] != after[c]]
+        lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} -> {p_after[i]:.2f}; "
+                     + ("; ".join(changes) if changes else "no change"))
+    return "\n".join(lines)
+
+
 def markdown_table(results: dict) -> str:
-    """The comparison table: Cost, Val, LOF, Score as mean +- std over seeds."""
+    """The comparison table: Cost, Val, LOF, Score as mean +- std over seeds.
+
+    "failed" counts recourses a method itself reports as not found (summed over
+    seeds): Wachter searches that never reached h(x+) > 0.5, NNR rows with no
+    candidate sharing x's immutables.
+    """
     rows = [f"{results['dataset']} (seeds {results['seeds']}, {results['n_test']} test negatives, "
             f"h test accuracy {results['h_test_accuracy']:.4f})", "",
-            "| method | Cost | Val | LOF | Score | immutable violations | seconds |",
-            "|---|---|---|---|---|---|---|"]
+            "| method | Cost | Val | LOF | Score | immutable violations | failed | seconds |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, r in results["methods"].items():
         cells = [f"{r[k]:.2f} ± {r[k + '_std']:.2f}" for k in ("cost", "validity", "lof", "score")]
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {r['immutable_violations']} | {r['seconds']:.1f} |")
+        rows.append(f"| {name} | " + " | ".join(cells) +
+                    f" | {r['immutable_violations']} | {r['failed']} | {r['seconds']:.1f} |")
     return "\n".join(rows)
 
 
@@ -343,12 +441,26 @@ def write_json(results: dict, out_dir: str) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run the GenRe paper's recourse benchmark on one data set "
-                                            "and print the comparison table.")
-    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(BENCHMARKS)}")
+                                            "(a benchmark, or your own CSV) and print the comparison table.")
+    src = p.add_argument_group("data (one of --dataset or --csv)")
+    src.add_argument("--dataset", help=f"a benchmark: {', '.join(BENCHMARKS)}")
+    src.add_argument("--csv", help="your own CSV file (header row = column names)")
+    src.add_argument("--target", help="with --csv: the label column")
+    src.add_argument("--positive", help="with --csv: the favourable label value (default: the larger one)")
+    src.add_argument("--categorical", default="", help="with --csv: comma-separated categorical columns")
+    src.add_argument("--immutable", default="", help="with --csv: comma-separated columns recourse must keep")
+    src.add_argument("--test-size", type=float, default=0.25, help="with --csv: test fraction (default 0.25)")
     p.add_argument("--methods", nargs="+", default=list(METHODS),
                    help=f"recourse methods to run (default: all): {', '.join(METHODS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; mean and std over them")
     p.add_argument("--n-test", type=int, default=200, help="test negatives per seed (default 200)")
+    p.add_argument("--explain", type=int, default=0, metavar="N",
+                   help="print the first method's recourse for N test negatives as actions")
+    p.add_argument("--genre-config", choices=["cpu", "paper"], default="cpu",
+                   help="GenRe sizes: the CPU default, or the paper's (slow without a GPU)")
+    p.add_argument("--lam", type=float, help="GenRe: lambda of the pairing distribution (default 5)")
+    p.add_argument("--tau", type=float, help="GenRe: sampling temperature, multiplies logits (default 10)")
+    p.add_argument("--sigma", type=float, help="GenRe: sampling noise (default 0)")
     p.add_argument("--out", default="results", help="folder for <dataset>.json (default results/)")
     p.add_argument("--cache", default="cache", help="folder for cached oracle and h (default cache/)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
@@ -356,13 +468,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def data_from_args(args) -> str | Dataset:
+    """The data set the flags name: a benchmark by name, or a CSV with its roles."""
+    from datasets import from_csv
+    if (args.dataset is None) == (args.csv is None):
+        raise ValueError("give exactly one of --dataset NAME or --csv PATH")
+    if args.dataset is not None:
+        if args.dataset not in BENCHMARKS:
+            raise ValueError(f"unknown data set {args.dataset!r}; available: {', '.join(BENCHMARKS)}")
+        return args.dataset
+    if not args.target:
+        raise ValueError("--csv needs --target COLUMN (the label column)")
+    split = lambda s: [c.strip() for c in s.split(",") if c.strip()]
+    return from_csv(args.csv, args.target, split(args.categorical), split(args.immutable),
+                    args.positive, args.test_size)
+
+
+def genre_config_from_args(args, dataset_name: str):
+    """GenReConfig from the flags; the paper's batch for adult is 16384 (C.2.4)."""
+    from genre import GenReConfig
+    cfg = GenReConfig()
+    if args.genre_config == "paper":
+        cfg = GenReConfig.paper(batch_size=16384 if dataset_name == "adult" else 2048)
+    overrides = {k: getattr(args, k) for k in ("lam", "tau", "sigma") if getattr(args, k) is not None}
+    return dataclasses.replace(cfg, **overrides)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        if args.dataset not in BENCHMARKS:
-            raise ValueError(f"unknown data set {args.dataset!r}; available: {', '.join(BENCHMARKS)}")
-        results = evaluate(args.dataset, args.methods, args.seeds, args.n_test, args.cache,
-                           args.retrain, verbose=not args.quiet)
+        data = data_from_args(args)
+        name = data if isinstance(data, str) else data.name
+        results = evaluate(data, args.methods, args.seeds, args.n_test, args.cache, args.retrain,
+                           verbose=not args.quiet, genre_config=genre_config_from_args(args, name),
+                           explain=args.explain)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

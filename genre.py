@@ -1,0 +1,877 @@
+"""GenRe: generative recourse (Garg et al., "From Search to Sampling: Generative
+Models for Robust Algorithmic Recourse", ICLR 2025), in one file.
+
+Instead of searching for a recourse x+ at test time, GenRe learns a conditional
+generative model R_theta(x+ | x) from synthetic pairs and then just samples it.
+The file reads in the paper's order:
+
+    GenReConfig                 hyperparameters (Table 9, Sec. 5.1, App. C.2.4)
+    pairing_distribution        Sec. 4.1, Eq. 6: Q(x+|x), the synthetic supervision
+    make_bins, soft_labels,
+    jensen_loss                 Sec. 4.2, Eq. 7-8: the kernel-density head and its loss
+    FeatureEmbedding ...
+    RecourseTransformer         Sec. 4.2: the encoder-decoder R_theta
+    train_recourse_model        Algorithm 1
+    sample_recourse             Sec. 4.3, Algorithm 2 (plain and KV-cached decoding)
+    GenRe                       the scikit-learn-style estimator tying it together
+
+Shape letters: B batch, D features, E model width (d_model), H heads, K bins,
+L a prefix length (< D), N- sources (D_h^-), N+ targets (D_h^+), T partners kept
+per source (top-K of Q). Features are indexed from 0 here (the paper: 1..d).
+"""
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.exceptions import NotFittedError
+
+from datasets import as_mask, check_features, set_seed
+
+
+# -----------------------------------------------------------------------------
+# Configuration
+
+@dataclass
+class GenReConfig:
+    # training pairs (Sec. 4.1)
+    lam: float = 5.0            # Sec. 5.1; lambda in Q(x+|x) ~ exp(-lambda C(x, x+))
+    gamma: float = 0.7          # Sec. 4.1 / code; D_h^+ needs h(x+) > gamma
+    top_k: int = 1000           # code; Q is truncated to its K most likely targets
+    cost: str = "l1"            # Sec. 5.1; C = L1 distance (the only cost implemented)
+    negatives: str = "paper"    # "paper": D_h^- = {y = 0, h <= 0.5}; "code": {h <= gamma}, any y
+    val_frac: float = 0.1       # code; share of the sources held out for validation
+    val_targets: str = "train"  # "train": validation sources paired over all of D_h^+;
+                                # "heldout" (code): over the held-out val_frac of D_h^+ only
+    val_draws: int = 8          # CPU default (code: 1): partners per validation source, for a less noisy loss
+    # kernel-density head (Sec. 4.2)
+    n_bins: int = 50            # Table 9
+    bins: str = "paper"         # "paper": K equal bins over D_h^+'s range, value = centre;
+                                # "code": K fixed bins on [0, 1], value = left edge 0, .02, ...
+    snap: bool = True           # not in the paper: a drawn bin gives x's own value if it holds
+                                # it, else the observed D_h^+ value nearest its centre (Bins)
+    # transformer (Table 9 gives the paper's sizes; see paper())
+    d_model: int = 32           # Table 9
+    n_heads: int = 2            # CPU default (paper: 8); on a CPU attention time grows with
+                                # the number of heads (one small kernel per head), not their width
+    d_ff: int = 32              # Table 9
+    n_enc_layers: int = 2       # CPU default (paper: 16)
+    n_dec_layers: int = 2       # CPU default (paper: 16)
+    dropout: float = 0.0        # CPU default (code: 0.1); a short run does not overfit
+    # optimisation (Algorithm 1, App. C.2.4)
+    lr: float = 1e-3            # CPU default (paper: 1e-4); pre-norm trains stably at 1e-3
+    warmup_steps: int = 100     # CPU default (paper: none); linear warmup
+    decay_lr: bool = True       # CPU default (paper: constant lr); cosine decay to lr / 10
+    batch_size: int = 512       # CPU default (paper: 2048, 16384 for adult)
+    epochs: int = 2000          # App. C.2.4; used when steps and feature_steps are None
+    steps: Optional[int] = None # if set: train for exactly this many optimiser steps
+    feature_steps: Optional[int] = 36000  # CPU default: train for feature_steps / D steps. A step
+                                # costs ~D (one token per feature) and not the data set's size, so
+                                # every data set trains for about the same time (~2.5 min on 2 cores:
+                                # compas 5143 steps, adult 2769, heloc 1714)
+    eval_every: int = 250       # CPU default: steps between validation checks (0 = every epoch, code)
+    # sampling (Sec. 4.3, Algorithm 2)
+    tau: float = 20.0           # CPU default (Sec. 5.1: 10; Table 11 sweeps 5-15); multiplies the
+                                # logits (tau > 1 is sharper). Measured over 3 seeds x 3 data sets,
+                                # 20 scores higher than 10 on compas and adult, the same on heloc
+    sigma: float = 0.0          # Sec. 5.1; x+_j = mu_jk + sigma * eps
+    n_samples: int = 10         # Sec. 5.1; best of 10 by h
+    sample_chunk: int = 16384   # sequences decoded at once (memory bound only)
+
+    @classmethod
+    def paper(cls, **overrides):
+        """The paper's sizes and optimiser (Table 9, App. C.2.4, code); pass batch_size=16384
+        for adult. Pairing, bins and sampling keep this file's defaults."""
+        sizes = dict(n_heads=8, d_ff=32, n_enc_layers=16, n_dec_layers=16, dropout=0.1,
+                     lr=1e-4, warmup_steps=0, decay_lr=False, batch_size=2048,
+                     epochs=2000, steps=None, feature_steps=None, eval_every=0)
+        return cls(**{**sizes, **overrides})
+
+
+# -----------------------------------------------------------------------------
+# Training pairs (Sec. 4.1)
+
+def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024):
+    """Eq. 6, truncated to its top K entries (Algorithm 1, line 3):
+
+        Q(x+ | x) = exp(-lam C(x, x+)) / sum_{x' in D_h^+} exp(-lam C(x, x')),  x+ in D_h^+
+        C(x, x+)  = ||x - x+||_1,  or +inf if any immutable feature differs.
+
+    Keeping each row's K most likely targets and renormalising is the authors'
+    code; a softmax over the top-K log-weights is exactly that renormalisation.
+    Computed `chunk` sources at a time, so memory is O(chunk * N+ + N- * K).
+
+    X_src (N-, D), X_dst (N+, D) float tensors; immutable (D,) bool tensor.
+    Returns idx (N-, T) int32 indices into X_dst, prob (N-, T) rows summing to
+    one, and keep (N-,) bool. T = min(top_k, N+). Sources that every target
+    would force to change an immutable feature are dropped (keep = False).
+    """
+    T = min(top_k, len(X_dst))
+    idx, logq = [], []
+    for s in range(0, len(X_src), chunk):
+        xs = X_src[s:s + chunk]
+        cost = torch.cdist(xs, X_dst, p=1)                                   # (c, N+)
+        if immutable.any():
+            differs = torch.cdist(xs[:, immutable], X_dst[:, immutable], p=1) > 0
+            cost = cost.masked_fill(differs, float("inf"))
+        top_logq, top_idx = torch.topk(-lam * cost, T, dim=1)                # (c, T): cheapest first
+        idx.append(top_idx.int())
+        logq.append(top_logq)
+    idx, logq = torch.cat(idx), torch.cat(logq)
+    keep = torch.isfinite(logq[:, 0])                                        # some target keeps the immutables
+    if not keep.all():
+        warnings.warn(f"{int((~keep).sum())} of {len(keep)} sources have no target in D_h^+ "
+                      "with the same immutable features; they are dropped from the pairs.")
+    prob = torch.softmax(logq[keep], dim=1)                                  # exp(-inf) = 0 for invalid targets
+    return idx[keep], prob, keep
+
+
+@dataclass
+class Pairs:
+    """The empirical pair distribution: sources x (N-, D) and, per source, T
+    candidate partners in x_plus (N+, D) with probabilities Q (Eq. 6)."""
+    x: torch.Tensor          # (N-, D)
+    x_plus: torch.Tensor     # (N+, D)
+    idx: torch.Tensor        # (N-, T) int32
+    prob: torch.Tensor       # (N-, T)
+
+    def __post_init__(self):
+        self.cdf = self.prob.cumsum(dim=1)                                  # (N-, T), for inverse-CDF draws
+
+    def draw(self, generator):
+        """One fresh partner x+ ~ Q(.|x) for every source (code: redrawn each epoch) -> (N-, D).
+        By inverse CDF: O(N- log T) a draw, where torch.multinomial costs O(N- T)."""
+        u = torch.rand(len(self.cdf), 1, generator=generator) * self.cdf[:, -1:]      # (N-, 1)
+        choice = torch.searchsorted(self.cdf, u).clamp(max=self.cdf.shape[1] - 1)    # (N-, 1) in [0, T)
+        return self.x_plus[self.idx.gather(1, choice).squeeze(1).long()]
+
+
+def make_pairs(X_src, X_dst, cfg, immutable, device):
+    """Q over the given sources and targets, computed on `device`, kept on the CPU."""
+    idx, prob, keep = pairing_distribution(X_src.to(device), X_dst.to(device), cfg.lam,
+                                           immutable.to(device), cfg.top_k)
+    return Pairs(X_src[keep.cpu()], X_dst, idx.cpu(), prob.cpu())
+
+
+# -----------------------------------------------------------------------------
+# Bins, soft labels and the loss (Sec. 4.2, Eq. 7-8)
+
+def make_bins(X_pos, n_bins, mode="paper"):
+    """Fixed kernel centres mu (D, K) and widths w (D,) of the output density.
+
+    paper: "binning the j-th attribute in D_h^+ into n_j partitions", K equal
+           bins between the feature's min and max over D_h^+, mu = bin centre.
+    code:  K fixed bins on [0, 1]; mu = left edges 0, 1/K, ..., (K-1)/K; w = 1/K.
+    Also returns lo, hi (D,), the range the bins cover (continuous samples are clipped to it).
+    """
+    K = n_bins
+    if mode == "paper":
+        lo, hi = X_pos.min(0).values, X_pos.max(0).values                   # (D,)
+        w = (hi - lo).clamp(min=1e-6) / K                                    # a constant feature gets tiny bins
+        mu = lo[:, None] + (torch.arange(K) + 0.5) * w[:, None]              # (D, K)
+        return mu, w, lo, lo + K * w
+    if mode == "code":
+        D = X_pos.shape[1]
+        mu = (torch.arange(K) / K).expand(D, K).contiguous()                 # (D, K)
+        w = torch.full((D,), 1.0 / K)
+        return mu, w, torch.zeros(D), torch.ones(D)
+    raise ValueError(f"bins must be 'paper' or 'code', got {mode!r}")
+
+
+def snap_to_observed(mu, X_pos):
+    """For each bin, the value of feature j seen in D_h^+ nearest to mu_jk. (D, K)"""
+    values = torch.empty_like(mu)
+    for j in range(mu.shape[0]):
+        seen = torch.unique(X_pos[:, j])                                    # (n_j,)
+        values[j] = seen[(mu[j, :, None] - seen).abs().argmin(dim=1)]      # (K, n_j) -> (K,)
+    return values
+
+
+@dataclass
+class Bins:
+    """The output density's fixed bins, and the value each bin samples as.
+
+    Paper: bin k of feature j samples as x+_j = mu_jk, its centre. Here
+    (snap=True): as x_j itself if bin k holds x_j, else as the value seen in
+    D_h^+ nearest mu_jk. Most features are counts or ages with few levels
+    (compas' priors_count has 35); a centre falls between levels, and the LOF
+    plausibility test (5 neighbours, many exact duplicates) calls such points
+    outliers; and moving x_j to the centre of the bin it is already in costs
+    up to w/2 per feature for nothing. Both values lie in the drawn bin's
+    kernel wherever the bin holds data.
+    """
+    mu: torch.Tensor         # (D, K) kernel centres
+    w: torch.Tensor          # (D,) kernel widths (one bin)
+    lo: torch.Tensor         # (D,) left edge of bin 0
+    hi: torch.Tensor         # (D,) right edge of bin K-1
+    values: torch.Tensor     # (D, K) mu, or snap_to_observed(mu)
+    keep_own: bool           # a drawn bin holding x_j gives x_j
+
+    @classmethod
+    def fit(cls, X_pos, n_bins, mode="paper", snap=True):
+        mu, w, lo, hi = make_bins(X_pos, n_bins, mode)
+        return cls(mu, w, lo, hi, snap_to_observed(mu, X_pos) if snap else mu, snap)
+
+    def index(self, x):
+        """The bin holding each value, bin k = [lo + k w, lo + (k+1) w): (B, D) -> (B, D)."""
+        return ((x - self.lo) / self.w).floor().long().clamp(0, self.mu.shape[1] - 1)
+
+    def to(self, device):
+        return Bins(*(t.to(device) for t in (self.mu, self.w, self.lo, self.hi, self.values)), self.keep_own)
+
+
+def soft_labels(x, mu, w):
+    """Eq. 8's soft labels, the RBF kernel normalised over the bins k:
+
+        s_jk = K((x_j - mu_jk) / w_j) / sum_l K((x_j - mu_jl) / w_j),   K(u) = exp(-u^2 / 2)
+
+    (code: a Gaussian with std 1/n_bins, i.e. one bin width). The paper's Eq. 8
+    prints the normaliser with index l on x and mu both; normalising over the
+    bins is what makes it a distribution. Written as a softmax of -u^2/2, so a
+    value far outside the bins still gets a valid label, peaked at the nearest bin.
+    x (B, D) -> (B, D, K).
+    """
+    u = (x[:, :, None] - mu) / w[:, None]                                    # (B, D, K)
+    return torch.softmax(-0.5 * u ** 2, dim=-1)
+
+
+def jensen_loss(logits, soft):
+    """Eq. 8, the cross-entropy bound on Eq. 7:
+
+        L(x+ | x) = - sum_j sum_k s_jk log p_jk,   p_j = softmax_k(logits_j),
+
+    summed over features, averaged over the batch. logits, soft (B, D, K) -> scalar.
+    """
+    return -(soft * F.log_softmax(logits, dim=-1)).sum(dim=(1, 2)).mean()
+
+
+# -----------------------------------------------------------------------------
+# The recourse model R_theta (Sec. 4.2)
+
+class FeatureEmbedding(nn.Module):
+    """Each scalar feature x_j -> an E-vector by its own small MLP (code):
+    Linear(1, E) -> ReLU -> Linear(E, E). The D MLPs are stacked parameters run
+    together with einsum. Initialised like nn.Linear (uniform +-1/sqrt(fan_in))."""
+
+    def __init__(self, n_features, d_model):
+        super().__init__()
+        D, E = n_features, d_model
+        self.w1 = nn.Parameter(torch.empty(D, E).uniform_(-1, 1))            # Linear(1, E): fan_in 1
+        self.b1 = nn.Parameter(torch.empty(D, E).uniform_(-1, 1))
+        bound = E ** -0.5
+        self.w2 = nn.Parameter(torch.empty(D, E, E).uniform_(-bound, bound))
+        self.b2 = nn.Parameter(torch.empty(D, E).uniform_(-bound, bound))
+
+    def forward(self, x, first=0):
+        """x (B, L) holds features first .. first+L-1 -> (B, L, E)."""
+        f = slice(first, first + x.shape[1])
+        h = torch.relu(x[..., None] * self.w1[f] + self.b1[f])               # (B, L, 1) -> (B, L, E)
+        return torch.einsum("ble,lef->blf", h, self.w2[f]) + self.b2[f]      # (B, L, E)
+
+
+class MultiHeadAttention(nn.Module):
+    """softmax(q k^T / sqrt(E/H)) v in H heads. Keys/values are a separate step
+    (keys_values) so the decoder can cache them while sampling."""
+
+    def __init__(self, d_model, n_heads, dropout):
+        super().__init__()
+        assert d_model % n_heads == 0, "d_model must be divisible by n_heads"
+        self.n_heads, self.dropout = n_heads, dropout
+        self.query = nn.Linear(d_model, d_model)
+        self.key_value = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def keys_values(self, context):
+        """context (B, Lk, E) -> keys, values, each (B, H, Lk, E/H)."""
+        B, L, E = context.shape
+        k, v = self.key_value(context).view(B, L, 2, self.n_heads, E // self.n_heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def attend(self, x, k, v, causal=False):
+        """x (B, Lq, E) attends to k, v (B, H, Lk, E/H) -> (B, Lq, E)."""
+        B, L, E = x.shape
+        q = self.query(x).view(B, L, self.n_heads, E // self.n_heads).transpose(1, 2)  # (B, H, Lq, E/H)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, L, E))                 # (B, H, Lq, E/H) -> (B, Lq, E)
+
+    def forward(self, x, context, causal=False):
+        return self.attend(x, *self.keys_values(context), causal=causal)
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, d_model, d_ff, dropout):
+        super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+
+
+# Paper (Sec. 5.1): "a Transformer from PyTorch", i.e. nn.Transformer, post-norm
+# by default (x = norm(x + sublayer(x))). Here: pre-norm (x = x + sublayer(norm(x))), as in
+# nanoGPT, because it trains stably at lr 1e-3 with a short warmup (our CPU
+# budget), and the paper's 16-layer stacks are the depth where post-norm needs care.
+
+class EncoderBlock(nn.Module):
+    """Full self-attention over the D features of x, then a feed-forward layer."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        E = cfg.d_model
+        self.ln1, self.ln2 = nn.LayerNorm(E), nn.LayerNorm(E)
+        self.attn = MultiHeadAttention(E, cfg.n_heads, cfg.dropout)
+        self.ffn = FeedForward(E, cfg.d_ff, cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):                                                   # (B, D, E) -> (B, D, E)
+        a = self.ln1(x)
+        x = x + self.drop(self.attn(a, a))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+@dataclass
+class KVCache:
+    """One decoder layer's state while sampling n sequences for each of m rows x
+    (B = m * n): self-attention keys/values of positions 0..j, filled as we go,
+    and the cross-attention keys/values of the m encoder outputs, computed once."""
+    k: torch.Tensor          # (B, H, D, E/H)
+    v: torch.Tensor          # (B, H, D, E/H)
+    memory_k: torch.Tensor   # (m, H, D, E/H)
+    memory_v: torch.Tensor   # (m, H, D, E/H)
+    n: int                   # sequences per row of x
+
+
+class DecoderBlock(nn.Module):
+    """Causal self-attention over x+_{<j}, cross-attention to the encoded x, feed-forward."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        E = cfg.d_model
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(E), nn.LayerNorm(E), nn.LayerNorm(E)
+        self.self_attn = MultiHeadAttention(E, cfg.n_heads, cfg.dropout)
+        self.cross_attn = MultiHeadAttention(E, cfg.n_heads, cfg.dropout)
+        self.ffn = FeedForward(E, cfg.d_ff, cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, y, memory):                                           # y (B, L, E), memory (B, D, E)
+        a = self.ln1(y)
+        y = y + self.drop(self.self_attn(a, a, causal=True))
+        y = y + self.drop(self.cross_attn(self.ln2(y), memory))
+        return y + self.drop(self.ffn(self.ln3(y)))                         # (B, L, E)
+
+    def start_cache(self, memory, n):
+        """memory (m, D, E), n sequences per row -> an empty KVCache."""
+        m, D, E = memory.shape
+        k, v = self.cross_attn.keys_values(memory)                          # (m, H, D, E/H) each
+        empty = k.new_empty(m * n, k.shape[1], D, k.shape[3])               # (B, H, D, E/H)
+        return KVCache(empty, empty.clone(), k, v, n)
+
+    def step(self, y, cache, j):
+        """forward() for the single new position j, reusing the cache. y (B, 1, E) -> (B, 1, E)."""
+        B, _, E = y.shape
+        a = self.ln1(y)
+        cache.k[:, :, j:j + 1], cache.v[:, :, j:j + 1] = self.self_attn.keys_values(a)
+        # Position j attends to positions 0..j: causal by construction, no mask needed.
+        y = y + self.self_attn.attend(a, cache.k[:, :, :j + 1], cache.v[:, :, :j + 1])
+        # The n sequences of one row share its memory: ask it n queries at once,
+        # (B, 1, E) -> (m, n, E), which is ~n times fewer attention calls on the CPU.
+        y = y + self.cross_attn.attend(self.ln2(y).view(-1, cache.n, E),
+                                       cache.memory_k, cache.memory_v).view(B, 1, E)
+        return y + self.ffn(self.ln3(y))
+
+
+class BinHead(nn.Module):
+    """Per-feature output layer: the decoder state at position j -> logits over
+    feature j's K bins; p_j = softmax of these is the kernel weights p_jk of Sec. 4.2."""
+
+    def __init__(self, n_features, d_model, n_bins):
+        super().__init__()
+        bound = d_model ** -0.5
+        self.weight = nn.Parameter(torch.empty(n_features, d_model, n_bins).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(n_features, n_bins))
+
+    def forward(self, y, first=0):
+        """y (B, L, E) at positions first .. first+L-1 -> logits (B, L, K)."""
+        f = slice(first, first + y.shape[1])
+        return torch.einsum("ble,lek->blk", y, self.weight[f]) + self.bias[f]
+
+
+class RecourseTransformer(nn.Module):
+    """R_theta(x+ | x) = prod_j R_theta(x+_j | x, x+_{<j})  (Sec. 4.2).
+
+    The encoder reads x; the decoder reads [BOS, x+_0, ..., x+_{D-2}], so that
+    decoder position j, seeing only BOS and x+_{<j}, predicts feature j.
+    Code: a label token (+1) is prepended to both sequences. Here: a learned
+    BOS on the decoder only, because the label is always +1 (the same thing),
+    and the encoder needs no extra token.
+    """
+
+    def __init__(self, n_features, cfg):
+        super().__init__()
+        D, E = n_features, cfg.d_model
+        self.n_features = D
+        self.enc_embed, self.dec_embed = FeatureEmbedding(D, E), FeatureEmbedding(D, E)
+        self.enc_pos = nn.Parameter(0.02 * torch.randn(D, E))               # learned positions (Sec. 4.2)
+        self.dec_pos = nn.Parameter(0.02 * torch.randn(D, E))
+        self.bos = nn.Parameter(0.02 * torch.randn(E))
+        self.encoder = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_enc_layers))
+        self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_dec_layers))
+        self.enc_norm, self.dec_norm = nn.LayerNorm(E), nn.LayerNorm(E)     # final norms of a pre-norm stack
+        self.head = BinHead(D, E, cfg.n_bins)
+
+    def encode(self, x):
+        h = self.enc_embed(x) + self.enc_pos                                # (B, D) -> (B, D, E)
+        for block in self.encoder:
+            h = block(h)
+        return self.enc_norm(h)                                             # memory (B, D, E)
+
+    def decode(self, memory, x_prev):
+        """x_prev (B, L) = x+_0 .. x+_{L-1}, L < D -> logits (B, L+1, K) for features 0..L."""
+        B, L = x_prev.shape
+        y = torch.cat([self.bos.expand(B, 1, -1), self.dec_embed(x_prev)], dim=1)  # (B, L+1, E)
+        y = y + self.dec_pos[:L + 1]
+        for block in self.decoder:
+            y = block(y, memory)
+        return self.head(self.dec_norm(y))                                  # (B, L+1, K)
+
+    def forward(self, x, x_plus):
+        """Teacher forcing for training: x, x+ (B, D) -> logits (B, D, K)."""
+        return self.decode(self.encode(x), x_plus[:, :-1])
+
+    def start_cache(self, memory, n):
+        """memory (m, D, E) of m rows, n sequences to sample per row -> one KVCache per layer."""
+        return [block.start_cache(memory, n) for block in self.decoder]
+
+    def decode_step(self, caches, x_last, j):
+        """Cached decoding: logits (B, K) for feature j, given x+_{j-1} (B,) (unused at j = 0)."""
+        if j == 0:
+            y = self.bos.expand(len(x_last), 1, -1)                         # (B, 1, E)
+        else:
+            y = self.dec_embed(x_last[:, None], first=j - 1)               # (B, 1) -> (B, 1, E)
+        y = y + self.dec_pos[j]
+        for block, cache in zip(self.decoder, caches):
+            y = block.step(y, cache, j)
+        return self.head(self.dec_norm(y), first=j)[:, 0]                 # (B, 1, K) -> (B, K)
+
+
+# -----------------------------------------------------------------------------
+# Training (Algorithm 1)
+
+def learning_rate(step, total, cfg):
+    """Linear warmup, then cosine decay to lr/10 (nanoGPT). Paper: constant 1e-4 (decay_lr=False)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if not cfg.decay_lr:
+        return cfg.lr
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr / 10 + 0.5 * (1 + math.cos(math.pi * t)) * (cfg.lr - cfg.lr / 10)
+
+
+@torch.no_grad()
+def validation_loss(model, x, x_plus, mu, w, device, batch=4096):
+    model.eval()
+    total = 0.0
+    for s in range(0, len(x), batch):
+        xb, xpb = x[s:s + batch].to(device), x_plus[s:s + batch].to(device)
+        total += jensen_loss(model(xb, xpb), soft_labels(xpb, mu, w)).item() * len(xb)
+    model.train()
+    return total / len(x)
+
+
+def train_recourse_model(model, train, val, mu, w, cfg, generator, device, verbose=True):
+    """Algorithm 1: Adam on Eq. 8 over minibatches of sources, each with a fresh
+    partner x+ ~ Q(.|x) per epoch; keep the parameters with the best validation loss.
+
+    Paper: 2000 epochs. Here (cfg.steps or cfg.feature_steps set): a fixed
+    number of optimiser steps, as many epochs as that takes, because data sets
+    differ ten-fold in size and a step budget keeps CPU time the same for each.
+    Validation partners are drawn once (cfg.val_draws per source), so every
+    checkpoint is scored on the same pairs. Returns the history, a list of dicts.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    n = len(train.x)
+    batch = min(cfg.batch_size, n)
+    per_epoch = math.ceil(n / batch)
+    if cfg.steps is not None:
+        total = cfg.steps
+    elif cfg.feature_steps is not None:
+        total = max(1, round(cfg.feature_steps / train.x.shape[1]))
+    else:
+        total = cfg.epochs * per_epoch
+    eval_every = cfg.eval_every or per_epoch
+    if val is not None:                                                     # (val_draws * N-_val, D) each
+        val_x = val.x.repeat(cfg.val_draws, 1)
+        val_x_plus = torch.cat([val.draw(generator) for _ in range(cfg.val_draws)])
+    best_loss, best_state, history = math.inf, None, []
+    step, epoch, t0, last_print = 0, 0, time.time(), -math.inf
+    model.train()
+    while step < total:
+        order = torch.randperm(n, generator=generator)
+        partners = train.draw(generator)                                    # (N-, D), fresh each epoch
+        for s in range(0, n, batch):
+            i = order[s:s + batch]
+            x, x_plus = train.x[i].to(device), partners[i].to(device)       # (B, D) each
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(step, total, cfg)
+            loss = jensen_loss(model(x, x_plus), soft_labels(x_plus, mu, w))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % eval_every == 0 or step == total:
+                val_loss = (validation_loss(model, val_x, val_x_plus, mu, w, device)
+                            if val is not None else loss.item())
+                if val_loss < best_loss:                                    # keep the best checkpoint
+                    best_loss = val_loss
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                elapsed = time.time() - t0
+                history.append(dict(epoch=epoch, step=step, train_loss=loss.item(),
+                                    val_loss=val_loss, seconds=elapsed))
+                if verbose and (elapsed - last_print >= 3 or step == total):
+                    last_print = elapsed
+                    print(f"GenRe epoch {epoch:4d} step {step:5d}/{total} | train {loss.item():.4f} "
+                          f"| val {val_loss:.4f} | {elapsed:6.1f}s", flush=True)
+            if step == total:
+                break
+        epoch += 1
+    model.load_state_dict(best_state)
+    return history
+
+
+# -----------------------------------------------------------------------------
+# Sampling (Sec. 4.3, Algorithm 2)
+
+def draw_bin(logits, u, tau):
+    """Algorithm 2, lines 4-5, for one feature j of a batch: p_j = softmax(tau * logits_j), k ~ p_j.
+
+    k is drawn by the inverse CDF of p_j at a uniform u in (0, 1] drawn in
+    advance. logits (B, K), u (B,) -> k (B,).
+    """
+    p = torch.softmax(tau * logits, dim=-1)                                 # (B, K)
+    cdf = p.cumsum(dim=-1)
+    return (cdf < u[:, None] * cdf[:, -1:]).sum(dim=-1).clamp(max=p.shape[1] - 1)  # first bin reaching u
+
+
+def project_one_hot(value, earlier, is_last):
+    """projectCategoricals for a one-hot group (a categorical with more than two
+    values), made sequential: the first member drawn as 1 keeps it, every later
+    member is 0, and the last member is 1 if no earlier one was.
+    value (B,) in {0, 1}; earlier (B, g) the group's members already drawn."""
+    taken = earlier.sum(dim=1) > 0                                          # (B,)
+    if is_last:
+        return (~taken).to(value.dtype)
+    return torch.where(taken, torch.zeros_like(value), value)
+
+
+@torch.no_grad()
+def sample_recourse(model, x, n, u, eps, bins, immutable, categorical, tau, sigma,
+                    groups=(), cached=True):
+    """Algorithm 2, n samples for each of m rows: x (m, D) -> x+ (B, D), B = m * n,
+    the n samples of row i at B-rows i*n .. i*n + n-1.
+
+    u, eps (B, D) are every random number the sampling will use, drawn by the
+    caller, so the plain and the cached path make identical choices.
+    cached=False re-runs the decoder over the whole prefix at every step
+    (O(D^2) positions); cached=True keeps each decoder layer's keys and values
+    (O(D)). Either way the encoder runs once per row, not once per sample.
+    immutable, categorical: lists of D bools; groups: lists of the feature
+    indices of each one-hot group (none in the paper's data sets).
+    """
+    model.eval()
+    memory = model.encode(x)                                                # (m, D) -> (m, D, E)
+    if cached:
+        caches = model.start_cache(memory, n)
+    else:
+        memory = memory.repeat_interleave(n, dim=0)                         # (m, D, E) -> (B, D, E)
+    x = x.repeat_interleave(n, dim=0)                                       # (m, D) -> (B, D)
+    D = x.shape[1]
+    own_bin = bins.index(x)                                                 # (B, D): the bin holding x_j
+    x_plus = torch.zeros_like(x)
+    earlier = {j: g[:i] for g in groups for i, j in enumerate(g)}          # j -> members of j's group before j
+    last = {g[-1] for g in groups}
+    for j in range(D):
+        if cached:
+            logits = model.decode_step(caches, x_plus[:, j - 1], j)         # (B, K)
+        else:
+            logits = model.decode(memory, x_plus[:, :j])[:, -1]             # (B, j+1, K) -> (B, K)
+        k = draw_bin(logits, u[:, j], tau)                                  # (B,)
+        value = bins.values[j, k]                                           # mu_jk (see Bins)
+        if bins.keep_own:
+            value = torch.where(k == own_bin[:, j], x[:, j], value)
+        value = value + sigma * eps[:, j]                                   # Algorithm 2, line 6
+        # Paper: projectCategoricals once, after the last feature. Here: each
+        # binary categorical is rounded as soon as it is drawn, and the rounded
+        # value is what later features condition on, because the training
+        # targets x+ only ever hold exact 0/1 there (a bin centre like 0.99 is
+        # off the training distribution) and it is the value the user gets.
+        if categorical[j]:
+            value = (value >= 0.5).to(x.dtype)
+            if j in earlier:
+                value = project_one_hot(value, x_plus[:, earlier[j]], j in last)
+        else:
+            value = value.clamp(torch.minimum(bins.lo[j], x[:, j]),             # sigma noise stays within
+                                torch.maximum(bins.hi[j], x[:, j]))             # the bins' range (or x's)
+        # Paper/code: immutables are not enforced when sampling (the pairs keep
+        # them, so the model usually copies them). Here: teacher-forced to x's
+        # value, so they are guaranteed, and later features condition on the truth.
+        if immutable[j]:
+            value = x[:, j]
+        x_plus[:, j] = value
+    return x_plus
+
+
+# -----------------------------------------------------------------------------
+# The estimator
+
+def _resolve_device(device):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _as_mask(mask, D, name):
+    """A (D,) bool mask, copied (fit marks one-hot groups in it)."""
+    return as_mask(mask, D, name).copy()
+
+
+class GenRe:
+    """Generative recourse: fit R_theta(x+|x) on pairs from Q (Eq. 6), then sample it.
+
+    GenRe(cfg=None, random_state=0, device="auto", verbose=True)   # cfg None: GenReConfig()
+    fit(X, y, h, immutable=None, categorical=None, groups=None) -> self
+    sample(X, n=None, tau=None, sigma=None) -> (M, n, D) candidates
+    recourse(X, h=None) -> (M, D), the best of cfg.n_samples candidates by h
+    save(path);  GenRe.load(path, h=None)
+
+    h is the classifier: h.predict_proba(X) -> P(y = 1 | x), shape (N,).
+    It is kept (as h_) for recourse() but not saved; pass h to load() or recourse().
+    """
+
+    def __init__(self, cfg=None, random_state=0, device="auto", verbose=True):
+        self.cfg = cfg
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # -- fit ------------------------------------------------------------------
+    def _split_pairs(self, X_neg, X_pos, immutable, rng):
+        """Algorithm 1, line 3, with a validation hold-out of val_frac of the sources.
+
+        Code (val_targets="heldout"): val_frac of the targets are held out too,
+        and validation pairs join validation sources to validation targets only.
+        Here (val_targets="train", the default): the targets are not split, and
+        validation sources are paired over all of D_h^+, because the model is
+        asked for Q over all of D_h^+ at test time. Q over a tenth of the
+        targets puts partners farther away, so that loss rises as the model
+        learns the real Q and picks a checkpoint from the first few hundred
+        steps (we measured this on adult: train loss 20 -> 16, that val loss
+        22 -> 25, and the held-out-sources loss falling with the train loss).
+        """
+        cfg, device = self.cfg_, self.device_
+
+        def split(n, frac):
+            n_val = int(round(frac * n)) if n >= 10 else 0
+            order = torch.from_numpy(rng.permutation(n))
+            return order[n_val:], order[:n_val]
+
+        src_train, src_val = split(len(X_neg), cfg.val_frac)
+        if cfg.val_targets == "heldout":
+            dst_train, dst_val = split(len(X_pos), cfg.val_frac)
+        elif cfg.val_targets == "train":
+            dst_train = dst_val = torch.arange(len(X_pos))
+        else:
+            raise ValueError(f"val_targets must be 'train' or 'heldout', got {cfg.val_targets!r}")
+        train = make_pairs(X_neg[src_train], X_pos[dst_train], cfg, immutable, device)
+        val = None
+        if len(src_val) and len(dst_val):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")                             # a small val set may miss a group
+                val = make_pairs(X_neg[src_val], X_pos[dst_val], cfg, immutable, device)
+            if len(val.x) == 0:
+                val = None
+        if len(train.x) == 0:
+            raise ValueError("No source in D_h^- has a target in D_h^+ with the same immutable features.")
+        if val is None:
+            warnings.warn("Too few pairs for a validation split; keeping the last checkpoint.")
+        return train, val
+
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
+        """Algorithm 1. X (N, D) scaled features, y (N,) labels in {0, 1}, h the classifier,
+        immutable and categorical (D,) bool masks, groups the feature indices of each
+        one-hot group (optional; every categorical of the paper's data sets is binary)."""
+        t0 = time.time()
+        cfg = self.cfg if self.cfg is not None else GenReConfig()
+        if cfg.cost != "l1":
+            raise ValueError(f"Only the L1 cost is implemented, got cost={cfg.cost!r}.")
+        if cfg.negatives not in ("paper", "code"):
+            raise ValueError(f"negatives must be 'paper' or 'code', got {cfg.negatives!r}.")
+        X = check_features(X, np.shape(X)[-1], "training X")
+        N, D = X.shape
+        y = np.asarray(y).reshape(-1)
+        if y.shape != (N,):
+            raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows.")
+        immutable = _as_mask(immutable, D, "immutable")
+        categorical = _as_mask(categorical, D, "categorical")
+        groups = [sorted(int(j) for j in g) for g in (groups if groups is not None else [])]
+        for g in groups:
+            categorical[g] = True
+        seed = 0 if self.random_state is None else int(self.random_state)
+        set_seed(seed)
+        rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+        self.cfg_, self.device_ = cfg, _resolve_device(self.device)
+
+        # D_h^- and D_h^+ (Sec. 4.1)
+        p = np.asarray(h.predict_proba(X), dtype=np.float64).reshape(-1)   # P(y = 1 | x), (N,)
+        if cfg.negatives == "paper":
+            neg = (y == 0) & (p <= 0.5)
+        else:                                                               # code: every x with h <= gamma
+            neg = p <= cfg.gamma
+        pos = (y == 1) & (p > cfg.gamma)
+        if not neg.any():
+            raise ValueError("D_h^- is empty: no training row has y = 0 and h(x) <= 0.5; "
+                             "check the labels, or try negatives='code'.")
+        if not pos.any():
+            raise ValueError(f"D_h^+ is empty: no training row has y = 1 and h(x) > gamma = {cfg.gamma}; "
+                             "try a lower gamma (>= 0.5).")
+        X_neg, X_pos = torch.from_numpy(X[neg]), torch.from_numpy(X[pos])
+        imm = torch.from_numpy(immutable)
+
+        train, val = self._split_pairs(X_neg, X_pos, imm, rng)
+        self.bins_ = Bins.fit(X_pos, cfg.n_bins, cfg.bins, cfg.snap).to(self.device_)
+
+        self.model_ = RecourseTransformer(D, cfg).to(self.device_)
+        if self.verbose:
+            n_params = sum(q.numel() for q in self.model_.parameters())
+            print(f"GenRe: |D_h^-| = {len(X_neg)}, |D_h^+| = {len(X_pos)}, train pairs from "
+                  f"{len(train.x)} sources, val from {0 if val is None else len(val.x)}; "
+                  f"{n_params / 1e3:.1f}k parameters on {self.device_}", flush=True)
+        self.history_ = train_recourse_model(self.model_, train, val, self.bins_.mu, self.bins_.w, cfg,
+                                             generator, self.device_, self.verbose)
+        self.model_.eval()
+        self.immutable_, self.categorical_, self.groups_ = immutable, categorical, groups
+        self.n_features_in_, self.h_ = D, h
+        self.n_sources_, self.n_targets_ = len(X_neg), len(X_pos)
+        self.fit_seconds_ = time.time() - t0
+        return self
+
+    # -- sample -----------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise NotFittedError("This GenRe instance is not fitted yet. Call 'fit' (or GenRe.load) "
+                                 "before 'sample' or 'recourse'.")
+
+    def sample(self, X, n=None, tau=None, sigma=None, cached=True):
+        """Algorithm 2, n times per row: X (M, D) -> (M, n, D) float32 candidates,
+        categoricals in {0, 1}, immutables equal to X's. The random numbers are
+        drawn from a generator seeded with random_state at each call, so a call
+        repeats exactly, and the i-th sample of a row does not depend on M."""
+        self._check_fitted()
+        X = check_features(X, self.n_features_in_)
+        cfg = self.cfg_
+        n = cfg.n_samples if n is None else int(n)
+        tau = cfg.tau if tau is None else tau
+        sigma = cfg.sigma if sigma is None else sigma
+        M, D = X.shape
+        seed = 0 if self.random_state is None else int(self.random_state)
+        g = torch.Generator().manual_seed(seed)
+        u = 1.0 - torch.rand(M * n, D, generator=g)                          # (M*n, D) in (0, 1]
+        eps = torch.randn(M * n, D, generator=g)                            # (M*n, D)
+        x = torch.from_numpy(X)
+        out = torch.empty(M * n, D)
+        imm, cat = self.immutable_.tolist(), self.categorical_.tolist()
+        rows = max(1, cfg.sample_chunk // n)                                # rows of X per chunk
+        for s in range(0, M, rows):
+            c = slice(s * n, (s + rows) * n)                                # their samples
+            out[c] = sample_recourse(self.model_, x[s:s + rows].to(self.device_), n,
+                                     u[c].to(self.device_), eps[c].to(self.device_),
+                                     self.bins_, imm, cat, tau, sigma,
+                                     self.groups_, cached=cached).cpu()
+        return out.view(M, n, D).numpy()
+
+    def recourse(self, X, h=None, tau=None, sigma=None):
+        """Sec. 5.1: draw cfg.n_samples recourses per row, return the one h rates highest. (M, D) float32.
+        tau and sigma override the config's for this call (Table 11 samples one model at several)."""
+        self._check_fitted()
+        h = h if h is not None else getattr(self, "h_", None)
+        if h is None:
+            raise ValueError("recourse needs the classifier h: pass recourse(X, h=h) or GenRe.load(path, h=h).")
+        S = self.sample(X, tau=tau, sigma=sigma)                            # (M, n, D)
+        M, n, D = S.shape
+        if M == 0:
+            return S[:, 0]
+        score = np.asarray(h.predict_proba(S.reshape(M * n, D))).reshape(M, n)
+        return S[np.arange(M), score.argmax(axis=1)]                        # (M, D)
+
+    # -- persistence --------------------------------------------------------------
+    def save(self, path):
+        """Config, weights, bins and masks as plain tensors and dicts (loads with weights_only=True)."""
+        self._check_fitted()
+        torch.save(dict(config=asdict(self.cfg_), n_features=self.n_features_in_,
+                        state_dict={k: v.cpu() for k, v in self.model_.state_dict().items()},
+                        bins={k: v.cpu() if torch.is_tensor(v) else v
+                              for k, v in asdict(self.bins_).items()},
+                        immutable=torch.from_numpy(self.immutable_),
+                        categorical=torch.from_numpy(self.categorical_), groups=self.groups_,
+                        random_state=self.random_state, fit_seconds=self.fit_seconds_), path)
+
+    @classmethod
+    def load(cls, path, h=None, device="auto", verbose=True):
+        """Rebuild a fitted GenRe from save(); h (not saved) is needed only for recourse()."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = GenReConfig(**state["config"])
+        model = cls(cfg, random_state=state["random_state"], device=device, verbose=verbose)
+        model.cfg_, model.device_ = cfg, _resolve_device(device)
+        model.model_ = RecourseTransformer(state["n_features"], cfg)
+        model.model_.load_state_dict(state["state_dict"])
+        model.model_.to(model.device_).eval()
+        model.bins_ = Bins(**state["bins"]).to(model.device_)
+        model.immutable_, model.categorical_ = state["immutable"].numpy(), state["categorical"].numpy()
+        model.groups_ = state["groups"]
+        model.n_features_in_, model.h_, model.fit_seconds_ = state["n_features"], h, state["fit_seconds"]
+        return model
+
+
+# -----------------------------------------------------------------------------
+# A quick throughput check on synthetic data (the benchmark proper is elsewhere)
+
+def _throughput(n_rows, n_features, steps, n_neg, paper, seed=0):
+    """Fit on random data labelled by a fixed linear h; return pairs/s and samples/s."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n_rows, n_features)).astype(np.float32)
+    w = torch.from_numpy(rng.normal(size=n_features).astype(np.float32))
+
+    class LinearH:                                                          # h(x) = sigmoid(5 (x - 1/2) . w)
+        def predict_proba(self, X):
+            return torch.sigmoid(5 * (torch.as_tensor(X) - 0.5) @ w).numpy()
+
+    y = (rng.random(n_rows) < LinearH().predict_proba(X)).astype(int)
+    cfg = GenReConfig.paper() if paper else GenReConfig()
+    cfg.steps, cfg.eval_every = steps, steps
+    model = GenRe(cfg, random_state=seed, verbose=False).fit(X, y, LinearH())
+    train_seconds = model.history_[-1]["seconds"]
+    X_neg = X[:n_neg]
+    model.sample(X_neg[:10])                                                # warm up
+    t0 = time.time()
+    model.sample(X_neg)
+    return steps * min(cfg.batch_size, model.n_sources_) / train_seconds, n_neg * cfg.n_samples / (time.time() - t0)
+
+
+if __name__ == "__main__":
+    import argparse
+    p = argparse.ArgumentParser(description="GenRe throughput on synthetic data: training pairs/s and "
+                                            "recourse samples/s (10 per negative).")
+    p.add_argument("--rows", type=int, default=20000, help="training rows (default 20000)")
+    p.add_argument("--features", type=int, default=13, help="features D (default 13, as adult)")
+    p.add_argument("--steps", type=int, default=100, help="optimiser steps to time (default 100)")
+    p.add_argument("--negatives", type=int, default=2000, help="rows to sample recourse for (default 2000)")
+    p.add_argument("--paper", action="store_true", help="time GenReConfig.paper() instead of the CPU default")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs, samples = _throughput(args.rows, args.features, args.steps, args.negatives, args.paper)
+    print(f"{'paper' if args.paper else 'default'} config, D = {args.features}, {torch.get_num_threads()} "
+          f"threads, torch {torch.__version__}: {pairs:,.0f} training pairs/s, {samples:,.0f} samples/s")

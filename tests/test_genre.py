@@ -1,0 +1,377 @@
+"""Tests for genre.py, each against something computed independently: brute-force
+loops, hand-computed numbers, or a property the paper states."""
+
+import math
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from sklearn.exceptions import NotFittedError
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from genre import (GenRe, GenReConfig, Pairs, RecourseTransformer, jensen_loss,  # noqa: E402
+                   make_bins, pairing_distribution, snap_to_observed, soft_labels)
+
+
+class LinearH(nn.Module):
+    """A fixed logistic classifier with the interface GenRe expects of h."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight = torch.tensor(weight, dtype=torch.float32)
+        self.bias = float(bias)
+
+    def forward(self, x):                                   # (B, D) -> logits (B,)
+        return x @ self.weight + self.bias
+
+    @torch.no_grad()
+    def predict_proba(self, X):                             # numpy (N, D) -> P(y = 1 | x), (N,)
+        return torch.sigmoid(self(torch.as_tensor(np.asarray(X), dtype=torch.float32))).numpy()
+
+
+def tiny_config(**overrides):
+    base = dict(d_model=16, n_heads=2, d_ff=16, n_enc_layers=1, n_dec_layers=1, n_bins=10,
+                steps=20, eval_every=10, batch_size=64, warmup_steps=0, top_k=50)
+    return GenReConfig(**{**base, **overrides})
+
+
+def toy_data(n=300, seed=0):
+    """D = 4: feature 0 immutable and binary, feature 1 a mutable binary
+    categorical, features 2-3 continuous. h looks at features 1-3."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 4)).astype(np.float32)
+    X[:, :2] = (X[:, :2] > 0.5)
+    h = LinearH([0.0, 2.0, 4.0, 4.0], -5.0)
+    y = (rng.random(n) < h.predict_proba(X)).astype(int)
+    immutable = np.array([True, False, False, False])
+    categorical = np.array([True, True, False, False])
+    return X, y, h, immutable, categorical
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y, h, imm, cat = toy_data()
+    model = GenRe(tiny_config(), random_state=0, verbose=False).fit(X, y, h, immutable=imm, categorical=cat)
+    X_neg = X[h.predict_proba(X) <= 0.5][:25]
+    return model, X, y, h, imm, cat, X_neg
+
+
+# -- Eq. 6: the pairing distribution -----------------------------------------
+
+def brute_force_q(Xs, Xd, lam, immutable):
+    """Q(x+|x) by a double loop over sources and targets, in float64."""
+    Q = np.zeros((len(Xs), len(Xd)))
+    for i, x in enumerate(Xs):
+        for t, xp in enumerate(Xd):
+            breaks = np.any(x[immutable] != xp[immutable])
+            Q[i, t] = 0.0 if breaks else math.exp(-lam * np.abs(x - xp).sum())
+        Q[i] /= Q[i].sum()
+    return Q
+
+
+def dense(idx, prob, n_dst):
+    Q = np.zeros((len(idx), n_dst))
+    np.put_along_axis(Q, idx.long().numpy(), prob.numpy(), axis=1)
+    return Q
+
+
+def test_pairing_matches_brute_force():
+    rng = np.random.default_rng(1)
+    Xs, Xd = rng.random((6, 3)).astype(np.float32), rng.random((9, 3)).astype(np.float32)
+    Xs[:, 0], Xd[:, 0] = Xs[:, 0] > 0.5, Xd[:, 0] > 0.5
+    Xs[0, 0], Xd[0, 0] = 0.0, 0.0                       # every source group has a partner
+    Xs[1, 0], Xd[1, 0] = 1.0, 1.0
+    imm = np.array([True, False, False])
+    idx, prob, keep = pairing_distribution(torch.from_numpy(Xs), torch.from_numpy(Xd), 2.0,
+                                           torch.from_numpy(imm), top_k=100, chunk=4)
+    assert keep.all()
+    np.testing.assert_allclose(prob.sum(1).numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(dense(idx, prob, 9), brute_force_q(Xs, Xd, 2.0, imm), atol=1e-6)
+
+
+def test_pairing_top_k_is_the_renormalised_head_of_q():
+    rng = np.random.default_rng(2)
+    Xs, Xd = rng.random((5, 4)).astype(np.float32), rng.random((12, 4)).astype(np.float32)
+    idx, prob, _ = pairing_distribution(torch.from_numpy(Xs), torch.from_numpy(Xd), 3.0,
+                                        torch.zeros(4, dtype=torch.bool), top_k=4)
+    Q = brute_force_q(Xs, Xd, 3.0, np.zeros(4, bool))
+    for i in range(5):
+        top = np.argsort(-Q[i])[:4]
+        assert set(idx[i].tolist()) == set(top.tolist())
+        expected = dict(zip(top.tolist(), Q[i, top] / Q[i, top].sum()))
+        for t, p in zip(idx[i].tolist(), prob[i].tolist()):
+            assert p == pytest.approx(expected[t], abs=1e-6)
+
+
+def test_large_lambda_mode_is_nearest_neighbour():
+    rng = np.random.default_rng(3)
+    Xs, Xd = rng.random((20, 3)).astype(np.float32), rng.random((40, 3)).astype(np.float32)
+    Xs[:, 0], Xd[:, 0] = Xs[:, 0] > 0.5, Xd[:, 0] > 0.5
+    imm = np.array([True, False, False])
+    idx, prob, keep = pairing_distribution(torch.from_numpy(Xs), torch.from_numpy(Xd), 1e4,
+                                           torch.from_numpy(imm), top_k=10)
+    mode = idx.gather(1, prob.argmax(1, keepdim=True)).squeeze(1).numpy()
+    for i, x in enumerate(Xs[keep.numpy()]):
+        cost = [np.abs(x - xp).sum() if xp[0] == x[0] else np.inf for xp in Xd]
+        assert mode[i] == int(np.argmin(cost))
+    assert prob.max(1).values.min() > 0.99
+
+
+def test_no_pair_breaks_an_immutable_and_orphans_are_dropped():
+    rng = np.random.default_rng(4)
+    Xs, Xd = rng.random((30, 3)).astype(np.float32), rng.random((30, 3)).astype(np.float32)
+    Xs[:, 0] = rng.integers(0, 3, 30) / 2                   # groups 0, .5, 1 among sources ...
+    Xd[:, 0] = rng.integers(0, 2, 30) / 2                   # ... but targets only 0 and .5
+    Xs[:3, 0] = 1.0
+    imm = torch.tensor([True, False, False])
+    with pytest.warns(UserWarning, match="no target"):
+        idx, prob, keep = pairing_distribution(torch.from_numpy(Xs), torch.from_numpy(Xd), 5.0, imm, 8)
+    assert not keep[:3].any() and keep.numpy().tolist() == (Xs[:, 0] != 1.0).tolist()
+    for x, row_idx, row_p in zip(Xs[keep.numpy()], idx, prob):
+        partners = Xd[row_idx.long().numpy()][row_p.numpy() > 0]
+        assert len(partners) > 0 and np.all(partners[:, 0] == x[0])
+
+
+def test_drawn_partners_follow_q():
+    Xs, Xd = torch.zeros(1, 2), torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    pairs = Pairs(Xs.expand(20000, 2), Xd, torch.tensor([[0, 1, 2]] * 20000, dtype=torch.int32),
+                  torch.tensor([[0.5, 0.3, 0.2]]).expand(20000, 3))
+    drawn = pairs.draw(torch.Generator().manual_seed(0))                 # (20000, 2)
+    freq = [(drawn == Xd[t]).all(1).float().mean().item() for t in range(3)]
+    np.testing.assert_allclose(freq, [0.5, 0.3, 0.2], atol=0.015)
+
+
+# -- Eq. 7-8: bins, soft labels, loss -------------------------------------------
+
+@pytest.mark.parametrize("mode", ["paper", "code"])
+def test_soft_labels_sum_to_one_and_peak_at_the_value_bin(mode):
+    rng = np.random.default_rng(5)
+    X_pos = torch.from_numpy(rng.random((50, 3)).astype(np.float32))
+    mu, w, lo, hi = make_bins(X_pos, 20, mode)
+    x = torch.from_numpy(rng.uniform(0.05, 0.95, (100, 3)).astype(np.float32))
+    x = torch.minimum(torch.maximum(x, lo), hi - 1e-4)              # inside the bins
+    s = soft_labels(x, mu, w)                                        # (100, 3, 20)
+    np.testing.assert_allclose(s.sum(-1).numpy(), 1.0, atol=1e-5)
+    if mode == "paper":   # bin k covers [lo + k w, lo + (k+1) w); its centre is nearest
+        holding = ((x - lo) / w).floor().long()
+    else:                 # code: bin k's value is its left edge, the nearest of the edges
+        holding = ((x - lo) / w).round().long().clamp(max=19)
+    assert torch.equal(s.argmax(-1), holding)
+
+
+def test_paper_bins_are_equal_width_centres_over_d_h_plus():
+    X_pos = torch.tensor([[0.2, 0.0], [0.6, 1.0]])
+    mu, w, lo, hi = make_bins(X_pos, 4, "paper")
+    np.testing.assert_allclose(mu[0].numpy(), [0.25, 0.35, 0.45, 0.55], atol=1e-6)
+    np.testing.assert_allclose(w.numpy(), [0.1, 0.25], atol=1e-6)
+    np.testing.assert_allclose(hi.numpy(), [0.6, 1.0], atol=1e-6)
+    mu, w, _, _ = make_bins(X_pos, 50, "code")
+    np.testing.assert_allclose(mu[1, :3].numpy(), [0.0, 0.02, 0.04], atol=1e-7)
+
+
+def test_snapped_bins_sample_observed_values():
+    X_pos = torch.tensor([[0.0], [0.1], [0.1], [0.55], [1.0]])
+    mu, w, lo, hi = make_bins(X_pos, 5, "paper")                    # centres .1 .3 .5 .7 .9
+    values = snap_to_observed(mu, X_pos)
+    np.testing.assert_allclose(values[0].numpy(), [0.1, 0.1, 0.55, 0.55, 1.0])
+
+
+def test_jensen_loss_equals_hand_computed_cross_entropy():
+    # one feature, three bins centred 0, 1, 2 with width 1; the value 0 ->
+    # kernel exp(0), exp(-1/2), exp(-2), normalised
+    k = np.exp([0.0, -0.5, -2.0])
+    s_hand = k / k.sum()
+    s = soft_labels(torch.tensor([[0.0]]), torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([1.0]))
+    np.testing.assert_allclose(s[0, 0].numpy(), s_hand, rtol=1e-6)
+    logits = torch.tensor([[[1.0, 2.0, 0.5]]])
+    p = np.exp([1.0, 2.0, 0.5]) / np.exp([1.0, 2.0, 0.5]).sum()
+    assert jensen_loss(logits, s).item() == pytest.approx(-(s_hand * np.log(p)).sum(), rel=1e-6)
+    # summed over features, averaged over the batch
+    logits2 = torch.randn(2, 3, 3)
+    s2 = torch.softmax(torch.randn(2, 3, 3), -1)
+    by_hand = -sum((s2[b, j] * torch.log_softmax(logits2[b, j], -1)).sum() for b in range(2) for j in range(3)) / 2
+    assert jensen_loss(logits2, s2).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+# -- Sec. 4.2: the transformer ----------------------------------------------------
+
+def test_decoder_is_causal():
+    torch.manual_seed(0)
+    D = 5
+    model = RecourseTransformer(D, tiny_config()).eval()
+    x, x_plus = torch.rand(3, D), torch.rand(3, D)
+    base = model(x, x_plus)                                          # (3, D, K)
+    for j in range(D):
+        changed = x_plus.clone()
+        changed[:, j] += 0.5
+        out = model(x, changed)
+        assert torch.equal(out[:, :j + 1], base[:, :j + 1]), f"feature {j} leaked into positions <= {j}"
+        if j + 1 < D:
+            assert not torch.allclose(out[:, j + 1], base[:, j + 1])  # ... and it is used downstream
+
+
+def test_cached_decode_step_matches_full_decoder():
+    torch.manual_seed(0)
+    D = 6
+    model = RecourseTransformer(D, tiny_config()).eval()
+    x, x_plus = torch.rand(4, D), torch.rand(4 * 3, D)
+    with torch.no_grad():
+        memory = model.encode(x)
+        full = model.decode(memory.repeat_interleave(3, 0), x_plus[:, :-1])  # (12, D, K)
+        caches = model.start_cache(memory, 3)
+        for j in range(D):
+            step = model.decode_step(caches, x_plus[:, j - 1], j)
+            torch.testing.assert_close(step, full[:, j], atol=1e-5, rtol=1e-5)
+
+
+# -- Algorithms 1 and 2 -------------------------------------------------------------
+
+def test_tiny_model_learns_a_single_fixed_pair():
+    x = np.array([0.2, 0.3, 0.1], np.float32)
+    target = np.array([0.7, 0.9, 0.4], np.float32)               # the nearest x+ in D_h^+
+    other = np.array([1.0, 0.0, 1.0], np.float32)                # L1 0.6 farther: Q ~ e^-30
+    X = np.stack([x] * 30 + [target] * 30 + [other] * 30)
+    y = np.array([0] * 30 + [1] * 60)
+    h = LinearH([20.0, 20.0, 20.0], -24.0)
+    cfg = tiny_config(lam=50.0, n_bins=10, steps=150, lr=1e-2, eval_every=50, snap=False)
+    model = GenRe(cfg, random_state=0, verbose=False).fit(X, y, h)
+    S = model.sample(x[None], n=20, tau=100.0)[0]                 # (20, 3)
+    mu, w, lo = model.bins_.mu.numpy(), model.bins_.w.numpy(), model.bins_.lo.numpy()
+    target_bin = np.clip(np.floor((target - lo) / w), 0, 9).astype(int)
+    expected = mu[np.arange(3), target_bin]
+    np.testing.assert_allclose(S, np.broadcast_to(expected, S.shape), atol=1e-6)
+
+
+def test_large_tau_samples_the_argmax_bin(fitted):
+    model, X, *_ = fitted
+    X_neg = fitted[-1]
+    S = model.sample(X_neg, n=1, tau=1e4)[:, 0]                    # (M, D)
+    with torch.no_grad():
+        logits = model.model_(torch.from_numpy(X_neg), torch.from_numpy(S))  # teacher-forced on S
+    k = logits.argmax(-1)                                         # (M, D) the arg-max bins
+    argmax_value = model.bins_.values[torch.arange(4), k]
+    argmax_value = torch.where(k == model.bins_.index(torch.from_numpy(X_neg)),
+                               torch.from_numpy(X_neg), argmax_value).numpy()   # (M, D)
+    continuous = ~model.categorical_ & ~model.immutable_
+    np.testing.assert_allclose(S[:, continuous], argmax_value[:, continuous], atol=1e-6)
+
+
+def test_samples_project_categoricals_and_keep_immutables(fitted):
+    model, X, y, h, imm, cat, X_neg = fitted
+    X_neg = X_neg.copy()
+    X_neg[:5, 0] = 0.3                                           # an immutable value never seen in training
+    S = model.sample(X_neg, n=7, tau=1.0, sigma=0.05)            # (M, 7, D)
+    assert S.shape == (len(X_neg), 7, 4) and S.dtype == np.float32
+    assert np.isin(S[..., 1], [0.0, 1.0]).all()
+    assert np.array_equal(S[..., 0], np.repeat(X_neg[:, :1], 7, axis=1))
+    lo, hi = model.bins_.lo.numpy(), model.bins_.hi.numpy()
+    lo, hi = np.minimum(lo, X_neg)[:, None], np.maximum(hi, X_neg)[:, None]
+    assert (S[..., 2:] >= lo[..., 2:] - 1e-6).all() and (S[..., 2:] <= hi[..., 2:] + 1e-6).all()
+    S = model.sample(X_neg, n=7, tau=1.0)                        # sigma = 0: x's value or one seen in D_h^+
+    X_pos = X[(y == 1) & (h.predict_proba(X) > 0.7)]
+    for j in (2, 3):
+        own = S[..., j] == X_neg[:, None, j]
+        assert np.isin(S[..., j][~own], X_pos[:, j]).all()
+        assert own.any() and (~own).any()
+
+
+def test_one_hot_groups_are_sampled_one_hot():
+    rng = np.random.default_rng(6)
+    X = rng.random((200, 5)).astype(np.float32)
+    X[:, 2:] = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 200)]   # one categorical, three values
+    h = LinearH([4.0, 4.0, 0.0, 1.0, -1.0], -4.0)
+    y = (rng.random(200) < h.predict_proba(X)).astype(int)
+    model = GenRe(tiny_config(steps=5), verbose=False).fit(X, y, h, groups=[np.array([2, 3, 4])])
+    for tau in (0.1, 10.0):
+        S = model.sample(X[:30], n=10, tau=tau)
+        assert np.array_equal(S[..., 2:].sum(-1), np.ones((30, 10), np.float32))
+        assert np.isin(S[..., 2:], [0.0, 1.0]).all()
+
+
+def test_cached_path_gives_exactly_the_plain_paths_samples(fitted):
+    model, *_, X_neg = fitted
+    for tau, sigma in [(10.0, 0.0), (1.0, 0.01)]:
+        fast = model.sample(X_neg, n=5, tau=tau, sigma=sigma, cached=True)
+        plain = model.sample(X_neg, n=5, tau=tau, sigma=sigma, cached=False)
+        assert np.array_equal(fast, plain)
+
+
+def test_recourse_is_the_sample_h_rates_highest(fitted):
+    model, X, y, h, *_, X_neg = fitted
+    R = model.recourse(X_neg)                                    # (M, D)
+    S = model.sample(X_neg)                                      # (M, n, D), same randomness
+    score = h.predict_proba(S.reshape(-1, 4)).reshape(len(X_neg), -1)
+    assert np.array_equal(R, S[np.arange(len(X_neg)), score.argmax(1)])
+    assert R.dtype == np.float32 and R.shape == X_neg.shape
+    assert np.array_equal(model.recourse(X_neg), R)             # repeatable
+
+
+def test_save_and_load_give_identical_samples(fitted, tmp_path):
+    model, X, y, h, *_, X_neg = fitted
+    path = tmp_path / "genre.pt"
+    model.save(path)
+    again = GenRe.load(path, h=h)
+    assert np.array_equal(again.sample(X_neg), model.sample(X_neg))
+    assert np.array_equal(again.recourse(X_neg), model.recourse(X_neg))
+    torch.load(path, weights_only=True)                          # plain tensors and dicts only
+
+
+def test_same_seed_same_fit_same_samples():
+    X, y, h, imm, cat = toy_data(200, seed=1)
+    fit = lambda seed: GenRe(tiny_config(steps=8), random_state=seed, verbose=False).fit(
+        X, y, h, immutable=imm, categorical=cat)
+    a, b, c = fit(3), fit(3), fit(4)
+    for (k, va), vb in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert np.array_equal(a.sample(X[:20]), b.sample(X[:20]))
+    assert not np.array_equal(a.sample(X[:20]), c.sample(X[:20]))
+    assert a.fit_seconds_ > 0
+
+
+def test_validation_split_keeps_sources_apart():
+    X, y, h, imm, cat = toy_data(300, seed=2)
+    for val_targets in ("train", "heldout"):
+        model = GenRe(tiny_config(steps=10, eval_every=5, val_targets=val_targets), verbose=False).fit(
+            X, y, h, immutable=imm, categorical=cat)
+        assert len(model.history_) == 2 and all(np.isfinite(r["val_loss"]) for r in model.history_)
+    with pytest.raises(ValueError, match="val_targets"):
+        GenRe(tiny_config(val_targets="test"), verbose=False).fit(X, y, h)
+
+
+# -- The estimator's contract ---------------------------------------------------------
+
+def test_unfitted_model_raises_not_fitted():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        GenRe(tiny_config()).recourse(np.zeros((2, 4), np.float32))
+    with pytest.raises(NotFittedError):
+        GenRe(tiny_config()).sample(np.zeros((2, 4), np.float32))
+
+
+def test_bad_inputs_raise_value_error(fitted):
+    model, X, y, h, imm, cat, X_neg = fitted
+    with pytest.raises(ValueError, match="3 features, the model was fitted on 4"):
+        model.sample(X_neg[:, :3])
+    bad = X_neg.copy()
+    bad[0, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.recourse(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        GenRe(tiny_config(), verbose=False).fit(np.where(np.arange(4) == 2, np.nan, X), y, h)
+    with pytest.raises(ValueError, match="D_h\\^\\+ is empty.*lower gamma"):
+        GenRe(tiny_config(gamma=0.999999), verbose=False).fit(X, y, h)
+    with pytest.raises(ValueError, match="D_h\\^- is empty"):
+        GenRe(tiny_config(), verbose=False).fit(X, np.ones_like(y), h)
+    with pytest.raises(ValueError, match="immutable"):
+        GenRe(tiny_config(), verbose=False).fit(X, y, h, immutable=np.ones(3, bool))
+
+
+def test_paper_config_has_the_papers_sizes():
+    cfg = GenReConfig.paper()
+    assert (cfg.n_enc_layers, cfg.n_dec_layers, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.n_bins) == (16, 16, 32, 8, 32, 50)
+    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.steps, cfg.feature_steps, cfg.dropout) == (1e-4, 2048, 2000, None, None, 0.1)
+    assert GenReConfig.paper(batch_size=16384).batch_size == 16384
+    assert (cfg.lam, cfg.gamma, cfg.top_k, cfg.sigma, cfg.n_samples) == (5.0, 0.7, 1000, 0.0, 10)
