@@ -219,7 +219,7 @@ def density_points(bench):
 def densities(genre, uncond, pair, n_grid):
     """R_theta(x+ | x) for each x of the pair, and P(x | y+), on an n x n grid over [-0.1, 1.1]^2."""
     grid, axis, _ = make_grid(-0.1, 1.1, n_grid)
-    on_grid = lambda logits_of: grid_density(logits_of, grid, genre.mu_, genre.w_).numpy().reshape(n_grid, n_grid)
+    on_grid = lambda logits_of: grid_density(logits_of, grid, genre.bins_.mu, genre.bins_.w).numpy().reshape(n_grid, n_grid)
     return axis, {"conditional": [on_grid(conditional_logits(genre, x)) for x in pair],
                   "unconditional": on_grid(uncond)}
 
@@ -252,7 +252,7 @@ def run_toy(name, args, cfg):
     lap("methods")
 
     genre, X_pos = methods["GenRe"], dh_plus(ds, h, cfg.gamma)
-    uncond = fit_unconditional(X_pos, genre.mu_, genre.w_, cfg, args.seed)
+    uncond = fit_unconditional(X_pos, genre.bins_.mu, genre.bins_.w, cfg, args.seed)
     lap("unconditional model")
     pair = density_points(bench)
     axis, density = densities(genre, uncond, pair, args.grid)

@@ -35,12 +35,12 @@ def test_grid_densities_integrate_to_one(quick):
     A grid well beyond [0, 1]^2 with a step (0.005) below the kernel width w checks it."""
     _, run = quick
     genre, uncond = run["genre"], run["uncond"]
-    assert genre.w_.min() > 0.005
+    assert genre.bins_.w.min() > 0.005
     grid, _, area = toy2d.make_grid(-0.5, 1.5, 401)
     for x in run["pair"]:
-        mass = toy2d.grid_density(toy2d.conditional_logits(genre, x), grid, genre.mu_, genre.w_).sum() * area
+        mass = toy2d.grid_density(toy2d.conditional_logits(genre, x), grid, genre.bins_.mu, genre.bins_.w).sum() * area
         assert 0.98 < float(mass) < 1.02
-    mass = toy2d.grid_density(uncond, grid, genre.mu_, genre.w_).sum() * area
+    mass = toy2d.grid_density(uncond, grid, genre.bins_.mu, genre.bins_.w).sum() * area
     assert 0.98 < float(mass) < 1.02
 
 
@@ -50,7 +50,7 @@ def test_teacher_forced_density_equals_feature_by_feature_product(quick):
     (as sampling does), multiply the two 1-D mixtures by hand, and compare."""
     _, run = quick
     genre = run["genre"]
-    mu, w = genre.mu_.numpy(), genre.w_.numpy()
+    mu, w = genre.bins_.mu.numpy(), genre.bins_.w.numpy()
     x = torch.as_tensor(run["pair"][0])
     x_plus = torch.cat([torch.as_tensor(run["X_pos"][:40]),                   # where the mass is
                         torch.rand(10, 2, generator=torch.Generator().manual_seed(0))])  # (B, D)
@@ -60,7 +60,7 @@ def test_teacher_forced_density_equals_feature_by_feature_product(quick):
         p = torch.softmax(genre.model_.decode(memory, x_plus[:, :j])[:, -1], dim=-1).numpy()  # (B, K)
         z = (x_plus[:, j, None].numpy() - mu[j]) / w[j]
         expected *= (p * np.exp(-0.5 * z ** 2) / (w[j] * np.sqrt(2 * np.pi))).sum(1)
-    got = toy2d.grid_density(toy2d.conditional_logits(genre, x), x_plus, genre.mu_, genre.w_).numpy()
+    got = toy2d.grid_density(toy2d.conditional_logits(genre, x), x_plus, genre.bins_.mu, genre.bins_.w).numpy()
     assert (expected[:40] > 1e-3).mean() > 0.5                            # a non-vacuous comparison
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-12)
 

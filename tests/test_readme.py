@@ -1,0 +1,14 @@
+"""The README's Python example runs as written."""
+import os
+import re
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def test_readme_api_example_runs(capsys):
+    text = open(README).read()
+    section = text[text.index("<!-- api:start -->"):text.index("<!-- api:end -->")]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.count("{") == 3 and "city" not in printed   # three actions, the city kept
