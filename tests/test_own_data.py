@@ -86,3 +86,34 @@ def test_unseen_category_at_recourse_time():
     del new["owner"]
     with pytest.raises(ValueError, match="column 'owner' is missing"):
         ds.encode(new)
+
+
+def test_csv_through_the_command_line(tmp_path, capsys):
+    from evaluate import main
+    t = small_table(300, seed=3)
+    t["approved"] = np.where(np.array(t["income"]) + 5 * (np.array(t["city"]) == "Oslo") > 52,
+                             "granted", "denied").tolist()
+    path = tmp_path / "loans.csv"
+    path.write_text("\n".join([",".join(t)] + [",".join(str(t[c][i]) for c in t) for i in range(300)]) + "\n")
+    rc = main(["--csv", str(path), "--target", "approved", "--positive", "granted",
+               "--categorical", "city,owner", "--immutable", "city", "--methods", "nnr_dhplus", "wachter",
+               "--explain", "2", "--n-test", "20", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "Recourse by nnr_dhplus for 2 test negatives" in out and "P(favourable)" in out
+    assert "| nnr_dhplus |" in out and "| wachter |" in out
+    assert (tmp_path / "out" / "loans.json").exists()
+    for line in out.splitlines():
+        if line.strip().startswith("#"):
+            assert "city:" not in line                     # the immutable column never changes
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--csv", "nope.csv", "--target", "y"], "data file not found: nope.csv"),
+    (["--csv", "x.csv"], "--csv needs --target COLUMN"),
+    ([], "give exactly one of --dataset NAME or --csv PATH"),
+])
+def test_csv_command_line_errors(argv, message, capsys):
+    from evaluate import main
+    assert main(argv + ["--quiet"]) == 2
+    assert message in capsys.readouterr().err
