@@ -4,7 +4,6 @@ loops, hand-computed numbers, or a property the paper states."""
 import math
 import os
 import sys
-import warnings
 
 import numpy as np
 import pytest
