@@ -307,9 +307,8 @@ def fit_method(name: str, bench: Benchmark, genre_config=None):
     """Fit one method on the train split (X, drawn y, h, feature roles)."""
     ds = bench.ds
     method = make_method(name, ds.name, bench.seed, genre_config)
-    extra = {"groups": ds.groups} if ds.groups else {}   # one-hot groups, only for data that has them
     return method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable,
-                      categorical=ds.categorical, **extra)
+                      categorical=ds.categorical, groups=ds.groups)
 
 
 def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config=None):
