@@ -112,7 +112,7 @@ def pairing(cache: str, repeats: int) -> dict:
     runs = []
     for _ in range(repeats):
         _, rss, out = run_child(["-c", PAIRING_CHILD % cache])
-        _, sec, n_neg, n_pos = out.split("PAIRING")[1].split()
+        sec, n_neg, n_pos = out.split("PAIRING")[1].split()
         runs.append((float(sec), rss))
     return {"seconds": statistics.median(r[0] for r in runs), "peak_mb": max(r[1] for r in runs),
             "n_neg": int(n_neg), "n_pos": int(n_pos), "repeats": repeats}
