@@ -30,9 +30,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from sklearn.exceptions import NotFittedError
 
-from datasets import as_mask, check_features, set_seed
+from datasets import as_mask, check_features, check_fitted, set_seed
 
 
 # -----------------------------------------------------------------------------
@@ -758,17 +757,12 @@ class GenRe:
         return self
 
     # -- sample -----------------------------------------------------------------
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise NotFittedError("This GenRe instance is not fitted yet. Call 'fit' (or GenRe.load) "
-                                 "before 'sample' or 'recourse'.")
-
     def sample(self, X, n=None, tau=None, sigma=None, cached=True):
         """Algorithm 2, n times per row: X (M, D) -> (M, n, D) float32 candidates,
         categoricals in {0, 1}, immutables equal to X's. The random numbers are
         drawn from a generator seeded with random_state at each call, so a call
         repeats exactly, and the i-th sample of a row does not depend on M."""
-        self._check_fitted()
+        check_fitted(self, "model_")
         X = check_features(X, self.n_features_in_)
         cfg = self.cfg_
         n = cfg.n_samples if n is None else int(n)
@@ -794,7 +788,7 @@ class GenRe:
     def recourse(self, X, h=None, tau=None, sigma=None):
         """Sec. 5.1: draw cfg.n_samples recourses per row, return the one h rates highest. (M, D) float32.
         tau and sigma override the config's for this call (Table 11 samples one model at several)."""
-        self._check_fitted()
+        check_fitted(self, "model_")
         h = h if h is not None else getattr(self, "h_", None)
         if h is None:
             raise ValueError("recourse needs the classifier h: pass recourse(X, h=h) or GenRe.load(path, h=h).")
@@ -808,7 +802,7 @@ class GenRe:
     # -- persistence --------------------------------------------------------------
     def save(self, path):
         """Config, weights, bins and masks as plain tensors and dicts (loads with weights_only=True)."""
-        self._check_fitted()
+        check_fitted(self, "model_")
         torch.save(dict(config=asdict(self.cfg_), n_features=self.n_features_in_,
                         state_dict={k: v.cpu() for k, v in self.model_.state_dict().items()},
                         bins={k: v.cpu() if torch.is_tensor(v) else v
