@@ -72,11 +72,15 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
             n_neg * cfg.n_samples / (time.time() - t0))
 
 
-def median_throughput(paper: bool, steps: int, repeats: int) -> dict:
-    runs = [throughput(paper, steps, seed=r) for r in range(repeats)]
+def median_throughput(paper: bool, steps: int, repeats: int, n_features: int) -> dict:
+    runs = [throughput(paper, steps, n_features=n_features, seed=r) for r in range(repeats)]
     return {"pairs_per_s": statistics.median(r[0] for r in runs),
             "samples_per_s": statistics.median(r[1] for r in runs),
-            "steps": steps, "repeats": repeats, "machine": machine()}
+            "steps": steps, "n_features": n_features, "repeats": repeats, "machine": machine()}
+
+
+# adult has 13 features, heloc 21: a step and a sample cost about D tokens each
+THROUGHPUT_FEATURES = (13, 21)
 
 
 # ----------------------------------------------------------------------------- 3-4. child processes
@@ -150,15 +154,15 @@ def report(res: dict, gpu: dict | None, args) -> str:
            f"(`--repeats {args.repeats} --e2e-repeats {args.e2e_repeats}`); do not edit by hand.", "",
            f"Machine: {machine()}.", ""]
     if "throughput" in res:
-        out += ["## GenRe throughput (synthetic data, D = 13, 20,000 rows)", "",
+        out += ["## GenRe throughput (synthetic data, 20,000 rows, D features)", "",
                 f"Median of {args.repeats} runs. Training: pairs per second of the optimiser loop "
                 "(steps x batch / loop time). Sampling: 2,000 negatives x 10 samples, cached decoder.", "",
-                "| config | training pairs/s | samples/s | steps timed |", "|---|---|---|---|"]
-        for name, r in res["throughput"].items():
-            out.append(f"| {name} | {r['pairs_per_s']:,.0f} | {r['samples_per_s']:,.0f} | {r['steps']} |")
+                "| config | D | training pairs/s | samples/s | steps timed |", "|---|---|---|---|---|"]
+        rows = list(res["throughput"].items()) + [(f"{k}, GPU", r) for k, r in (gpu or {}).items()]
+        for name, r in rows:
+            out.append(f"| {name.split(' D=')[0]} | {r.get('n_features', 13)} | {r['pairs_per_s']:,.0f} "
+                       f"| {r['samples_per_s']:,.0f} | {r['steps']} |")
         if gpu:
-            for name, r in gpu.items():
-                out.append(f"| {name}, GPU | {r['pairs_per_s']:,.0f} | {r['samples_per_s']:,.0f} | {r['steps']} |")
             out += ["", f"GPU rows: {next(iter(gpu.values()))['machine']}; measured by "
                     "`python bench.py --only throughput --json gpu.json` on that machine."]
         out.append("")
@@ -200,8 +204,10 @@ def main(argv=None) -> int:
     parts = [args.only] if args.only else ["throughput", "pairing", "end_to_end"]
     if "throughput" in parts:
         print("throughput ...", flush=True)
-        res["throughput"] = {"default": median_throughput(False, 50, args.repeats),
-                             "paper()": median_throughput(True, args.paper_steps, args.repeats)}
+        res["throughput"] = {}
+        for D in THROUGHPUT_FEATURES:
+            res["throughput"][f"default D={D}"] = median_throughput(False, 50, args.repeats, D)
+            res["throughput"][f"paper() D={D}"] = median_throughput(True, args.paper_steps, args.repeats, D)
     if "pairing" in parts:
         print("pairing ...", flush=True)
         res["pairing"] = pairing(os.path.join(HERE, "cache"), args.repeats)

@@ -38,7 +38,7 @@ import torch.nn as nn
 import evaluate
 from baselines import NNR, Wachter
 from genre import (BinHead, EncoderBlock, FeatureEmbedding, GenRe, GenReConfig, jensen_loss,
-                   learning_rate, set_seed, soft_labels)
+                   kernel_log_density, learning_rate, set_seed, soft_labels)
 
 TOYS = ("moons", "circles", "corr")
 METHOD_NAMES = ("Wachter", "NNR (D_h^+)", "GenRe")
@@ -155,24 +155,6 @@ def fit_unconditional(X_pos, mu, w, cfg, seed):
 # -----------------------------------------------------------------------------
 # Exact densities on a grid
 
-def kernel_density(logits, x, mu, w):
-    """The model's density at x, the product along the autoregressive order of
-    each feature's kernel density (Sec. 4.2):
-
-        R(x) = prod_j sum_k p_jk N(x_j; mu_jk, w_j^2),   p_j = softmax_k(logits_j)
-
-    Paper: the RBF kernel K((x - mu) / w). Here: its normalised form, a Gaussian
-    with std w (one bin width, as the soft labels of Eq. 8), so each factor
-    integrates to one and R is a density. The logits are at tau = 1, the learned
-    distribution, not the sharpened one used for sampling.
-    logits (G, D, K), x (G, D), mu (D, K), w (D,) -> (G,).
-    """
-    p = torch.softmax(logits, dim=-1)                                       # (G, D, K)
-    u = (x[:, :, None] - mu) / w[:, None]                                   # (G, D, K)
-    normal = torch.exp(-0.5 * u ** 2) / (w[:, None] * np.sqrt(2 * np.pi))   # (G, D, K)
-    return (p * normal).sum(-1).prod(-1)                                    # (G, D) -> (G,)
-
-
 @torch.no_grad()
 def grid_density(logits_of, grid, mu, w):
     """Density of a model at every grid point, in one teacher-forced forward pass.
@@ -181,7 +163,7 @@ def grid_density(logits_of, grid, mu, w):
     Both models fit this: R_theta(. | x) as x+ -> model_(x repeated, x+), and
     P(. | y+) as x -> model(x). grid (G, D) -> density (G,).
     """
-    return kernel_density(logits_of(grid), grid, mu, w)
+    return kernel_log_density(logits_of(grid), grid, mu, w).exp()
 
 
 def conditional_logits(genre, x):

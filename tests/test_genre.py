@@ -309,6 +309,37 @@ def test_recourse_is_the_sample_h_rates_highest(fitted):
     assert np.array_equal(model.recourse(X_neg), R)             # repeatable
 
 
+def test_density_selection_maximises_h_times_the_models_density(fitted):
+    model, X, y, h, *_, X_neg = fitted
+    R = model.recourse(X_neg, select="density")                  # (M, D)
+    S = model.sample(X_neg)                                      # (M, n, D), same randomness
+    M, n, D = S.shape
+    log_r = model.log_density(np.repeat(X_neg, n, axis=0), S.reshape(-1, D)).reshape(M, n)
+    objective = np.log(h.predict_proba(S.reshape(-1, D)).reshape(M, n)) + log_r
+    assert np.array_equal(R, S[np.arange(M), objective.argmax(1)])
+    with pytest.raises(ValueError, match="select"):
+        model.recourse(X_neg, select="cheapest")
+
+
+def test_log_density_integrates_to_one():
+    """R_theta(x+ | x) is a density over x+: on a 2-feature model its integral over
+    a fine grid is 1, which checks the kernel mixture, its normalisation and the
+    autoregressive product (feature 1's density depends on x+_0)."""
+    rng = np.random.default_rng(1)
+    X = rng.random((200, 2)).astype(np.float32)
+    h = LinearH([3.0, 3.0], -3.0)
+    y = (rng.random(200) < h.predict_proba(X)).astype(int)
+    model = GenRe(tiny_config(n_bins=8), random_state=0, verbose=False).fit(X, y, h)
+    lo = model.bins_.lo.numpy() - 6 * model.bins_.w.numpy()       # the kernels' tails are
+    hi = model.bins_.hi.numpy() + 6 * model.bins_.w.numpy()       # negligible 6 widths out
+    g0, g1 = (np.linspace(lo[j], hi[j], 201, dtype=np.float32) for j in range(2))
+    grid = np.stack(np.meshgrid(g0, g1, indexing="ij"), -1).reshape(-1, 2)   # (201^2, 2)
+    for x in X[:2]:
+        density = np.exp(model.log_density(np.repeat(x[None], len(grid), 0), grid)).reshape(201, 201)
+        integral = np.trapezoid(np.trapezoid(density, g1, axis=1), g0)
+        assert integral == pytest.approx(1.0, abs=2e-3)
+
+
 def test_save_and_load_give_identical_samples(fitted, tmp_path):
     model, X, y, h, *_, X_neg = fitted
     path = tmp_path / "genre.pt"
