@@ -292,8 +292,12 @@ class MultiHeadAttention(nn.Module):
 
     def keys_values(self, context):
         """context (B, Lk, E) -> keys, values, each (B, H, Lk, E/H)."""
-        B, L, E = context.shape
-        k, v = self.key_value(context).view(B, L, 2, self.n_heads, E // self.n_heads).permute(2, 0, 3, 1, 4)
+        return self.split_heads(self.key_value(context))
+
+    def split_heads(self, kv):
+        """The key_value projection (B, Lk, 2E) -> keys, values (B, H, Lk, E/H), as views."""
+        B, L, E2 = kv.shape
+        k, v = kv.view(B, L, 2, self.n_heads, E2 // (2 * self.n_heads)).permute(2, 0, 3, 1, 4)
         return k, v
 
     def attend(self, x, k, v, causal=False):
@@ -338,10 +342,11 @@ class EncoderBlock(nn.Module):
 @dataclass
 class KVCache:
     """One decoder layer's state while sampling n sequences for each of m rows x
-    (B = m * n): self-attention keys/values of positions 0..j, filled as we go,
-    and the cross-attention keys/values of the m encoder outputs, computed once."""
-    k: torch.Tensor          # (B, H, D, E/H)
-    v: torch.Tensor          # (B, H, D, E/H)
+    (B = m * n): the self-attention key/value projections of positions 0..j,
+    filled as we go, and the cross-attention keys/values of the m encoder outputs,
+    computed once. kv is stored as the projection's output, position-major, so
+    writing position j is one contiguous row per sequence."""
+    kv: torch.Tensor         # (B, D, 2E)
     memory_k: torch.Tensor   # (m, H, D, E/H)
     memory_v: torch.Tensor   # (m, H, D, E/H)
     n: int                   # sequences per row of x
@@ -369,16 +374,15 @@ class DecoderBlock(nn.Module):
         """memory (m, D, E), n sequences per row -> an empty KVCache."""
         m, D, E = memory.shape
         k, v = self.cross_attn.keys_values(memory)                          # (m, H, D, E/H) each
-        empty = k.new_empty(m * n, k.shape[1], D, k.shape[3])               # (B, H, D, E/H)
-        return KVCache(empty, empty.clone(), k, v, n)
+        return KVCache(memory.new_empty(m * n, D, 2 * E), k, v, n)           # kv (B, D, 2E)
 
     def step(self, y, cache, j):
         """forward() for the single new position j, reusing the cache. y (B, 1, E) -> (B, 1, E)."""
         B, _, E = y.shape
         a = self.ln1(y)
-        cache.k[:, :, j:j + 1], cache.v[:, :, j:j + 1] = self.self_attn.keys_values(a)
+        cache.kv[:, j:j + 1] = self.self_attn.key_value(a)                   # (B, 1, 2E)
         # Position j attends to positions 0..j: causal by construction, no mask needed.
-        y = y + self.self_attn.attend(a, cache.k[:, :, :j + 1], cache.v[:, :, :j + 1])
+        y = y + self.self_attn.attend(a, *self.self_attn.split_heads(cache.kv[:, :j + 1]))
         # The n sequences of one row share its memory: ask it n queries at once,
         # (B, 1, E) -> (m, n, E), which is ~n times fewer attention calls on the CPU.
         y = y + self.cross_attn.attend(self.ln2(y).view(-1, cache.n, E),
