@@ -85,17 +85,30 @@ THROUGHPUT_FEATURES = (13, 21)
 
 # ----------------------------------------------------------------------------- 3-4. child processes
 
-def run_child(argv: list[str]) -> tuple[float, float, str]:
-    """Run a Python child; return (seconds, peak resident MB, stdout)."""
+# The child reports its own peak resident memory (VmHWM) as it exits. The
+# kernel's ru_maxrss of a child is no good here: it keeps the high-water mark of
+# the parent's memory that the child was forked from, and this parent holds the
+# paper()-sized model of the throughput runs.
+PEAK = """
+try:
+    {body}
+finally:
+    with open("/proc/self/status") as f:
+        print("PEAK_KB", next(line.split()[1] for line in f if line.startswith("VmHWM")))
+"""
+RUN_SCRIPT = "import runpy, sys; sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+def run_child(code: str) -> tuple[float, float, str]:
+    """Run Python code in a child; return (seconds, the child's peak resident MB, stdout)."""
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, *argv], cwd=HERE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    body = "exec(" + repr(code) + ")"
+    proc = subprocess.run([sys.executable, "-c", PEAK.format(body=body)], cwd=HERE, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed:\n{out[-2000:]}")
-    return time.time() - t0, usage.ru_maxrss / 1024, out
+        raise RuntimeError(f"child failed:\n{proc.stdout[-2000:]}")
+    peak_kb = int(proc.stdout.rsplit("PEAK_KB", 1)[1].split()[0])
+    return time.time() - t0, peak_kb / 1024, proc.stdout
 
 
 PAIRING_CHILD = """
@@ -112,11 +125,11 @@ print("PAIRING", time.time() - t0, len(neg), len(pos))
 
 def pairing(cache: str, repeats: int) -> dict:
     """Seconds to build Q for adult (|D_h^-| x |D_h^+| costs, top 1000), and the child's peak memory."""
-    run_child(["-c", PAIRING_CHILD % cache])                                 # fills the cache
+    run_child(PAIRING_CHILD % cache)                                         # fills the cache
     runs = []
     for _ in range(repeats):
-        _, rss, out = run_child(["-c", PAIRING_CHILD % cache])
-        sec, n_neg, n_pos = out.split("PAIRING")[1].split()
+        _, rss, out = run_child(PAIRING_CHILD % cache)
+        sec, n_neg, n_pos = out.split("PAIRING")[1].split()[:3]
         runs.append((float(sec), rss))
     return {"seconds": statistics.median(r[0] for r in runs), "peak_mb": max(r[1] for r in runs),
             "n_neg": int(n_neg), "n_pos": int(n_pos), "repeats": repeats}
@@ -127,8 +140,9 @@ def end_to_end(dataset: str, repeats: int) -> dict:
     runs = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            sec, rss, _ = run_child(["evaluate.py", "--dataset", dataset, "--seeds", "0", "--quiet",
-                                     "--cache", os.path.join(tmp, "cache"), "--out", tmp])
+            argv = ["evaluate.py", "--dataset", dataset, "--seeds", "0", "--quiet",
+                    "--cache", os.path.join(tmp, "cache"), "--out", tmp]
+            sec, rss, _ = run_child(RUN_SCRIPT.format(argv=argv))
             with open(os.path.join(tmp, f"{dataset}.json")) as f:
                 res = json.load(f)
         stages = dict(res["stage_seconds"])

@@ -73,13 +73,14 @@ class GenReConfig:
                                 # default; None: no cap). A step costs ~D (one token per feature),
                                 # not the data set's size, so the cap bounds the time on a large data
                                 # set: adult (D = 13) stops at 2769 steps (90 epochs), while compas
-                                # (600 steps) and heloc (1200) finish their 200 epochs.
+                                # (about 600 steps) and heloc (about 1200) finish their 200 epochs.
     steps: Optional[int] = None # if set: train for exactly this many optimiser steps instead
     eval_every: int = 250       # CPU default: steps between validation checks (0 = every epoch, code)
     # sampling (Sec. 4.3, Algorithm 2)
     tau: float = 20.0           # CPU default (Sec. 5.1: 10; Table 11 sweeps 5-15); multiplies the
-                                # logits (tau > 1 is sharper). Measured over 3 seeds x 3 data sets,
-                                # 20 scores higher than 10 on compas and adult, the same on heloc
+                                # logits (tau > 1 is sharper). With the small CPU model, 20 scores
+                                # higher than 10 on compas, as high on adult and heloc (the tau/sigma
+                                # table of results/README.md)
     sigma: float = 0.0          # Sec. 5.1; x+_j = mu_jk + sigma * eps
     n_samples: int = 10         # Sec. 5.1; n candidates per x, one returned
     select: str = "h"           # which candidate: "h" (Sec. 5.1), the one h rates highest;
@@ -499,7 +500,7 @@ def train_recourse_model(model, train, val, mu, w, cfg, generator, device, verbo
     Validation partners are drawn once (cfg.val_draws per source), so every
     checkpoint is scored on the same pairs. Returns the history, a list of dicts.
     """
-    # fused: one kernel updates all parameters (~4% of a CPU step saved on ~100 small tensors)
+    # fused: one kernel updates all ~100 small parameter tensors, instead of a loop over them
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=torch.device(device).type in ("cpu", "cuda"))
     n = len(train.x)
     batch = min(cfg.batch_size, n)
