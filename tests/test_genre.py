@@ -372,6 +372,19 @@ def test_validation_split_keeps_sources_apart():
         GenRe(tiny_config(val_targets="test"), verbose=False).fit(X, y, h)
 
 
+def test_budget_is_epochs_capped_at_feature_steps_over_d():
+    """cfg.epochs epochs of ceil(n / batch) steps, but at most feature_steps / D steps."""
+    X, y, h, imm, cat = toy_data(300, seed=2)
+    n_neg = int(((y == 0) & (h.predict_proba(X) <= 0.5)).sum())
+    n_train = n_neg - int(round(0.1 * n_neg))                        # the validation split's rest
+    per_epoch = math.ceil(n_train / 64)                              # tiny_config's batch
+    assert per_epoch >= 2                                            # so that 3 epochs > 5 steps
+    for feature_steps, expected in [(None, 3 * per_epoch), (10_000, 3 * per_epoch), (5 * 4, 5)]:
+        cfg = tiny_config(steps=None, epochs=3, feature_steps=feature_steps, eval_every=1)
+        model = GenRe(cfg, verbose=False).fit(X, y, h, immutable=imm, categorical=cat)
+        assert model.history_[-1]["step"] == expected
+
+
 # -- The estimator's contract ---------------------------------------------------------
 
 def test_unfitted_model_raises_not_fitted():
