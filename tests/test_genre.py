@@ -410,6 +410,8 @@ def test_bad_inputs_raise_value_error(fitted):
         GenRe(tiny_config(), verbose=False).fit(X, np.ones_like(y), h)
     with pytest.raises(ValueError, match="immutable"):
         GenRe(tiny_config(), verbose=False).fit(X, y, h, immutable=np.ones(3, bool))
+    with pytest.raises(ValueError, match="X has 25 rows but X_plus has 24"):
+        model.log_density(X_neg, X_neg[:-1])
 
 
 def test_paper_config_has_the_papers_sizes():
