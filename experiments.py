@@ -166,7 +166,7 @@ NOTES = """\
   rows of adult's D_h^+ are valid under our oracle (the last column of the first
   table), because the labels are draws from the oracle's probabilities and h > 0.7
   does not rule out a row the oracle scores 0.4. GenRe's samples lie close to real
-  D_h^+ rows, so their validity sits near that share, raised a little by taking
+  D_h^+ rows, so their validity sits near that share, raised by taking
   the best of 10 by h; NNR (D_h^+), which returns D_h^+ rows, shows the same cap.
   The paper's 1.00 comes from its own oracle and label draw, which we cannot
   reproduce. On compas and heloc the share is 0.95-0.99 and GenRe's validity is
