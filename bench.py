@@ -113,12 +113,12 @@ def run_child(code: str) -> tuple[float, float, str]:
 
 PAIRING_CHILD = """
 import time, torch, evaluate, genre
-b = evaluate.prepare("adult", 0, cache_dir=%r, verbose=False)
+cfg, b = genre.GenReConfig(), evaluate.prepare("adult", 0, cache_dir=%r, verbose=False)
 ds, p = b.ds, b.h.predict_proba(b.ds.X_train)
-neg = torch.from_numpy(ds.X_train[(ds.y_train == 0) & (p <= 0.5)])
-pos = torch.from_numpy(ds.X_train[(ds.y_train == 1) & (p > 0.7)])
+neg = torch.from_numpy(ds.X_train[(ds.y_train == 0) & (p <= 0.5)])                  # D_h^- (paper)
+pos = torch.from_numpy(ds.X_train[evaluate.dh_plus(ds, b.h, cfg.gamma)])
 t0 = time.time()
-genre.pairing_distribution(neg, pos, 5.0, torch.from_numpy(ds.immutable), 1000)
+genre.pairing_distribution(neg, pos, cfg.lam, torch.from_numpy(ds.immutable), cfg.top_k)
 print("PAIRING", time.time() - t0, len(neg), len(pos))
 """
 

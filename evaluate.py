@@ -248,6 +248,12 @@ def _benchmark(ds, oracle, h, seed, metrics, seconds) -> Benchmark:
     return Benchmark(ds, oracle, h, seed, metrics, acc, seconds)
 
 
+def dh_plus(ds: Dataset, h, gamma: float) -> np.ndarray:
+    """D_h^+ = {x in train : y = 1, h(x) > gamma} (Sec. 4.1), the positives GenRe pairs with:
+    a (N_train,) bool mask over ds.X_train."""
+    return (ds.y_train == 1) & (h.predict_proba(ds.X_train) > gamma)
+
+
 # ----------------------------------------------------------------------------- 4. test negatives
 
 def pick_test_negatives(bench: Benchmark, n: int) -> np.ndarray:

@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-from evaluate import (METHODS, _atomic_write, evaluate_seed, log, oracle_proba, prepare, score,
-                      summarise, write_json)
+from evaluate import (METHODS, _atomic_write, dh_plus, evaluate_seed, log, oracle_proba, prepare,
+                      score, summarise, write_json)
 
 DATASETS = ("adult", "compas", "heloc")
 LAMBDAS = (0.5, 1.0, 2.5, 5.0, 10.0)      # Sec. 5.3
@@ -73,9 +73,8 @@ def dh_plus_validity(bench, gamma: float) -> float:
     This bounds the validity of anything that returns D_h^+ rows (NNR (D_h^+)), and
     GenRe's samples lie close to them.
     """
-    ds = bench.ds
-    target = (ds.y_train == 1) & (bench.h.predict_proba(ds.X_train) > gamma)
-    return float((oracle_proba(bench.oracle, ds.X_train[target]) > 0.5).mean())
+    X_pos = bench.ds.X_train[dh_plus(bench.ds, bench.h, gamma)]
+    return float((oracle_proba(bench.oracle, X_pos) > 0.5).mean())
 
 
 # ----------------------------------------------------------------------------- 2. lambda study

@@ -840,10 +840,8 @@ class GenRe:
         select = self.cfg_.select if select is None else select
         if select not in ("h", "density"):
             raise ValueError(f"select must be 'h' or 'density', got {select!r}")
-        S = self.sample(X, tau=tau, sigma=sigma)                            # (M, n, D)
+        S = self.sample(X, tau=tau, sigma=sigma)                            # (M, n, D), M >= 1
         M, n, D = S.shape
-        if M == 0:
-            return S[:, 0]
         candidates = S.reshape(M * n, D)
         p = np.asarray(h.predict_proba(candidates), dtype=np.float64).reshape(M, n)
         if select == "h":

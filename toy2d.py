@@ -69,11 +69,6 @@ def toy_config(quick=False):
 # -----------------------------------------------------------------------------
 # Data, h, and the recourse methods
 
-def dh_plus(ds, h, gamma):
-    """D_h^+ = {x in train : y = 1, h(x) > gamma} (Sec. 4.1), the positives GenRe pairs with. (N+, D)"""
-    return ds.X_train[(ds.y_train == 1) & (h.predict_proba(ds.X_train) > gamma)]
-
-
 def fit_methods(bench, cfg, verbose=False):
     """Wachter, NNR (D_h^+) and GenRe, each fitted on the train split with the drawn labels."""
     ds = bench.ds
@@ -233,7 +228,7 @@ def run_toy(name, args, cfg):
     scores = {m: evaluate.score(X_neg, recourse[m], bench.oracle, lof, ds.immutable) for m in METHOD_NAMES}
     lap("methods")
 
-    genre, X_pos = methods["GenRe"], dh_plus(ds, h, cfg.gamma)
+    genre, X_pos = methods["GenRe"], ds.X_train[evaluate.dh_plus(ds, h, cfg.gamma)]
     uncond = fit_unconditional(X_pos, genre.bins_.mu, genre.bins_.w, cfg, args.seed)
     lap("unconditional model")
     pair = density_points(bench)
