@@ -72,11 +72,23 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
             n_neg * cfg.n_samples / (time.time() - t0))
 
 
+def model_size(paper: bool) -> str:
+    """The timed config's transformer, in words (recorded beside its throughput)."""
+    from genre import GenReConfig
+    c = GenReConfig.paper() if paper else GenReConfig()
+    return f"{c.n_enc_layers}+{c.n_dec_layers} layers, {c.n_heads} head{'s' * (c.n_heads > 1)}, d_model {c.d_model}"
+
+
 def median_throughput(paper: bool, steps: int, repeats: int, n_features: int) -> dict:
     runs = [throughput(paper, steps, n_features=n_features, seed=r) for r in range(repeats)]
     return {"pairs_per_s": statistics.median(r[0] for r in runs),
             "samples_per_s": statistics.median(r[1] for r in runs),
-            "steps": steps, "n_features": n_features, "repeats": repeats, "machine": machine()}
+            "steps": steps, "n_features": n_features, "repeats": repeats, "machine": machine(),
+            "model": model_size(paper)}
+
+
+# GPU files written before bench.py recorded the model: the CPU default then had 2 heads.
+OLD_DEFAULT = "2+2 layers, 2 heads, d_model 32 (the default config of the time)"
 
 
 # adult has 13 features, heloc 21: a step and a sample cost about D tokens each
@@ -171,10 +183,11 @@ def report(res: dict, gpu: dict | None, args) -> str:
         out += ["## GenRe throughput (synthetic data, 20,000 rows, D features)", "",
                 f"Median of {args.repeats} runs. Training: pairs per second of the optimiser loop "
                 "(steps x batch / loop time). Sampling: 2,000 negatives x 10 samples, cached decoder.", "",
-                "| config | D | training pairs/s | samples/s | steps timed |", "|---|---|---|---|---|"]
+                "| config | model | D | training pairs/s | samples/s | steps timed |", "|---|---|---|---|---|---|"]
         rows = list(res["throughput"].items()) + [(f"{k}, GPU", r) for k, r in (gpu or {}).items()]
         for name, r in rows:
-            out.append(f"| {name.split(' D=')[0]} | {r.get('n_features', 13)} | {r['pairs_per_s']:,.0f} "
+            model = r.get("model", model_size(True) if name.startswith("paper") else OLD_DEFAULT)
+            out.append(f"| {name.split(' D=')[0]} | {model} | {r.get('n_features', 13)} | {r['pairs_per_s']:,.0f} "
                        f"| {r['samples_per_s']:,.0f} | {r['steps']} |")
         if gpu:
             out += ["", f"GPU rows: {next(iter(gpu.values()))['machine']}; measured by "

@@ -213,10 +213,11 @@ def test_decoder_is_causal():
             assert not torch.allclose(out[:, j + 1], base[:, j + 1])  # ... and it is used downstream
 
 
-def test_cached_decode_step_matches_full_decoder():
+@pytest.mark.parametrize("n_heads", [1, 2])                  # the CPU default has 1, the tiny config 2
+def test_cached_decode_step_matches_full_decoder(n_heads):
     torch.manual_seed(0)
     D = 6
-    model = RecourseTransformer(D, tiny_config()).eval()
+    model = RecourseTransformer(D, tiny_config(n_heads=n_heads)).eval()
     x, x_plus = torch.rand(4, D), torch.rand(4 * 3, D)
     with torch.no_grad():
         memory = model.encode(x)
