@@ -282,14 +282,24 @@ def score(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray)
     Cost = mean L1 distance; Val = fraction with oracle P(y=1|x+) > 0.5;
     LOF = fraction of inliers; Score = Val + LOF - Cost / d (maximum 2).
     """
-    d = X.shape[1]
-    cost = float(np.abs(X_plus - X).sum(axis=1).mean())
-    validity = float((oracle_proba(oracle, X_plus) > 0.5).mean())
-    lof_inliers = float((lof.predict(X_plus) == 1).mean())
     moved = np.abs(X_plus[:, immutable] - X[:, immutable]) > 1e-6
-    return {"cost": cost, "validity": validity, "lof": lof_inliers,
-            "score": validity + lof_inliers - cost / d,
+    return {**summarise_rows(*score_rows(X, X_plus, oracle, lof), d=X.shape[1]),
             "immutable_violations": int(moved.any(axis=1).sum())}
+
+
+def score_rows(X: np.ndarray, X_plus: np.ndarray, oracle, lof):
+    """Each row's part of the metrics: L1 cost (M,), valid under the oracle (M,) bool, LOF inlier (M,) bool."""
+    cost = np.abs(X_plus - X).sum(axis=1)
+    valid = oracle_proba(oracle, X_plus) > 0.5
+    inlier = lof.predict(X_plus) == 1
+    return cost, valid, inlier
+
+
+def summarise_rows(cost, valid, inlier, d: int) -> dict:
+    """Cost, Val, LOF and Score (= Val + LOF - Cost / d) of the rows given by score_rows."""
+    cost, validity, lof_inliers = float(cost.mean()), float(valid.mean()), float(inlier.mean())
+    return {"cost": cost, "validity": validity, "lof": lof_inliers,
+            "score": validity + lof_inliers - cost / d}
 
 
 # ----------------------------------------------------------------------------- methods

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from evaluate import (METHODS, _atomic_write, dh_plus, evaluate_seed, log, oracle_proba, prepare,
-                      score, summarise, write_json)
+                      score, score_rows, summarise, summarise_rows, write_json)
 
 DATASETS = ("adult", "compas", "heloc")
 LAMBDAS = (0.5, 1.0, 2.5, 5.0, 10.0)      # Sec. 5.3
@@ -171,7 +171,7 @@ def choice_study(bench, genre, X_neg, lof) -> list[dict]:
       "best of 10 by h":    the paper's rule (Sec. 5.1), what GenRe returns;
       "best of 10 by the oracle": the candidate with the highest Val + LOF - Cost/d, a bound
                             that peeks at the oracle and the LOF, which no method may do.
-    Returns one row per (sampler, choice) with the protocol's metrics (evaluate.score).
+    Returns one row per (sampler, choice) with the protocol's metrics (evaluate.summarise_rows).
     """
     ds, cfg = bench.ds, genre.cfg_
     M, D = X_neg.shape
@@ -179,15 +179,18 @@ def choice_study(bench, genre, X_neg, lof) -> list[dict]:
     X_pos = ds.X_train[dh_plus(ds, bench.h, cfg.gamma)]                      # (N+, D)
     candidates = {"GenRe": genre.sample(X_neg),                              # (M, n, D)
                   "Q": draw_from_q(X_neg, X_pos, cfg.lam, ds.immutable, cfg.top_k, n, bench.seed)}
+    X_rep = np.repeat(X_neg, n, axis=0)                                       # (M*n, D), row i's n copies
     rows = []
     for sampler, S in candidates.items():
         flat = S.reshape(M * n, D)
         h = bench.h.predict_proba(flat).reshape(M, n)                         # (M, n)
-        each = score_each(X_neg, S, bench.oracle, lof)                       # (M, n) Val + LOF - Cost/d
+        cost, valid, inlier = (a.reshape(M, n) for a in score_rows(X_rep, flat, bench.oracle, lof))
+        each = valid.astype(float) + inlier - cost / D                       # (M, n): each one's part of the Score
         for choice, pick in (("one draw", np.zeros(M, int)), (f"best of {n} by h", h.argmax(1)),
                              (f"best of {n} by the oracle", each.argmax(1))):
-            r = score(X_neg, S[np.arange(M), pick], bench.oracle, lof, ds.immutable)
-            rows.append({"sampler": sampler, "choice": choice, **{k: r[k] for k in METRICS}})
+            chosen = np.arange(M), pick
+            rows.append({"sampler": sampler, "choice": choice,
+                         **summarise_rows(cost[chosen], valid[chosen], inlier[chosen], D)})
     return rows
 
 
@@ -204,16 +207,6 @@ def draw_from_q(X, X_pos, lam, immutable, top_k, n, seed) -> np.ndarray:
     out = np.repeat(X[:, None], n, axis=1)                                   # (M, n, D)
     out[keep.numpy()] = X_pos[draws]
     return out
-
-
-def score_each(X, S, oracle, lof) -> np.ndarray:
-    """Each candidate's share of the Score, Val + LOF - Cost/d, for candidates S (M, n, D) of X (M, D)."""
-    M, n, D = S.shape
-    flat = S.reshape(M * n, D)
-    valid = oracle_proba(oracle, flat) > 0.5
-    inlier = lof.predict(flat) == 1
-    cost = np.abs(S - X[:, None]).sum(-1).reshape(-1)
-    return (valid.astype(float) + inlier - cost / D).reshape(M, n)
 
 
 # ----------------------------------------------------------------------------- results/README.md

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 from datasets import load_toy
-from evaluate import Benchmark, fit_lof, pick_test_negatives, score, train_classifier, ClassifierConfig
+from evaluate import Benchmark, dh_plus, pick_test_negatives, score, train_classifier, ClassifierConfig
 from experiments import choice_study, draw_from_q
 from genre import GenRe, GenReConfig
+from test_evaluate import StubLOF, StubOracle       # valid iff x_0 > 0.5; inlier iff x_1 < 0.5
 
 
 def test_q_draws_keep_immutables_and_a_huge_lambda_gives_the_nearest_neighbour():
@@ -38,20 +39,12 @@ def test_q_draws_keep_x_where_no_target_shares_its_immutables():
     np.testing.assert_array_equal(S, np.repeat(X[:, None], 4, axis=1))
 
 
-class StubOracle:
-    """P(y = 1 | x) = x_0."""
-
-    def predict_proba(self, X):
-        p = np.asarray(X)[:, 0]
-        return np.stack([1 - p, p], axis=1)
-
-
 def test_choice_study_agrees_with_genre_and_the_oracle_choice_is_a_bound():
     ds = load_toy("moons")
     h = train_classifier(ds.X_train, ds.y_train, ClassifierConfig(hidden=(8, 8), lr=0.05, epochs=20),
                          seed=0, verbose=False)
     bench = Benchmark(ds, StubOracle(), h, 0, {}, 0.0)
-    X_neg, lof = pick_test_negatives(bench, 30), fit_lof(bench)
+    X_neg, lof = pick_test_negatives(bench, 30), StubLOF()
     genre = GenRe(GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=20, feature_steps=None,
                               eval_every=10), random_state=0, verbose=False).fit(
         ds.X_train, ds.y_train, h, immutable=ds.immutable, categorical=ds.categorical)
@@ -61,6 +54,13 @@ def test_choice_study_agrees_with_genre_and_the_oracle_choice_is_a_bound():
     # the paper's choice over the model's samples is exactly what GenRe.recourse returns
     direct = score(X_neg, genre.recourse(X_neg), bench.oracle, lof, ds.immutable)
     assert rows[("GenRe", "best of 10 by h")]["score"] == pytest.approx(direct["score"])
+    # the oracle's choice, by brute force: each row's best candidate by Val + LOF - Cost/d
+    X_pos = ds.X_train[dh_plus(ds, h, genre.cfg_.gamma)]
+    for sampler, S in (("GenRe", genre.sample(X_neg)),                 # (30, 10, 2), the study's samples
+                       ("Q", draw_from_q(X_neg, X_pos, genre.cfg_.lam, ds.immutable, genre.cfg_.top_k, 10, 0))):
+        best = [max(float(s[0] > 0.5) + float(s[1] < 0.5) - np.abs(s - x).sum() / 2 for s in cands)
+                for x, cands in zip(X_neg, S)]
+        assert rows[(sampler, "best of 10 by the oracle")]["score"] == pytest.approx(np.mean(best))
     # choosing each row's best candidate by Val + LOF - Cost/d can only beat another choice
     for sampler in ("GenRe", "Q"):
         bound = rows[(sampler, "best of 10 by the oracle")]["score"]
