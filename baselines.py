@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from datasets import as_mask, check_features, check_fitted, project_categoricals
+from genre import training_sets
 
 
 def l1_cost(X_src: torch.Tensor, X_dst: torch.Tensor, immutable: torch.Tensor) -> torch.Tensor:
@@ -66,11 +67,11 @@ class NNR:
         if self.pool not in ("label", "h", "dhplus"):
             raise ValueError(f"unknown pool {self.pool!r}; use 'label', 'h' or 'dhplus'")
         X = check_features(X, np.shape(X)[-1], "training X")
-        y = np.asarray(y)
+        y, p = np.asarray(y), h.predict_proba(X)                 # p = h(x), (N,)
         keep = {
             "label": y == 1,
-            "h": h.predict_proba(X) > self.gamma,
-            "dhplus": (y == 1) & (h.predict_proba(X) > self.gamma),
+            "h": p > self.gamma,
+            "dhplus": training_sets(y, p, self.gamma)[1],         # GenRe's D_h^+
         }[self.pool]
         if not keep.any():
             raise ValueError(f"NNR pool {self.pool!r} is empty: no training row qualifies "

@@ -126,9 +126,9 @@ def run_child(code: str) -> tuple[float, float, str]:
 PAIRING_CHILD = """
 import time, torch, evaluate, genre
 cfg, b = genre.GenReConfig(), evaluate.prepare("adult", 0, cache_dir=%r, verbose=False)
-ds, p = b.ds, b.h.predict_proba(b.ds.X_train)
-neg = torch.from_numpy(ds.X_train[(ds.y_train == 0) & (p <= 0.5)])                  # D_h^- (paper)
-pos = torch.from_numpy(ds.X_train[evaluate.dh_plus(ds, b.h, cfg.gamma)])
+ds = b.ds
+neg, pos = genre.training_sets(ds.y_train, b.h.predict_proba(ds.X_train), cfg.gamma, cfg.negatives)
+neg, pos = torch.from_numpy(ds.X_train[neg]), torch.from_numpy(ds.X_train[pos])    # D_h^-, D_h^+
 t0 = time.time()
 genre.pairing_distribution(neg, pos, cfg.lam, torch.from_numpy(ds.immutable), cfg.top_k)
 print("PAIRING", time.time() - t0, len(neg), len(pos))

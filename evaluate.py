@@ -34,6 +34,7 @@ from torch import nn
 
 from baselines import NNR, Wachter
 from datasets import BENCHMARKS, Dataset, load, set_seed
+from genre import GenRe, GenReConfig, training_sets
 
 CACHE_VERSION = 2   # bump when the oracle, labels or h change, to invalidate old caches
 
@@ -251,7 +252,7 @@ def _benchmark(ds, oracle, h, seed, metrics, seconds) -> Benchmark:
 def dh_plus(ds: Dataset, h, gamma: float) -> np.ndarray:
     """D_h^+ = {x in train : y = 1, h(x) > gamma} (Sec. 4.1), the positives GenRe pairs with:
     a (N_train,) bool mask over ds.X_train."""
-    return (ds.y_train == 1) & (h.predict_proba(ds.X_train) > gamma)
+    return training_sets(ds.y_train, h.predict_proba(ds.X_train), gamma)[1]
 
 
 # ----------------------------------------------------------------------------- 4. test negatives
@@ -310,7 +311,6 @@ METHODS = ("genre", "wachter", "nnr", "nnr_h", "nnr_dhplus")
 def make_method(name: str, dataset: str, seed: int, genre_config=None):
     """A fresh, unfitted recourse method by name (genre_config: a GenReConfig, default CPU)."""
     if name == "genre":
-        from genre import GenRe, GenReConfig
         return GenRe(genre_config or GenReConfig(), random_state=seed)
     if name == "wachter":
         return Wachter()
@@ -387,7 +387,7 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores) -> dict:
     methods = per_seed_scores[0].keys()
     oracle_m = [b.oracle_metrics for b in benches]
     return {
-        "dataset": name, "n_test": n_test, "seeds": list(seeds),
+        "dataset": name, "n_features": benches[0].ds.n_features, "n_test": n_test, "seeds": list(seeds),
         "h_test_accuracy": float(np.mean([b.h_test_accuracy for b in benches])),
         "oracle": {k: float(np.mean([o[k] for o in oracle_m])) for k in oracle_m[0]},
         "stage_seconds": {k: float(np.mean([b.seconds[k] for b in benches])) for k in benches[0].seconds},
@@ -435,7 +435,8 @@ def markdown_table(results: dict) -> str:
     seeds): Wachter searches that never reached h(x+) > 0.5, NNR rows with no
     candidate sharing x's immutables.
     """
-    rows = [f"{results['dataset']} (seeds {results['seeds']}, {results['n_test']} test negatives, "
+    rows = [f"{results['dataset']} (d = {results['n_features']}, seeds {results['seeds']}, "
+            f"{results['n_test']} test negatives, "
             f"h test accuracy {results['h_test_accuracy']:.4f})", "",
             "| method | Cost | Val | LOF | Score | immutable violations | failed | seconds |",
             "|---|---|---|---|---|---|---|---|"]
@@ -473,9 +474,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="print the first method's recourse for N test negatives as actions")
     p.add_argument("--genre-config", choices=["cpu", "paper"], default="cpu",
                    help="GenRe sizes: the CPU default, or the paper's (slow without a GPU)")
-    p.add_argument("--lam", type=float, help="GenRe: lambda of the pairing distribution (default 5)")
-    p.add_argument("--tau", type=float, help="GenRe: sampling temperature, multiplies logits (default 10)")
-    p.add_argument("--sigma", type=float, help="GenRe: sampling noise (default 0)")
+    p.add_argument("--lam", type=float, help=f"GenRe: lambda of the pairing distribution (default {GenReConfig.lam:g})")
+    p.add_argument("--tau", type=float, help=f"GenRe: sampling temperature, multiplies the logits (default {GenReConfig.tau:g})")
+    p.add_argument("--sigma", type=float, help=f"GenRe: sampling noise (default {GenReConfig.sigma:g})")
     p.add_argument("--out", default="results", help="folder for <dataset>.json (default results/)")
     p.add_argument("--cache", default="cache", help="folder for cached oracle and h (default cache/)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
@@ -501,7 +502,6 @@ def data_from_args(args) -> str | Dataset:
 
 def genre_config_from_args(args, dataset_name: str):
     """GenReConfig from the flags; the paper's batch for adult is 16384 (C.2.4)."""
-    from genre import GenReConfig
     cfg = GenReConfig()
     if args.genre_config == "paper":
         cfg = GenReConfig.paper(batch_size=16384 if dataset_name == "adult" else 2048)

@@ -136,9 +136,6 @@ def plot_lambda(sweeps: dict, path: str) -> None:
     plt.close(fig)
 
 
-DIMS = {"adult": 13, "compas": 7, "heloc": 21}
-
-
 # ----------------------------------------------------------------------------- 3. tau / sigma study
 
 def tau_sigma(bench, genre, X_neg, lof) -> list[dict]:
@@ -289,7 +286,7 @@ def readme(results: dict, sweeps: dict, studies: dict, minutes: float, seeds, co
             "(gamma is GenRe's, see genre.GenReConfig)."]
     out += ["", "## Comparison (paper Table 2 and Table 3)", ""]
     for name, res in results.items():
-        out += [f"### {name} (d = {DIMS[name]}; h test accuracy {res['h_test_accuracy']:.4f}, "
+        out += [f"### {name} (d = {res['n_features']}; h test accuracy {res['h_test_accuracy']:.4f}, "
                 f"oracle test accuracy {res['oracle']['accuracy']:.4f})", "",
                 "| method | Cost | Val | LOF | Score | immutable violations | failed | seconds |",
                 "|---|---|---|---|---|---|---|---|"]

@@ -103,6 +103,26 @@ class GenReConfig:
 # -----------------------------------------------------------------------------
 # Training pairs (Sec. 4.1)
 
+def training_sets(y, p, gamma, negatives="paper"):
+    """The sources and targets of the pairs (Sec. 4.1), as (N,) bool masks over the rows:
+
+        D_h^- = {x : y = 0, h(x) <= 0.5}      (negatives="paper")
+                {x : h(x) <= gamma}, any y    (negatives="code", the authors' code)
+        D_h^+ = {x : y = 1, h(x) > gamma}
+
+    y (N,) labels in {0, 1}, p (N,) = h(x), the classifier's P(y = 1 | x).
+    NNR (D_h^+) and the evaluation's D_h^+ use the same definition.
+    """
+    y, p = np.asarray(y).reshape(-1), np.asarray(p).reshape(-1)
+    if negatives == "paper":
+        neg = (y == 0) & (p <= 0.5)
+    elif negatives == "code":
+        neg = p <= gamma
+    else:
+        raise ValueError(f"negatives must be 'paper' or 'code', got {negatives!r}.")
+    return neg, (y == 1) & (p > gamma)
+
+
 def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024):
     """Eq. 6, truncated to its top K entries (Algorithm 1, line 3):
 
@@ -742,8 +762,6 @@ class GenRe:
         cfg = self.cfg if self.cfg is not None else GenReConfig()
         if cfg.cost != "l1":
             raise ValueError(f"Only the L1 cost is implemented, got cost={cfg.cost!r}.")
-        if cfg.negatives not in ("paper", "code"):
-            raise ValueError(f"negatives must be 'paper' or 'code', got {cfg.negatives!r}.")
         X = check_features(X, np.shape(X)[-1], "training X")
         N, D = X.shape
         y = np.asarray(y).reshape(-1)
@@ -761,11 +779,7 @@ class GenRe:
 
         # D_h^- and D_h^+ (Sec. 4.1)
         p = np.asarray(h.predict_proba(X), dtype=np.float64).reshape(-1)   # P(y = 1 | x), (N,)
-        if cfg.negatives == "paper":
-            neg = (y == 0) & (p <= 0.5)
-        else:                                                               # code: every x with h <= gamma
-            neg = p <= cfg.gamma
-        pos = (y == 1) & (p > cfg.gamma)
+        neg, pos = training_sets(y, p, cfg.gamma, cfg.negatives)
         if not neg.any():
             raise ValueError("D_h^- is empty: no training row has y = 0 and h(x) <= 0.5; "
                              "check the labels, or try negatives='code'.")
@@ -849,7 +863,7 @@ class GenRe:
         if select == "h":
             score = p
         else:
-            X_rep = np.repeat(check_features(X, D), n, axis=0)              # (M*n, D), row i's n copies
+            X_rep = np.repeat(np.asarray(X), n, axis=0)                     # (M*n, D), row i's n copies
             score = np.log(np.clip(p, 1e-12, None)) + self.log_density(X_rep, candidates).reshape(M, n)
         return S[np.arange(M), score.argmax(axis=1)]                        # (M, D)
 

@@ -86,6 +86,7 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
     assert "| nnr |" in out
     data = json.loads((tmp_path / "out" / "compas.json").read_text())
     assert data["dataset"] == "compas" and data["n_test"] == 10 and data["seeds"] == [0]
+    assert data["n_features"] == 7                          # compas: data/README.md lists 7 features
     assert set(data["methods"]["nnr"]) >= {"cost", "cost_std", "validity", "lof", "score",
                                            "immutable_violations", "seconds"}
 

@@ -13,7 +13,8 @@ from sklearn.exceptions import NotFittedError
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from genre import (GenRe, GenReConfig, Pairs, RecourseTransformer, jensen_loss,  # noqa: E402
-                   make_bins, pairing_distribution, snap_to_observed, soft_labels)
+                   make_bins, pairing_distribution, snap_to_observed, soft_labels,
+                   training_sets)
 
 
 class LinearH(nn.Module):
@@ -118,6 +119,19 @@ def test_large_lambda_mode_is_nearest_neighbour():
         cost = [np.abs(x - xp).sum() if xp[0] == x[0] else np.inf for xp in Xd]
         assert mode[i] == int(np.argmin(cost))
     assert prob.max(1).values.min() > 0.99
+
+
+@pytest.mark.parametrize("negatives", ["paper", "code"])
+def test_training_sets_follow_section_4_1_row_by_row(negatives):
+    rng = np.random.default_rng(7)
+    y, p = rng.integers(0, 2, 200), rng.random(200)
+    p[:4] = [0.5, 0.7, 0.5000001, 0.7000001]                # the boundaries: <= 0.5 and > gamma
+    neg, pos = training_sets(y, p, 0.7, negatives)
+    for yi, pi, n_i, p_i in zip(y, p, neg, pos):
+        in_neg = (yi == 0 and pi <= 0.5) if negatives == "paper" else pi <= 0.7
+        assert n_i == in_neg and p_i == (yi == 1 and pi > 0.7)
+    with pytest.raises(ValueError, match="negatives must be"):
+        training_sets(y, p, 0.7, "other")
 
 
 def test_no_pair_breaks_an_immutable_and_orphans_are_dropped():
