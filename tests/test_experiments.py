@@ -1,10 +1,12 @@
 """experiments.py's study of where GenRe's Score comes from: exact draws from Q, and the choices."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from datasets import load_toy
 from evaluate import Benchmark, dh_plus, pick_test_negatives, score, train_classifier, ClassifierConfig
-from experiments import choice_study, draw_from_q
+from experiments import H_BANDS, choice_study, dh_plus_validity, draw_from_q
 from genre import GenRe, GenReConfig
 from test_evaluate import StubLOF, StubOracle       # valid iff x_0 > 0.5; inlier iff x_1 < 0.5
 
@@ -66,3 +68,25 @@ def test_choice_study_agrees_with_genre_and_the_oracle_choice_is_a_bound():
         bound = rows[(sampler, "best of 10 by the oracle")]["score"]
         assert bound >= rows[(sampler, "one draw")]["score"] - 1e-9
         assert bound >= rows[(sampler, "best of 10 by h")]["score"] - 1e-9
+
+
+class FixedH:
+    """h(x) = x_1, so each row's band is set by hand."""
+
+    def predict_proba(self, X):
+        return np.asarray(X)[:, 1]
+
+
+def test_dh_plus_validity_counts_the_oracles_yes_row_by_row_and_per_band():
+    rng = np.random.default_rng(3)
+    toy = load_toy("moons")
+    X = rng.random((len(toy.X_train), 2)).astype(np.float32)     # x_0: the oracle's P(y = 1); x_1: h
+    ds = dataclasses.replace(toy, X_train=X, y_train=rng.integers(0, 2, len(X)))
+    bench = Benchmark(ds, StubOracle(), FixedH(), 0, {}, 0.0)
+    shares = dh_plus_validity(bench, 0.7)
+
+    rows = [(x, y) for x, y in zip(ds.X_train, ds.y_train) if y == 1 and x[1] > 0.7]   # D_h^+ by hand
+    assert shares["all"] == pytest.approx(np.mean([x[0] > 0.5 for x, _ in rows]))
+    for band, (lo, hi) in H_BANDS.items():
+        inside = [x[0] > 0.5 for x, _ in rows if lo < x[1] <= hi]
+        assert shares[band] == pytest.approx(np.mean(inside))
