@@ -6,6 +6,7 @@ generative model R_theta(x+ | x) from synthetic pairs and then just samples it.
 The file reads in the paper's order:
 
     GenReConfig                 hyperparameters (Table 9, Sec. 5.1, App. C.2.4)
+    training_sets               Sec. 4.1: the sources D_h^- and the targets D_h^+
     pairing_distribution        Sec. 4.1, Eq. 6: Q(x+|x), the synthetic supervision
     make_bins, soft_labels,
     jensen_loss                 Sec. 4.2, Eq. 7-8: the kernel-density head and its loss
