@@ -63,6 +63,17 @@ def test_choice_study_agrees_with_genre_and_the_oracle_choice_is_a_bound():
         best = [max(float(s[0] > 0.5) + float(s[1] < 0.5) - np.abs(s - x).sum() / 2 for s in cands)
                 for x, cands in zip(X_neg, S)]
         assert rows[(sampler, "best of 10 by the oracle")]["score"] == pytest.approx(np.mean(best))
+        # near gamma, by hand: the chosen candidates with h(x+) <= 0.8, and the share the oracle takes
+        for choice, pick in (("one draw", lambda cands: cands[0]),
+                             ("best of 10 by h", lambda cands: cands[np.argmax(h.predict_proba(cands))])):
+            chosen = [pick(cands) for cands in S]
+            near = [c for c in chosen if h.predict_proba(c[None])[0] <= 0.8]
+            r = rows[(sampler, choice)]
+            assert r["near_gamma"] == pytest.approx(len(near) / len(chosen))
+            if near:
+                assert r["near_gamma_valid"] == pytest.approx(np.mean([c[0] > 0.5 for c in near]))
+            else:
+                assert np.isnan(r["near_gamma_valid"])
     # choosing each row's best candidate by Val + LOF - Cost/d can only beat another choice
     for sampler in ("GenRe", "Q"):
         bound = rows[(sampler, "best of 10 by the oracle")]["score"]
