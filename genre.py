@@ -782,6 +782,8 @@ class GenRe:
         p = np.asarray(h.predict_proba(X), dtype=np.float64).reshape(-1)   # P(y = 1 | x), (N,)
         neg, pos = training_sets(y, p, cfg.gamma, cfg.negatives)
         if not neg.any():
+            if cfg.negatives == "code":
+                raise ValueError(f"D_h^- is empty: no training row has h(x) <= gamma = {cfg.gamma}.")
             raise ValueError("D_h^- is empty: no training row has y = 0 and h(x) <= 0.5; "
                              "check the labels, or try negatives='code'.")
         if not pos.any():
