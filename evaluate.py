@@ -26,6 +26,7 @@ import pickle
 import sys
 import tempfile
 import time
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -382,17 +383,21 @@ def check_methods(methods) -> None:
             raise ValueError(f"unknown method {m!r}; available: {', '.join(METHODS)}")
 
 
-def summarise(name: str, n_test: int, seeds, benches, per_seed_scores) -> dict:
-    """The results dict written to <dataset>.json: means and stds over seeds."""
+def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_config=None) -> dict:
+    """The results dict written to <dataset>.json: means and stds over seeds, and the
+    GenRe config the numbers came from (when GenRe ran), so a run can be repeated."""
     methods = per_seed_scores[0].keys()
     oracle_m = [b.oracle_metrics for b in benches]
-    return {
+    results = {
         "dataset": name, "n_features": benches[0].ds.n_features, "n_test": n_test, "seeds": list(seeds),
         "h_test_accuracy": float(np.mean([b.h_test_accuracy for b in benches])),
         "oracle": {k: float(np.mean([o[k] for o in oracle_m])) for k in oracle_m[0]},
         "stage_seconds": {k: float(np.mean([b.seconds[k] for b in benches])) for k in benches[0].seconds},
         "methods": {m: aggregate([s[m] for s in per_seed_scores]) for m in methods},
     }
+    if "genre" in methods:
+        results["genre_config"] = dataclasses.asdict(genre_config or GenReConfig())
+    return results
 
 
 def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = "cache",
@@ -412,7 +417,7 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
         if explain and seed == seeds[0]:
             X = X_neg[:explain]
             log(explain_recourse(bench, X, fitted[methods[0]].recourse(X), methods[0]))
-    return summarise(benches[0].ds.name, n_test, seeds, benches, per_seed)
+    return summarise(benches[0].ds.name, n_test, seeds, benches, per_seed, genre_config)
 
 
 def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method: str) -> str:
@@ -477,6 +482,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lam", type=float, help=f"GenRe: lambda of the pairing distribution (default {GenReConfig.lam:g})")
     p.add_argument("--tau", type=float, help=f"GenRe: sampling temperature, multiplies the logits (default {GenReConfig.tau:g})")
     p.add_argument("--sigma", type=float, help=f"GenRe: sampling noise (default {GenReConfig.sigma:g})")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
+                   help="GenRe: any other genre.GenReConfig field, e.g. --set n_enc_layers=4 "
+                        "select=density steps=None (applied last; the JSON records the config)")
     p.add_argument("--out", default="results", help="folder for <dataset>.json (default results/)")
     p.add_argument("--cache", default="cache", help="folder for cached oracle and h (default cache/)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
@@ -501,12 +509,46 @@ def data_from_args(args) -> str | Dataset:
 
 
 def genre_config_from_args(args, dataset_name: str):
-    """GenReConfig from the flags; the paper's batch for adult is 16384 (C.2.4)."""
+    """GenReConfig from the flags: the preset (CPU default, or the paper's, whose batch
+    for adult is 16384, C.2.4), then --lam/--tau/--sigma, then --set FIELD=VALUE."""
     cfg = GenReConfig()
     if args.genre_config == "paper":
         cfg = GenReConfig.paper(batch_size=16384 if dataset_name == "adult" else 2048)
     overrides = {k: getattr(args, k) for k in ("lam", "tau", "sigma") if getattr(args, k) is not None}
-    return dataclasses.replace(cfg, **overrides)
+    return dataclasses.replace(cfg, **{**overrides, **config_overrides(args.overrides)})
+
+
+def config_overrides(pairs) -> dict:
+    """["n_enc_layers=4", "steps=None", ...] -> {"n_enc_layers": 4, "steps": None, ...},
+    each value read as the type of its GenReConfig field (None for an Optional one)."""
+    fields = typing.get_type_hints(GenReConfig)                            # field name -> type
+    overrides = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes FIELD=VALUE, got {pair!r}")
+        if name not in fields:
+            raise ValueError(f"--set: GenReConfig has no field {name!r}; fields: {', '.join(fields)}")
+        overrides[name] = read_value(name, text, fields[name])
+    return overrides
+
+
+def read_value(name: str, text: str, kind):
+    """One --set value as `kind` (float, int, str, bool or Optional[int]); a clear error if it is not one."""
+    options = [a for a in typing.get_args(kind) if a is not type(None)]   # Optional[int] -> [int]
+    if options:
+        if text.lower() == "none":
+            return None
+        kind = options[0]
+    if kind is bool:
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    else:
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ValueError(f"--set {name}: {text!r} is not a valid {kind.__name__}")
 
 
 def main(argv=None) -> int:

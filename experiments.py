@@ -68,7 +68,7 @@ def comparison(dataset: str, seeds, n_test: int, out: str, cache: str, genre_con
         choices.append(choice_study(bench, fitted["genre"], X_neg, lof))
         if seed == seeds[0]:
             reuse = dict(bench=bench, genre=fitted["genre"], X_neg=X_neg, lof=lof)
-    results = summarise(dataset, n_test, seeds, benches, per_seed)
+    results = summarise(dataset, n_test, seeds, benches, per_seed, genre_config)
     gamma = (genre_config or GenReConfig()).gamma
     shares = [dh_plus_validity(b, gamma) for b in benches]                  # one dict per seed
     results["dh_plus_valid"] = float(np.mean([s["all"] for s in shares]))

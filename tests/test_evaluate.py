@@ -1,4 +1,5 @@
 """The protocol of evaluate.py: metrics by hand, LOF fit set, caching, determinism, CLI errors."""
+import dataclasses
 import json
 
 import numpy as np
@@ -6,7 +7,9 @@ import pytest
 
 import evaluate
 from datasets import load_toy
-from evaluate import Benchmark, fit_lof, main, prepare, pick_test_negatives, score, train_classifier
+from evaluate import (Benchmark, fit_lof, genre_config_from_args, main, parse_args, pick_test_negatives,
+                      prepare, score, train_classifier)
+from genre import GenReConfig
 
 
 class StubOracle:
@@ -79,21 +82,39 @@ def test_test_negatives_have_h_at_most_half(tmp_path):
 
 
 def test_cli_writes_json_and_table(tmp_path, capsys):
-    rc = main(["--dataset", "compas", "--methods", "nnr", "--n-test", "10", "--quiet",
+    rc = main(["--dataset", "compas", "--methods", "nnr", "genre", "--n-test", "10", "--quiet",
+               "--tau", "7", "--set", "steps=2", "n_enc_layers=1", "n_dec_layers=1", "tau=5",
                "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| nnr |" in out
+    assert "| nnr |" in out and "| genre |" in out
     data = json.loads((tmp_path / "out" / "compas.json").read_text())
     assert data["dataset"] == "compas" and data["n_test"] == 10 and data["seeds"] == [0]
     assert data["n_features"] == 7                          # compas: data/README.md lists 7 features
     assert set(data["methods"]["nnr"]) >= {"cost", "cost_std", "validity", "lof", "score",
                                            "immutable_violations", "seconds"}
+    # the JSON records the GenRe config the numbers came from: --set applied last, the rest default
+    expected = {**dataclasses.asdict(GenReConfig()), "steps": 2, "n_enc_layers": 1, "n_dec_layers": 1, "tau": 5.0}
+    assert data["genre_config"] == expected
+
+
+def test_set_reads_each_value_as_its_field_type():
+    args = parse_args(["--dataset", "adult", "--set", "lam=2", "n_bins=7", "select=density",
+                       "snap=false", "feature_steps=None", "dropout=0.1"])
+    cfg = genre_config_from_args(args, "adult")
+    assert (cfg.lam, cfg.n_bins, cfg.select, cfg.snap, cfg.feature_steps, cfg.dropout) == \
+        (2.0, 7, "density", False, None, 0.1)
+    assert type(cfg.lam) is float and type(cfg.n_bins) is int
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "nope"], "unknown data set 'nope'; available: adult, compas, heloc"),
     (["--dataset", "compas", "--methods", "magic"], "unknown method 'magic'; available:"),
+    (["--dataset", "compas", "--set", "layers=4"], "--set: GenReConfig has no field 'layers'; fields: lam,"),
+    (["--dataset", "compas", "--set", "n_bins=3.5"], "--set n_bins: '3.5' is not a valid int"),
+    (["--dataset", "compas", "--set", "snap=maybe"], "--set snap: 'maybe' is not a valid bool"),
+    (["--dataset", "compas", "--set", "steps=None", "n_heads=None"], "--set n_heads: 'None' is not a valid int"),
+    (["--dataset", "compas", "--set", "tau"], "--set takes FIELD=VALUE, got 'tau'"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv + ["--quiet"]) == 2
