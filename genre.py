@@ -91,6 +91,21 @@ class GenReConfig:
     sample_chunk: int = 4096    # sequences decoded at once; (4096, E) activations stay in a core's
                                 # cache, which samples faster on a CPU than larger chunks
 
+    def __post_init__(self):
+        """Refuse a setting that would otherwise fail, or mislead, only minutes into training."""
+        choices = dict(cost=("l1",), negatives=("paper", "code"), val_targets=("train", "heldout"),
+                       bins=("paper", "code"), select=("h", "density"))
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GenReConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
+        for name, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"GenReConfig.{name} must be a finite number, got {value}.")
+        if self.n_bins < 2 or self.n_samples < 1:
+            raise ValueError(f"GenReConfig needs n_bins >= 2 and n_samples >= 1, got {self.n_bins} and {self.n_samples}.")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"GenReConfig.d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads}).")
+
     @classmethod
     def paper(cls, **overrides):
         """The paper's sizes and optimiser (Table 9, App. C.2.4, code); pass batch_size=16384

@@ -115,6 +115,9 @@ def test_set_reads_each_value_as_its_field_type():
     (["--dataset", "compas", "--set", "snap=maybe"], "--set snap: 'maybe' is not a valid bool"),
     (["--dataset", "compas", "--set", "steps=None", "n_heads=None"], "--set n_heads: 'None' is not a valid int"),
     (["--dataset", "compas", "--set", "tau"], "--set takes FIELD=VALUE, got 'tau'"),
+    (["--dataset", "compas", "--set", "select=best"], "GenReConfig.select must be one of ('h', 'density'), got 'best'"),
+    (["--dataset", "compas", "--lam", "nan"], "GenReConfig.lam must be a finite number, got nan"),
+    (["--dataset", "compas", "--set", "n_heads=5"], "GenReConfig.d_model (32) must be a multiple of n_heads (5)"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv + ["--quiet"]) == 2
