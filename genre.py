@@ -101,10 +101,23 @@ class GenReConfig:
         for name, value in asdict(self).items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"GenReConfig.{name} must be a finite number, got {value}.")
-        if self.n_bins < 2 or self.n_samples < 1:
-            raise ValueError(f"GenReConfig needs n_bins >= 2 and n_samples >= 1, got {self.n_bins} and {self.n_samples}.")
+        at_least = dict(n_bins=2, top_k=1, val_draws=1, d_model=1, n_heads=1, d_ff=1, n_enc_layers=1,
+                        n_dec_layers=1, batch_size=1, epochs=1, steps=1, feature_steps=1, n_samples=1,
+                        sample_chunk=1, warmup_steps=0, eval_every=0, lam=0, sigma=0, dropout=0,
+                        val_frac=0, gamma=0)
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if value is not None and value < low:                         # steps, feature_steps may be None
+                raise ValueError(f"GenReConfig.{name} must be at least {low}, got {value}.")
+        for name in ("lr", "tau"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"GenReConfig.{name} must be positive, got {getattr(self, name)}.")
+        for name in ("gamma", "dropout", "val_frac"):
+            if getattr(self, name) >= 1:
+                raise ValueError(f"GenReConfig.{name} must be below 1, got {getattr(self, name)}.")
         if self.d_model % self.n_heads:
-            raise ValueError(f"GenReConfig.d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads}).")
+            raise ValueError(f"GenReConfig.d_model ({self.d_model}) must be a multiple of "
+                             f"n_heads ({self.n_heads}).")
 
     @classmethod
     def paper(cls, **overrides):

@@ -435,3 +435,20 @@ def test_paper_config_has_the_papers_sizes():
     assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.steps, cfg.feature_steps, cfg.dropout) == (1e-4, 2048, 2000, None, None, 0.1)
     assert GenReConfig.paper(batch_size=16384).batch_size == 16384
     assert (cfg.lam, cfg.gamma, cfg.top_k, cfg.sigma, cfg.n_samples) == (5.0, 0.7, 1000, 0.0, 10)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(select="best"), "GenReConfig.select must be one of ('h', 'density'), got 'best'"),
+    (dict(lam=float("nan")), "GenReConfig.lam must be a finite number, got nan"),
+    (dict(steps=0), "GenReConfig.steps must be at least 1, got 0"),
+    (dict(n_bins=1), "GenReConfig.n_bins must be at least 2, got 1"),
+    (dict(tau=-1.0), "GenReConfig.tau must be positive, got -1.0"),
+    (dict(gamma=1.0), "GenReConfig.gamma must be below 1, got 1.0"),
+    (dict(d_model=30, n_heads=4), "GenReConfig.d_model (30) must be a multiple of n_heads (4)"),
+])
+def test_config_refuses_bad_settings_before_training(setting, message):
+    with pytest.raises(ValueError) as err:
+        GenReConfig(**setting)
+    assert str(err.value).startswith(message)
+    GenReConfig(steps=None, feature_steps=None, lam=0.0, sigma=0.0)   # the edges that are allowed
+    GenReConfig.paper(batch_size=16384)
