@@ -342,11 +342,13 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
 
 
 def aggregate(per_seed: list[dict]) -> dict:
-    """Mean and std over seeds of each metric; violations and failures summed, seconds averaged."""
+    """Mean, std and the per-seed values of each metric; violations and failures summed,
+    seconds averaged."""
     out = {}
     for key in ("cost", "validity", "lof", "score"):
         values = np.array([r[key] for r in per_seed])
         out[key], out[key + "_std"] = float(values.mean()), float(values.std())
+        out[key + "_per_seed"] = values.tolist()
     out["immutable_violations"] = int(sum(r["immutable_violations"] for r in per_seed))
     out["failed"] = int(sum(r["failed"] for r in per_seed))
     for key in ("seconds", "fit_seconds", "recourse_seconds", "score_seconds"):

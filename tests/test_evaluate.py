@@ -98,6 +98,19 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
     assert data["genre_config"] == expected
 
 
+def test_aggregate_over_seeds():
+    """Means and (population) stds by hand; per-seed values kept in seed order; counts summed."""
+    rows = [dict(cost=c, validity=v, lof=l, score=v + l - c / 2, immutable_violations=i, failed=f,
+                 seconds=s, fit_seconds=s - 1, recourse_seconds=0.5, score_seconds=0.5)
+            for c, v, l, i, f, s in [(1.0, 0.5, 1.0, 0, 1, 3.0), (3.0, 1.0, 0.5, 2, 0, 5.0)]]
+    out = evaluate.aggregate(rows)
+    assert out["cost"] == 2.0 and out["cost_std"] == 1.0 and out["cost_per_seed"] == [1.0, 3.0]
+    assert out["score_per_seed"] == [1.0, 0.0] and out["score"] == 0.5 and out["score_std"] == 0.5
+    assert out["validity"] == 0.75 and out["lof_per_seed"] == [1.0, 0.5]
+    assert (out["immutable_violations"], out["failed"], out["seconds"]) == (2, 1, 4.0)
+    assert out["seconds_per_seed"] == [3.0, 5.0] and out["fit_seconds"] == 3.0
+
+
 def test_set_reads_each_value_as_its_field_type():
     args = parse_args(["--dataset", "adult", "--set", "lam=2", "n_bins=7", "select=density",
                        "snap=false", "feature_steps=None", "dropout=0.1"])
