@@ -1,6 +1,6 @@
 """Reproduce the paper's evidence on the three benchmarks, and publish it in results/.
 
-    python experiments.py          # everything: 27 minutes on a 2-core CPU (cold cache)
+    python experiments.py          # everything: 27-30 minutes on a 2-core CPU (cold cache)
 
 1. Comparison (Table 2 and Table 3): GenRe, Wachter and the three NNR variants
    on adult, compas and heloc, seeds 0, 1, 2 -> results/<dataset>.json (the
