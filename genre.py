@@ -24,7 +24,7 @@ per source (top-K of Q). Features are indexed from 0 here (the paper: 1..d).
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -765,10 +765,8 @@ class GenRe:
         src_train, src_val = split(len(X_neg), cfg.val_frac)
         if cfg.val_targets == "heldout":
             dst_train, dst_val = split(len(X_pos), cfg.val_frac)
-        elif cfg.val_targets == "train":
+        else:                                                               # "train" (GenReConfig checks)
             dst_train = dst_val = torch.arange(len(X_pos))
-        else:
-            raise ValueError(f"val_targets must be 'train' or 'heldout', got {cfg.val_targets!r}")
         train = make_pairs(X_neg[src_train], X_pos[dst_train], cfg, immutable, device)
         val = None
         if len(src_val) and len(dst_val):
@@ -788,9 +786,8 @@ class GenRe:
         immutable and categorical (D,) bool masks, groups the feature indices of each
         one-hot group (optional; every categorical of the paper's data sets is binary)."""
         t0 = time.time()
-        cfg = self.cfg if self.cfg is not None else GenReConfig()
-        if cfg.cost != "l1":
-            raise ValueError(f"Only the L1 cost is implemented, got cost={cfg.cost!r}.")
+        # replace() re-runs GenReConfig's checks, so a config edited after it was made is checked too
+        cfg = replace(self.cfg) if self.cfg is not None else GenReConfig()
         X = check_features(X, np.shape(X)[-1], "training X")
         N, D = X.shape
         y = np.asarray(y).reshape(-1)
