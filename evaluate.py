@@ -309,10 +309,11 @@ def summarise_rows(cost, valid, inlier, d: int) -> dict:
 METHODS = ("genre", "wachter", "nnr", "nnr_h", "nnr_dhplus")
 
 
-def make_method(name: str, dataset: str, seed: int, genre_config=None):
-    """A fresh, unfitted recourse method by name (genre_config: a GenReConfig, default CPU)."""
+def make_method(name: str, dataset: str, seed: int, genre_config=None, verbose: bool = True):
+    """A fresh, unfitted recourse method by name (genre_config: a GenReConfig, default CPU;
+    verbose: GenRe prints its training progress)."""
     if name == "genre":
-        return GenRe(genre_config or GenReConfig(), random_state=seed)
+        return GenRe(genre_config or GenReConfig(), random_state=seed, verbose=verbose)
     if name == "wachter":
         return Wachter()
     if name in ("nnr", "nnr_h", "nnr_dhplus"):
@@ -320,18 +321,19 @@ def make_method(name: str, dataset: str, seed: int, genre_config=None):
     raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
 
 
-def fit_method(name: str, bench: Benchmark, genre_config=None):
+def fit_method(name: str, bench: Benchmark, genre_config=None, verbose: bool = True):
     """Fit one method on the train split (X, drawn y, h, feature roles)."""
     ds = bench.ds
-    method = make_method(name, ds.name, bench.seed, genre_config)
+    method = make_method(name, ds.name, bench.seed, genre_config, verbose)
     return method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable,
                       categorical=ds.categorical, groups=ds.groups)
 
 
-def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config=None):
+def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config=None,
+               verbose: bool = True):
     """Fit one method, give recourse to X_neg, score it. Returns (scores, fitted method)."""
     t0 = time.time()
-    method = fit_method(name, bench, genre_config)
+    method = fit_method(name, bench, genre_config, verbose)
     t1 = time.time()
     X_plus = method.recourse(X_neg)
     t2 = time.time()
@@ -371,7 +373,7 @@ def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, ver
         tag = f"[{bench.ds.name} seed {bench.seed}] {m}"
         if verbose:
             log(f"{tag} ...")
-        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_config)
+        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_config, verbose)
         if verbose:
             r = scores[m]
             log(f"{tag}: cost {r['cost']:.3f}  val {r['validity']:.3f}  lof {r['lof']:.3f}  "

@@ -88,6 +88,7 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "| nnr |" in out and "| genre |" in out
+    assert "GenRe:" not in out and "epoch" not in out          # --quiet: the table, no training progress
     data = json.loads((tmp_path / "out" / "compas.json").read_text())
     assert data["dataset"] == "compas" and data["n_test"] == 10 and data["seeds"] == [0]
     assert data["n_features"] == 7                          # compas: data/README.md lists 7 features
@@ -128,7 +129,7 @@ def test_set_reads_each_value_as_its_field_type():
     (["--dataset", "compas", "--set", "snap=maybe"], "--set snap: 'maybe' is not a valid bool"),
     (["--dataset", "compas", "--set", "steps=None", "n_heads=None"], "--set n_heads: 'None' is not a valid int"),
     (["--dataset", "compas", "--set", "tau"], "--set takes FIELD=VALUE, got 'tau'"),
-    (["--dataset", "compas", "--set", "select=best"], "GenReConfig.select must be one of ('h', 'density'), got 'best'"),
+    (["--dataset", "compas", "--set", "select=best"], "GenReConfig.select must be one of ('h', 'density', 'plausible'), got 'best'"),
     (["--dataset", "compas", "--lam", "nan"], "GenReConfig.lam must be a finite number, got nan"),
     (["--dataset", "compas", "--set", "n_heads=5"], "GenReConfig.d_model (32) must be a multiple of n_heads (5)"),
 ])

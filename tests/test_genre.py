@@ -336,6 +336,32 @@ def test_density_selection_maximises_h_times_the_models_density(fitted):
         model.recourse(X_neg, select="cheapest")
 
 
+def test_plausible_selection_is_h_best_among_lof_inliers(fitted):
+    """select="plausible", recomputed by brute force: an LOF (5 neighbours) of the
+    training rows with y = 1 marks each candidate; the highest h among the inliers
+    is returned, or the highest h overall when a row has no inlier."""
+    import copy
+    from sklearn.neighbors import LocalOutlierFactor
+    model, X, y, h, *_, X_neg = fitted
+    R = model.recourse(X_neg, tau=0.1, sigma=0.5, select="plausible")   # (M, D); broad samples,
+    S = model.sample(X_neg, tau=0.1, sigma=0.5)                  # (M, n, D) so some are outliers
+    M, n, D = S.shape
+    lof = LocalOutlierFactor(n_neighbors=5, novelty=True).fit(X[y == 1])
+    inlier = lof.predict(S.reshape(-1, D)).reshape(M, n) == 1
+    p = h.predict_proba(S.reshape(-1, D)).reshape(M, n)
+    assert (inlier.any(1) & ~inlier.all(1)).sum() >= 5           # rows where the filter matters
+    for i in range(M):
+        pool = np.flatnonzero(inlier[i]) if inlier[i].any() else np.arange(n)
+        assert np.array_equal(R[i], S[i, pool[p[i, pool].argmax()]])
+
+    class NoInliers:                                             # every candidate an outlier:
+        def predict(self, Z):                                    # the rule falls back to h's
+            return -np.ones(len(Z), dtype=int)
+    blind = copy.copy(model)
+    blind.lof_ = NoInliers()
+    assert np.array_equal(blind.recourse(X_neg, select="plausible"), model.recourse(X_neg, select="h"))
+
+
 def test_log_density_integrates_to_one():
     """R_theta(x+ | x) is a density over x+: on a 2-feature model its integral over
     a fine grid is 1, which checks the kernel mixture, its normalisation and the
@@ -362,6 +388,7 @@ def test_save_and_load_give_identical_samples(fitted, tmp_path):
     again = GenRe.load(path, h=h)
     assert np.array_equal(again.sample(X_neg), model.sample(X_neg))
     assert np.array_equal(again.recourse(X_neg), model.recourse(X_neg))
+    assert np.array_equal(again.recourse(X_neg, select="plausible"), model.recourse(X_neg, select="plausible"))
     torch.load(path, weights_only=True)                          # plain tensors and dicts only
 
 
@@ -438,7 +465,7 @@ def test_paper_config_has_the_papers_sizes():
 
 
 @pytest.mark.parametrize("setting, message", [
-    (dict(select="best"), "GenReConfig.select must be one of ('h', 'density'), got 'best'"),
+    (dict(select="best"), "GenReConfig.select must be one of ('h', 'density', 'plausible'), got 'best'"),
     (dict(lam=float("nan")), "GenReConfig.lam must be a finite number, got nan"),
     (dict(steps=0), "GenReConfig.steps must be at least 1, got 0"),
     (dict(n_bins=1), "GenReConfig.n_bins must be at least 2, got 1"),
