@@ -80,16 +80,16 @@ class GenReConfig:
     steps: Optional[int] = None # if set: train for exactly this many optimiser steps instead
     eval_every: int = 250       # CPU default: steps between validation checks (0 = every epoch, code)
     # sampling (Sec. 4.3, Algorithm 2)
-    tau: float = 20.0           # CPU default (Sec. 5.1: 10; Table 11 sweeps 5-15); multiplies the
-                                # logits (tau > 1 is sharper). With the small CPU model, 20 scores
-                                # higher than 10 on compas, as high on adult and heloc (the tau/sigma
-                                # table of results/README.md)
+    tau: float = 5.0            # CPU default (Sec. 5.1: 10; Table 11 sweeps 5-15); multiplies the
+                                # logits (tau > 1 is sharper). With select="plausible", the broader
+                                # samples of tau = 5 let the choice go deeper into the positive
+                                # region without landing on outliers (README, "Which of the 10")
     sigma: float = 0.0          # Sec. 5.1; x+_j = mu_jk + sigma * eps
     n_samples: int = 10         # Sec. 5.1; n candidates per x, one returned
-    select: str = "h"           # which candidate: "h" (Sec. 5.1), the one h rates highest;
-                                # "density": the highest h(x+) R_theta(x+|x); "plausible": the
-                                # one h rates highest among those an LOF of the training
-                                # positives calls inliers (not in the paper; see GenRe.recourse)
+    select: str = "plausible"   # which candidate: "h" (Sec. 5.1), the one h rates highest;
+                                # "plausible" (not in the paper): the one h rates highest among
+                                # those an LOF of the training positives calls inliers;
+                                # "density": the highest h(x+) R_theta(x+|x) (see GenRe.recourse)
     sample_chunk: int = 4096    # sequences decoded at once; (4096, E) activations stay in a core's
                                 # cache, which samples faster on a CPU than larger chunks
 

@@ -316,12 +316,12 @@ def test_cached_path_gives_exactly_the_plain_paths_samples(fitted):
 
 def test_recourse_is_the_sample_h_rates_highest(fitted):
     model, X, y, h, *_, X_neg = fitted
-    R = model.recourse(X_neg)                                    # (M, D)
+    R = model.recourse(X_neg, select="h")                        # (M, D)
     S = model.sample(X_neg)                                      # (M, n, D), same randomness
     score = h.predict_proba(S.reshape(-1, 4)).reshape(len(X_neg), -1)
     assert np.array_equal(R, S[np.arange(len(X_neg)), score.argmax(1)])
     assert R.dtype == np.float32 and R.shape == X_neg.shape
-    assert np.array_equal(model.recourse(X_neg), R)             # repeatable
+    assert np.array_equal(model.recourse(X_neg, select="h"), R)  # repeatable
 
 
 def test_density_selection_maximises_h_times_the_models_density(fitted):
