@@ -38,6 +38,9 @@ from datasets import as_mask, check_features, check_fitted, set_seed
 # -----------------------------------------------------------------------------
 # Configuration
 
+SELECT_RULES = ("h", "density", "plausible")   # GenReConfig.select: see GenRe.recourse
+
+
 @dataclass
 class GenReConfig:
     # training pairs (Sec. 4.1)
@@ -83,7 +86,8 @@ class GenReConfig:
     tau: float = 5.0            # CPU default (Sec. 5.1: 10; Table 11 sweeps 5-15); multiplies the
                                 # logits (tau > 1 is sharper). With select="plausible", the broader
                                 # samples of tau = 5 let the choice go deeper into the positive
-                                # region without landing on outliers (README, "Which of the 10")
+                                # region without landing on outliers (README, "Broad samples and
+                                # a plausible choice")
     sigma: float = 0.0          # Sec. 5.1; x+_j = mu_jk + sigma * eps
     n_samples: int = 10         # Sec. 5.1; n candidates per x, one returned
     select: str = "plausible"   # which candidate: "h" (Sec. 5.1), the one h rates highest;
@@ -96,7 +100,7 @@ class GenReConfig:
     def __post_init__(self):
         """Refuse a setting that would otherwise fail, or mislead, only minutes into training."""
         choices = dict(cost=("l1",), negatives=("paper", "code"), val_targets=("train", "heldout"),
-                       bins=("paper", "code"), select=("h", "density", "plausible"))
+                       bins=("paper", "code"), select=SELECT_RULES)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GenReConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
@@ -713,6 +717,13 @@ def log_density(model, x, x_plus, mu, w):
 # -----------------------------------------------------------------------------
 # The estimator
 
+def best_plausible(p, inlier):
+    """select="plausible": per row, the index of the candidate with the highest h among
+    the inliers, or the highest h overall if none is. p (M, n) h's probabilities in
+    [0, 1], inlier (M, n) bool -> (M,) int; adding 1 to an inlier puts it above any outlier."""
+    return (p + inlier).argmax(axis=1)
+
+
 def _resolve_device(device):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -890,8 +901,8 @@ class GenRe:
         if h is None:
             raise ValueError("recourse needs the classifier h: pass recourse(X, h=h) or GenRe.load(path, h=h).")
         select = self.cfg_.select if select is None else select
-        if select not in ("h", "density", "plausible"):
-            raise ValueError(f"select must be 'h', 'density' or 'plausible', got {select!r}")
+        if select not in SELECT_RULES:
+            raise ValueError(f"select must be one of {SELECT_RULES}, got {select!r}")
         S = self.sample(X, tau=tau, sigma=sigma)                            # (M, n, D), M >= 1
         M, n, D = S.shape
         candidates = S.reshape(M * n, D)
@@ -900,7 +911,7 @@ class GenRe:
             score = p
         elif select == "plausible":
             inlier = self.plausibility().predict(candidates).reshape(M, n) == 1
-            score = p + inlier                                              # an inlier beats any outlier
+            return S[np.arange(M), best_plausible(p, inlier)]               # (M, D)
         else:
             X_rep = np.repeat(np.asarray(X), n, axis=0)                     # (M*n, D), row i's n copies
             score = np.log(np.clip(p, 1e-12, None)) + self.log_density(X_rep, candidates).reshape(M, n)
