@@ -75,11 +75,13 @@ class GenReConfig:
     decay_lr: bool = True       # CPU default (paper: constant lr); cosine decay to lr / 10
     batch_size: int = 512       # CPU default (paper: 2048, 16384 for adult)
     epochs: int = 200           # CPU default (paper: 2000, App. C.2.4): train for this many epochs ...
-    feature_steps: Optional[int] = 36000  # ... but at most feature_steps / D optimiser steps (CPU
+    feature_steps: Optional[int] = 28000  # ... but at most feature_steps / D optimiser steps (CPU
                                 # default; None: no cap). A step costs ~D (one token per feature),
                                 # not the data set's size, so the cap bounds the time on a large data
-                                # set: adult (D = 13) stops at 2769 steps (90 epochs), while compas
-                                # (about 600 steps) and heloc (about 1200) finish their 200 epochs.
+                                # set: adult (D = 13) stops at 2154 steps (about 70 epochs), while
+                                # compas (about 600 steps) and heloc (about 1200) finish their 200
+                                # epochs. (36000 gave adult 2769 steps: no better Score, and over
+                                # 3 minutes on a slow day of this CPU; README)
     steps: Optional[int] = None # if set: train for exactly this many optimiser steps instead
     eval_every: int = 250       # CPU default: steps between validation checks (0 = every epoch, code)
     # sampling (Sec. 4.3, Algorithm 2)

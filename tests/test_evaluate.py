@@ -56,6 +56,35 @@ def test_classifier_same_seed_same_weights():
     np.testing.assert_array_equal(a.predict_proba(ds.X_test), b.predict_proba(ds.X_test))
 
 
+def test_fast_classifier_loop_is_plain_minibatch_adam():
+    """fit_classifier's fast loop (one thread, fused Adam, a slice of the shuffled X) trains
+    the same h as the textbook loop: the same seed, a gather per minibatch, Adam's
+    per-parameter update. It leaves torch's thread count as it found it."""
+    import torch
+    from datasets import set_seed
+    ds = load_toy("moons")
+    cfg = evaluate.ClassifierConfig(hidden=(4, 4), lr=0.05, epochs=3, balanced=True)
+    threads = torch.get_num_threads()
+    fast = evaluate.fit_classifier(ds.X_train, ds.y_train, cfg, seed=5, verbose=False)
+    assert torch.get_num_threads() == threads
+
+    set_seed(5)
+    X, y = torch.as_tensor(ds.X_train), torch.as_tensor(ds.y_train, dtype=torch.float32)
+    plain = evaluate.Classifier(X.shape[1], cfg.hidden)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=(y == 0).sum() / (y == 1).sum())
+    opt = torch.optim.Adam(plain.parameters(), lr=cfg.lr, foreach=False)
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(X))
+        for start in range(0, len(X), cfg.batch_size):
+            batch = perm[start:start + cfg.batch_size]
+            loss = loss_fn(plain(X[batch]), y[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    np.testing.assert_allclose(fast.predict_proba(ds.X_test), plain.eval().predict_proba(ds.X_test),
+                               rtol=0, atol=1e-5)
+
+
 def test_pipeline_is_deterministic_and_cached(tmp_path, capsys):
     kw = dict(methods=["nnr_dhplus", "wachter"], seeds=[0], n_test=30, cache_dir=str(tmp_path), verbose=False)
     first = evaluate.evaluate("moons", **kw)
