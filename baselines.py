@@ -14,20 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from datasets import as_mask, check_features, check_fitted, project_categoricals
+from common import as_mask, check_features, check_fitted, l1_cost, project_categoricals
 from genre import training_sets
-
-
-def l1_cost(X_src: torch.Tensor, X_dst: torch.Tensor, immutable: torch.Tensor) -> torch.Tensor:
-    """C(x, x+) = ||x - x+||_1, and +inf where any immutable feature differs.
-
-    X_src (S, D), X_dst (T, D), immutable (D,) bool -> cost (S, T).
-    """
-    cost = torch.cdist(X_src, X_dst, p=1)                                    # (S, T)
-    if immutable.any():
-        breaks = torch.cdist(X_src[:, immutable], X_dst[:, immutable], p=1) > 1e-6  # (S, T)
-        cost = cost.masked_fill(breaks, float("inf"))
-    return cost
 
 
 def nearest(X_src: np.ndarray, X_dst: np.ndarray, immutable: np.ndarray, chunk: int = 2048):

@@ -252,8 +252,8 @@ def main(argv=None) -> int:
             gpu = json.load(f)["throughput"]
     text = report(res, gpu, args)
     if not args.only:
-        from evaluate import _atomic_write
-        _atomic_write(os.path.join(HERE, args.out), lambda f: f.write(text.encode()))
+        from common import atomic_write
+        atomic_write(os.path.join(HERE, args.out), lambda f: f.write(text.encode()))
     print(text)
     return 0
 

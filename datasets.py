@@ -21,11 +21,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import random
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -45,13 +43,6 @@ BENCHMARKS = {
     "heloc": dict(target="RiskPerformance", categorical=[], immutable=[]),
 }
 TOYS = ("moons", "circles", "corr")
-
-
-def set_seed(seed: int) -> None:
-    """One seed for Python's random, numpy and torch (minGPT's helper)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -129,56 +120,6 @@ class Dataset:
                 out[c] = f"{values[j]:.4g}"
             j += w
         return out
-
-
-def project_categoricals(X: np.ndarray, categorical: np.ndarray, groups=()) -> np.ndarray:
-    """projectCategoricals (Algorithm 2): binary categoricals rounded to {0, 1}, each
-    one-hot group set to the one-hot vector of its largest entry. X (M, D) -> (M, D)."""
-    X = np.array(X, dtype=np.float32, copy=True)
-    binary = np.asarray(categorical, dtype=bool).copy()
-    for g in groups:
-        binary[g] = False
-        X[:, g] = np.eye(len(g), dtype=np.float32)[X[:, g].argmax(axis=1)]
-    X[:, binary] = np.clip(np.round(X[:, binary]), 0, 1)
-    return X
-
-
-# ----------------------------------------------------------------------------- input checks
-
-def check_features(X, n_features: int, what: str = "X") -> np.ndarray:
-    """Return X as float32 (N, D), or raise a one-line ValueError naming the problem."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim == 1:
-        X = X[None, :]
-    if X.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array (rows, features), got shape {X.shape}")
-    if X.shape[1] != n_features:
-        raise ValueError(f"{what} has {X.shape[1]} features, the model was fitted on {n_features}")
-    if X.shape[0] == 0:
-        raise ValueError(f"{what} has no rows: nothing to give recourse to")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        col = int(np.argwhere(bad)[0, 1])
-        raise ValueError(f"{what} contains NaN or infinite values (feature {col})")
-    return X
-
-
-def check_fitted(estimator, attribute: str) -> None:
-    """Raise sklearn's NotFittedError, naming the class, if `fit` has not run yet."""
-    from sklearn.exceptions import NotFittedError
-    if not hasattr(estimator, attribute):
-        name = type(estimator).__name__
-        raise NotFittedError(f"{name} is not fitted yet: call {name}.fit(X, y, h) first")
-
-
-def as_mask(mask, n_features: int, what: str) -> np.ndarray:
-    """A (D,) bool mask; None means all False."""
-    if mask is None:
-        return np.zeros(n_features, dtype=bool)
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != (n_features,):
-        raise ValueError(f"{what} mask must have shape ({n_features},), got {mask.shape}")
-    return mask
 
 
 # ----------------------------------------------------------------------------- tables -> features

@@ -24,7 +24,6 @@ import hashlib
 import os
 import pickle
 import sys
-import tempfile
 import time
 import typing
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ import torch
 from torch import nn
 
 from baselines import NNR, Wachter
-from datasets import BENCHMARKS, Dataset, load, set_seed
+from common import atomic_write, set_seed
+from datasets import BENCHMARKS, Dataset, load
 from genre import GenRe, GenReConfig, training_sets
 
 CACHE_VERSION = 3   # bump when the oracle, labels or h change, to invalidate old caches
@@ -188,19 +188,6 @@ class Benchmark:
     seconds: dict = dataclasses.field(default_factory=dict)   # stage -> wall time (0 when cached)
 
 
-def _atomic_write(path: str, write) -> None:
-    """Write a file whole or not at all: write to a temp file, then rename."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def oracle_metrics(oracle, ds: Dataset) -> dict:
     """Accuracy, ROC AUC and Brier score of the oracle on the test split (Table 6)."""
     from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
@@ -248,7 +235,7 @@ def prepare(data: str | Dataset, seed: int, cache_dir: str = "cache", retrain: b
     t0 = time.time()
     h = train_classifier(drawn.X_train, drawn.y_train, classifier_config(name), seed, verbose)
     seconds["h"] = time.time() - t0
-    _atomic_write(path, lambda f: pickle.dump({
+    atomic_write(path, lambda f: pickle.dump({
         "version": CACHE_VERSION, "oracle": oracle, "oracle_metrics": metrics,
         "y_train": drawn.y_train, "y_test": drawn.y_test,
         "h_hidden": h.hidden, "h_state": h.state_dict()}, f))
@@ -468,7 +455,7 @@ def markdown_table(results: dict) -> str:
 
 def write_json(results: dict, out_dir: str) -> str:
     path = os.path.join(out_dir, f"{results['dataset']}.json")
-    _atomic_write(path, lambda f: f.write(json.dumps(results, indent=2).encode()))
+    atomic_write(path, lambda f: f.write(json.dumps(results, indent=2).encode()))
     return path
 
 

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from genre import GenRe, GenReConfig, best_plausible, pairing_distribution, training_sets
-from evaluate import (METHODS, _atomic_write, dh_plus, evaluate_seed, log, oracle_proba, prepare,
+from common import atomic_write
+from evaluate import (METHODS, dh_plus, evaluate_seed, log, oracle_proba, prepare,
                       score, score_rows, summarise, summarise_rows, write_json)
 
 DATASETS = ("adult", "compas", "heloc")
@@ -147,7 +148,7 @@ def plot_lambda(sweeps: dict, path: str) -> None:
                 ax.set_title(name)
     fig.suptitle("GenRe across the balance parameter λ (seed 0, 200 test negatives)")
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -378,7 +379,7 @@ def replace_block(path: str, marker: str, text: str) -> None:
         doc = f.read()
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     doc = doc[:doc.index(start) + len(start)] + "\n" + text + "\n" + doc[doc.index(end):]
-    _atomic_write(path, lambda f: f.write(doc.encode()))
+    atomic_write(path, lambda f: f.write(doc.encode()))
 
 
 def choice_table(results: dict) -> list[str]:
@@ -459,7 +460,7 @@ def main(argv=None) -> int:
         log(f"[{name}] done, {(time.time() - t0) / 60:.1f} min so far")
     files = [("tau_sigma.json", studies)] + ([] if args.no_lambda else [("lambda_sweep.json", sweeps)])
     for fname, data in files:
-        _atomic_write(os.path.join(args.out, fname), lambda f: f.write(json.dumps(data, indent=2).encode()))
+        atomic_write(os.path.join(args.out, fname), lambda f: f.write(json.dumps(data, indent=2).encode()))
     if not args.no_lambda:
         plot_lambda(sweeps, os.path.join(args.figures, "lambda_sweep.png"))
     command = COMMAND + (" --no-lambda" if args.no_lambda else "")
@@ -469,7 +470,7 @@ def main(argv=None) -> int:
 
 def publish(text: str, results: dict, out: str) -> None:
     """Write <out>/README.md; for the real results/ folder, also the main README's table."""
-    _atomic_write(os.path.join(out, "README.md"), lambda f: f.write(text.encode()))
+    atomic_write(os.path.join(out, "README.md"), lambda f: f.write(text.encode()))
     if out == "results":
         replace_block(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"),
                       "results", comparison_block(results))

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from datasets import as_mask, check_features, check_fitted, set_seed
+from common import as_mask, check_features, check_fitted, l1_cost, set_seed
 
 
 # -----------------------------------------------------------------------------
@@ -179,10 +179,7 @@ def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024):
     idx, logq = [], []
     for s in range(0, len(X_src), chunk):
         xs = X_src[s:s + chunk]
-        cost = torch.cdist(xs, X_dst, p=1)                                   # (c, N+)
-        if immutable.any():
-            differs = torch.cdist(xs[:, immutable], X_dst[:, immutable], p=1) > 0
-            cost = cost.masked_fill(differs, float("inf"))
+        cost = l1_cost(xs, X_dst, immutable)                                 # (c, N+), inf: an immutable differs
         top_logq, top_idx = torch.topk(-lam * cost, T, dim=1)                # (c, T): cheapest first
         idx.append(top_idx.int())
         logq.append(top_logq)
@@ -732,11 +729,6 @@ def _resolve_device(device):
     return torch.device(device)
 
 
-def _as_mask(mask, D, name):
-    """A (D,) bool mask, copied (fit marks one-hot groups in it)."""
-    return as_mask(mask, D, name).copy()
-
-
 class GenRe:
     """Generative recourse: fit R_theta(x+|x) on pairs from Q (Eq. 6), then sample it.
 
@@ -808,8 +800,8 @@ class GenRe:
         y = np.asarray(y).reshape(-1)
         if y.shape != (N,):
             raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows.")
-        immutable = _as_mask(immutable, D, "immutable")
-        categorical = _as_mask(categorical, D, "categorical")
+        immutable = as_mask(immutable, D, "immutable")
+        categorical = as_mask(categorical, D, "categorical")
         groups = [sorted(int(j) for j in g) for g in (groups if groups is not None else [])]
         for g in groups:
             categorical[g] = True

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from datasets import BENCHMARKS, DATA_DIR, check_features, load, load_dataset, load_toy
+from common import check_features
+from datasets import BENCHMARKS, DATA_DIR, load, load_dataset, load_toy
 
 
 def csv_rows(name, split):

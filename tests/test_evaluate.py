@@ -61,7 +61,7 @@ def test_fast_classifier_loop_is_plain_minibatch_adam():
     the same h as the textbook loop: the same seed, a gather per minibatch, Adam's
     per-parameter update. It leaves torch's thread count as it found it."""
     import torch
-    from datasets import set_seed
+    from common import set_seed
     ds = load_toy("moons")
     cfg = evaluate.ClassifierConfig(hidden=(4, 4), lr=0.05, epochs=3, balanced=True)
     threads = torch.get_num_threads()

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from datasets import from_csv, from_table, project_categoricals
+from common import project_categoricals
+from datasets import from_csv, from_table
 
 
 def small_table(n=200, seed=0):

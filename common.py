@@ -1,0 +1,106 @@
+"""Small helpers every module shares: seeding, input checks, feature masks, the
+categorical projection, the recourse cost, and writing files whole.
+
+Nothing here is specific to one method; the paper's pieces live in genre.py
+(GenRe), baselines.py (the methods it is compared with) and evaluate.py (the
+protocol).
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+
+import numpy as np
+import torch
+
+
+# ----------------------------------------------------------------------------- seeding
+
+def set_seed(seed: int) -> None:
+    """One seed for Python's random, numpy and torch (minGPT's helper)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def check_features(X, n_features: int, what: str = "X") -> np.ndarray:
+    """Return X as float32 (N, D), or raise a one-line ValueError naming the problem."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array (rows, features), got shape {X.shape}")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{what} has {X.shape[1]} features, the model was fitted on {n_features}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{what} has no rows: nothing to give recourse to")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        col = int(np.argwhere(bad)[0, 1])
+        raise ValueError(f"{what} contains NaN or infinite values (feature {col})")
+    return X
+
+
+def check_fitted(estimator, attribute: str) -> None:
+    """Raise sklearn's NotFittedError, naming the class, if `fit` has not run yet."""
+    from sklearn.exceptions import NotFittedError
+    if not hasattr(estimator, attribute):
+        name = type(estimator).__name__
+        raise NotFittedError(f"{name} is not fitted yet: call {name}.fit(X, y, h) first")
+
+
+def as_mask(mask, n_features: int, what: str) -> np.ndarray:
+    """A (D,) bool mask, a copy; None means all False."""
+    if mask is None:
+        return np.zeros(n_features, dtype=bool)
+    mask = np.array(mask, dtype=bool)
+    if mask.shape != (n_features,):
+        raise ValueError(f"{what} mask must have shape ({n_features},), got {mask.shape}")
+    return mask
+
+
+# ----------------------------------------------------------------------------- categoricals
+
+def project_categoricals(X: np.ndarray, categorical: np.ndarray, groups=()) -> np.ndarray:
+    """projectCategoricals (Algorithm 2): binary categoricals rounded to {0, 1}, each
+    one-hot group set to the one-hot vector of its largest entry. X (M, D) -> (M, D)."""
+    X = np.array(X, dtype=np.float32, copy=True)
+    binary = np.asarray(categorical, dtype=bool).copy()
+    for g in groups:
+        binary[g] = False
+        X[:, g] = np.eye(len(g), dtype=np.float32)[X[:, g].argmax(axis=1)]
+    X[:, binary] = np.clip(np.round(X[:, binary]), 0, 1)
+    return X
+
+
+# ----------------------------------------------------------------------------- the cost
+
+def l1_cost(X_src: torch.Tensor, X_dst: torch.Tensor, immutable: torch.Tensor) -> torch.Tensor:
+    """C(x, x+) = ||x - x+||_1, and +inf where any immutable feature differs (Sec. 5.1, Eq. 6).
+
+    Immutable values are compared exactly: they are copied, never computed.
+    X_src (S, D), X_dst (T, D), immutable (D,) bool -> cost (S, T).
+    """
+    cost = torch.cdist(X_src, X_dst, p=1)                                    # (S, T)
+    if immutable.any():
+        breaks = torch.cdist(X_src[:, immutable], X_dst[:, immutable], p=1) > 0   # (S, T)
+        cost = cost.masked_fill(breaks, float("inf"))
+    return cost
+
+
+# ----------------------------------------------------------------------------- files
+
+def atomic_write(path: str, write) -> None:
+    """Write a file whole or not at all: `write(f)` fills a temp file, which is then renamed."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
