@@ -17,6 +17,18 @@ import torch
 
 # ----------------------------------------------------------------------------- seeding
 
+def child_seed(seed: int, stream: str) -> int:
+    """An independent seed for one named random stream of a run (numpy's SeedSequence).
+
+    One run seed drives several draws (the oracle, the label draw, h, the test
+    negatives, the development split, each method); each gets its own stream,
+    spawned from the run's seed by the stream's name, so changing how one of them
+    draws leaves the others as they were. Deterministic: same (seed, stream), same int.
+    """
+    key = tuple(stream.encode())                                    # the name as a spawn key
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0])
+
+
 def set_seed(seed: int) -> None:
     """One seed for Python's random, numpy and torch (minGPT's helper)."""
     random.seed(seed)

@@ -11,7 +11,10 @@ Conventions used everywhere in the project:
     sorted as strings and the first becomes 0 (e.g. sex: Female=0, Male=1).
   - Every feature is min-max scaled to [0, 1] with the *train* split's min and
     max (the authors' code); test values may fall slightly outside [0, 1].
-  - y = 1 is the favourable outcome.
+  - y = 1 is the favourable outcome: the label value named `positive`, or 1
+    when the labels are 0/1 (the benchmarks').
+  - Your own data (from_table, from_csv) is split train/test stratified by
+    the label, so both splits hold both classes.
 
 The CSVs ship in `data/` (CARLA's preprocessed release; see data/README.md for
 provenance). Nothing is ever downloaded.
@@ -67,6 +70,7 @@ class Dataset:
     integer: np.ndarray | None = None  # (D,) bool: every train value is a whole number (display only)
     columns: list[str] = field(default_factory=list)      # raw feature columns, in order
     categories: dict[str, tuple] = field(default_factory=dict)  # categorical column -> its values, code order
+    builtin: bool = False      # a shipped benchmark or toy (load_dataset, load_toy), never a user's file
 
     @property
     def n_features(self) -> int:
@@ -148,12 +152,16 @@ def encode_table(table: Table, columns: list[str], categories: dict) -> np.ndarr
     for c in columns:
         if c not in table:
             raise ValueError(f"column {c!r} is missing (columns present: {', '.join(map(str, table))})")
-        raw = [str(v).strip() for v in table[c]]
         if c in categories:
-            blocks.append(_one_hot(c, raw, categories[c]))
+            blocks.append(_one_hot(c, _texts(table[c]), categories[c]))
         else:
-            blocks.append(_numeric(c, raw)[:, None])
+            blocks.append(_numeric(c, table[c])[:, None])
     return np.concatenate(blocks, axis=1)
+
+
+def _texts(values) -> list[str]:
+    """Raw values as stripped strings (how categorical and target cells are compared)."""
+    return [str(v).strip() for v in values]
 
 
 def _one_hot(column: str, raw: list[str], values: tuple) -> np.ndarray:
@@ -167,45 +175,93 @@ def _one_hot(column: str, raw: list[str], values: tuple) -> np.ndarray:
     return codes[:, None].astype(np.float64) if len(values) == 2 else np.eye(len(values))[codes]
 
 
-def _numeric(column: str, raw: list[str]) -> np.ndarray:
-    """A numeric column as float64; empty cells count as missing."""
-    raw = ["nan" if v in ("", "NA") else v for v in raw]
+def _numeric(column: str, values) -> np.ndarray:
+    """A numeric column as float64; missing ("", "NA", NaN) and infinite cells are refused."""
+    missing = ValueError(f"column {column!r} has NaN, missing or infinite values; fill or drop them first")
     try:
-        x = np.asarray(raw, dtype=np.float64)
-    except ValueError:
-        bad = next(v for v in raw if not _is_float(v))
-        raise ValueError(f"column {column!r} is not numeric (value {bad!r}); "
-                         f"name it as categorical") from None
+        x = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        bad = next(v for v in _texts(values) if not _is_float(v))
+        if bad in ("", "NA"):
+            raise missing from None
+        raise ValueError(f"column {column!r} is not numeric (value {bad!r}); name it as categorical") from None
     if not np.isfinite(x).all():
-        raise ValueError(f"column {column!r} has NaN, missing or infinite values; fill or drop them first")
+        raise missing
     return x
 
 
-def _is_float(v: str) -> bool:
+def _is_float(v) -> bool:
+    """Whether float() reads v as a number."""
     try:
         float(v)
         return True
-    except ValueError:
+    except (ValueError, TypeError):
         return False
+
+
+def _refuse_empty(column: str, raw: list[str], role: str) -> None:
+    """Refuse an empty cell in a text column, naming the column and its first such row."""
+    if "" in raw:
+        raise ValueError(f"{role} column {column!r} has an empty value in data row {raw.index('') + 1}; "
+                         f"fill or drop such rows first")
+
+
+def categories_of(column: str, values) -> tuple:
+    """The values of a categorical column, sorted as strings (with two, the first is code 0)."""
+    raw = _texts(values)
+    _refuse_empty(column, raw, "categorical")
+    return tuple(sorted(set(raw)))
 
 
 def encode_labels(raw, target: str, positive=None) -> tuple[np.ndarray, str]:
     """Target column -> y in {0, 1} (1 = favourable) and the favourable value.
 
-    The favourable value is `positive` if given, else the larger of the two
-    values as sorted strings (so "1" over "0", "1.0" over "0.0").
+    The favourable value is `positive`. It may be left out only when the two
+    values read as the numbers 0 and 1 ("0"/"1", "0.0"/"1.0"): then 1 is
+    favourable. Any other pair (approved/denied) must be named, since sorting
+    cannot tell which outcome is the good one.
     """
-    raw = np.asarray([str(v).strip() for v in raw])
+    raw = _texts(raw)
+    _refuse_empty(target, raw, "target")
     values = sorted(set(raw))
+    raw = np.asarray(raw)
     if len(values) != 2:
         shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
         raise ValueError(f"target column {target!r} has {len(values)} classes ({shown}); "
                          f"recourse needs exactly two")
-    positive = values[1] if positive is None else str(positive)
+    positive = _reads_as_one(values) if positive is None else str(positive)
+    if positive is None:
+        raise ValueError(f"target column {target!r} has values {values[0]!r} and {values[1]!r}; "
+                         f"name the favourable one with --positive VALUE (positive= in Python)")
     if positive not in values:
         raise ValueError(f"positive value {positive!r} is not in target column {target!r} "
                          f"(values: {', '.join(values)})")
     return (raw == positive).astype(np.int64), positive
+
+
+def _reads_as_one(values: list[str]) -> str | None:
+    """Of two label values that read as the numbers 0 and 1, the one that reads as 1; else None."""
+    if not all(_is_float(v) for v in values):
+        return None
+    numbers = [float(v) for v in values]
+    return values[numbers.index(1.0)] if sorted(numbers) == [0.0, 1.0] else None
+
+
+def check_roles(table: Table, target: str, categorical=(), immutable=()) -> None:
+    """Refuse feature roles that name the target or a column the table lacks, and ragged columns."""
+    if len(table.get(target, ())) == 0:
+        raise ValueError(f"target column {target!r} is missing or empty")
+    for role, names in (("categorical", categorical), ("immutable", immutable)):
+        for c in names:
+            if c == target:
+                raise ValueError(f"the target column {target!r} cannot be {role}")
+            if c not in table:
+                raise ValueError(f"{role} column {c!r} is not in the data "
+                                 f"(columns: {', '.join(map(str, table))})")
+    n = len(table[target])
+    for c, values in table.items():
+        if len(values) != n:
+            raise ValueError(f"column {c!r} has {len(values)} values, the target has {n}")
 
 
 def from_splits(name: str, train: Table, test: Table, target: str, categorical=(), immutable=(),
@@ -216,14 +272,10 @@ def from_splits(name: str, train: Table, test: Table, target: str, categorical=(
     `categorical`. Category values come from `categories` if given, else from
     the train split (sorted as strings; with two values the first is 0).
     """
+    check_roles(train, target, categorical, immutable)
     columns = [c for c in train if c != target]
-    for role, names in (("target", [target]), ("categorical", categorical), ("immutable", immutable)):
-        missing = [c for c in names if c not in train]
-        if missing:
-            raise ValueError(f"{role} column {missing[0]!r} is not in the data "
-                             f"(columns: {', '.join(map(str, train))})")
     if categories is None:
-        categories = {c: tuple(sorted({str(v).strip() for v in train[c]})) for c in categorical}
+        categories = {c: categories_of(c, train[c]) for c in categorical}
     for c, values in categories.items():
         if len(values) < 2:
             raise ValueError(f"categorical column {c!r} has a single value {values[0]!r}; drop it")
@@ -252,19 +304,77 @@ def _scaled(name, columns, categories, X_tr, y_tr, X_te, y_te, immutable) -> Dat
 
 # ----------------------------------------------------------------------------- CSV files
 
-def read_csv(path: str) -> Table:
-    """A CSV file as a Table of strings (the header names the columns)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"data file not found: {path}")
-    with open(path, newline="") as f:          # newline="" also handles COMPAS's CRLF endings
-        rows = [r for r in csv.reader(f) if r]
-    if len(rows) < 2:
+CHUNK_ROWS = 50_000   # CSV rows parsed at a time: bounds how many cells live as Python strings at once
+
+
+def read_csv(path: str, text=None) -> Table:
+    """A CSV file as a Table of column arrays (the header names the columns).
+
+    Columns named in `text` (every column if None) stay strings, in an object
+    array; every other column is parsed straight into a float64 array, a chunk
+    of rows at a time, so a large file is never held as Python strings. Each
+    problem with the file is a one-line ValueError naming it.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:   # newline="": COMPAS's CRLF; -sig: a BOM
+            return _read_columns(csv.reader(f), path, text)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a CSV file") from None
+    except PermissionError:
+        raise ValueError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path} is not a readable CSV file: {e}") from None
+
+
+def _read_columns(reader, path: str, text) -> Table:
+    """The body of read_csv: header, then each chunk of rows split into its columns."""
+    header = _header(next(reader, None), path, text)
+    keep = set(header) if text is None else set(text)
+    shared = {c: {} for c in keep}              # one str object per distinct value of a text column
+    parts = {c: [] for c in header}
+    for chunk in _chunks(reader, len(header), path):
+        for c, cells in zip(header, zip(*chunk)):
+            if c in keep:
+                parts[c].append(np.array([shared[c].setdefault(v, v) for v in _texts(cells)], dtype=object))
+            else:
+                parts[c].append(_numeric(c, cells))
+    if not parts[header[0]]:
         raise ValueError(f"{path} has no data rows")
-    header = [c.strip() for c in rows[0]]
-    bad = [i + 2 for i, r in enumerate(rows[1:]) if len(r) != len(header)]
-    if bad:
-        raise ValueError(f"{path}: line {bad[0]} has a different number of fields than the header")
-    return {c: [r[j] for r in rows[1:]] for j, c in enumerate(header)}
+    return {c: np.concatenate(p) for c, p in parts.items()}
+
+
+def _header(row, path: str, text) -> list[str]:
+    """The column names, refusing an empty file, a repeated name and a `text` column it lacks."""
+    if not row:
+        raise ValueError(f"{path} has no header row")
+    header = [c.strip() for c in row]
+    repeated = [c for i, c in enumerate(header) if c in header[:i]]
+    if repeated:
+        raise ValueError(f"{path}: column {repeated[0]!r} appears more than once in the header")
+    missing = [c for c in (text or ()) if c not in header]
+    if missing:
+        raise ValueError(f"column {missing[0]!r} is not in {path} (columns: {', '.join(header)})")
+    return header
+
+
+def _chunks(reader, width: int, path: str):
+    """The CSV's data rows, CHUNK_ROWS at a time; blank lines skipped, ragged lines refused."""
+    chunk = []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != width:
+            raise ValueError(f"{path}: line {reader.line_num} has {len(row)} fields, the header has {width}")
+        chunk.append(row)
+        if len(chunk) == CHUNK_ROWS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def load_dataset(name: str, data_dir: str = DATA_DIR) -> Dataset:
@@ -276,41 +386,54 @@ def load_dataset(name: str, data_dir: str = DATA_DIR) -> Dataset:
     if not os.path.exists(path.format("train")):
         raise FileNotFoundError(f"data file not found: {path.format('train')} "
                                 f"(the CSVs ship in data/; see data/README.md)")
-    ds = from_splits(name, read_csv(path.format("train")), read_csv(path.format("test")),
+    text = [roles["target"], *roles["categorical"]]
+    ds = from_splits(name, read_csv(path.format("train"), text), read_csv(path.format("test"), text),
                      roles["target"], roles["categorical"], roles["immutable"])
     assert not ds.groups, "every categorical of the benchmarks is binary"
-    return ds
+    return dataclasses.replace(ds, builtin=True)
+
+
+def stratified_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test): the rows of each label value split test_size : 1 - test_size
+    at random, so both splits hold every class; a class needs two rows for that."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for value in sorted(set(labels.tolist())):
+        rows = rng.permutation(np.flatnonzero(labels == value))
+        if len(rows) < 2:
+            raise ValueError(f"target value {value!r} has only {len(rows)} row: "
+                             f"too few for both a train and a test split")
+        n_test = min(max(int(round(test_size * len(rows))), 1), len(rows) - 1)
+        test.append(rows[:n_test])
+        train.append(rows[n_test:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def from_table(table: Table, target: str, categorical=(), immutable=(), positive=None,
                test_size: float = 0.25, seed: int = 0, name: str = "table") -> Dataset:
-    """Your own data as a Dataset: a table of raw columns, split train/test at random.
+    """Your own data as a Dataset: a table of raw columns, split train/test at random,
+    stratified by the label.
 
     Categorical columns may have any number of values (two -> one 0/1 column,
     more -> a one-hot group); their values are taken from the whole table.
     """
-    n = len(table.get(target, ()))
-    if n == 0:
-        raise ValueError(f"target column {target!r} is missing or empty")
+    check_roles(table, target, categorical, immutable)
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
-    categories = {}
-    for c in categorical:
-        if c not in table:
-            raise ValueError(f"categorical column {c!r} is not in the data (columns: {', '.join(table)})")
-        categories[c] = tuple(sorted({str(v).strip() for v in table[c]}))
-    perm = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(test_size * n))
-    pick = lambda idx: {c: [table[c][i] for i in idx] for c in table}
-    return from_splits(name, pick(perm[n_test:]), pick(perm[:n_test]), target, categorical,
-                       immutable, positive, categories)
+    table = {c: v if isinstance(v, np.ndarray) else np.array(v, dtype=object) for c, v in table.items()}
+    _, positive = encode_labels(table[target], target, positive)    # refuse a bad target before splitting
+    categories = {c: categories_of(c, table[c]) for c in categorical}
+    train, test = stratified_split(np.asarray(_texts(table[target])), test_size, seed)
+    pick = lambda rows: {c: values[rows] for c, values in table.items()}
+    return from_splits(name, pick(train), pick(test), target, categorical, immutable, positive, categories)
 
 
 def from_csv(path: str, target: str, categorical=(), immutable=(), positive=None,
              test_size: float = 0.25, seed: int = 0) -> Dataset:
     """`from_table` on a CSV file; the data set is named after the file."""
     name = os.path.splitext(os.path.basename(path))[0]
-    return from_table(read_csv(path), target, categorical, immutable, positive, test_size, seed, name)
+    table = read_csv(path, text=[target, *categorical])
+    return from_table(table, target, categorical, immutable, positive, test_size, seed, name)
 
 
 # ----------------------------------------------------------------------------- 2-D toys
@@ -339,8 +462,9 @@ def load_toy(name: str, n: int = 1000, seed: int = 42) -> Dataset:
     tr, te = perm[:n_train], perm[n_train:]
     mean, std = X[tr].mean(axis=0), X[tr].std(axis=0)
     Z = (X - mean) / std
-    return _scaled(name, ["x1", "x2"], {}, Z[tr], y[tr].astype(np.int64), Z[te], y[te].astype(np.int64),
-                   immutable=[])
+    ds = _scaled(name, ["x1", "x2"], {}, Z[tr], y[tr].astype(np.int64), Z[te], y[te].astype(np.int64),
+                 immutable=[])
+    return dataclasses.replace(ds, builtin=True)
 
 
 def load(name: str) -> Dataset:

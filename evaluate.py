@@ -1,6 +1,6 @@
-"""The paper's benchmark protocol (Sec. 5.1, Appendix C) and the comparison table.
+"""The paper's benchmark protocol (Sec. 5.1, Appendix C) and its command line.
 
-    python evaluate.py --dataset compas --methods nnr nnr_h nnr_dhplus --seeds 0 1 2
+    python evaluate.py --dataset compas --methods genre genre_paper nnr_dhplus --seeds 0 1 2
 
 For each seed the pipeline is:
   1. oracle:  a calibrated random forest fitted on train+test with the data set's
@@ -13,7 +13,10 @@ For each seed the pipeline is:
   5. scores:  Cost (L1), Validity (by the oracle), LOF (inlier fraction under a LOF
               fitted on the oracle's positives) and Score = Val + LOF - Cost / d.
 
-Oracle, drawn labels and h are cached per data set and seed under --cache.
+Each of these draws has its own random stream spawned from the run's seed
+(common.child_seed). Oracle, drawn labels, h and fitted GenRe models are cached
+per data set and seed under --cache. The development benchmark (`development`)
+repeats steps 3-5 inside the train split, for choosing defaults without the test.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import hashlib
+import inspect
 import os
 import pickle
 import sys
@@ -32,12 +36,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines import NNR, Wachter
-from common import atomic_write, set_seed
+from common import atomic_write, child_seed, set_seed
 from datasets import BENCHMARKS, Dataset, load
+from baselines import NNR
 from genre import GenRe, GenReConfig, training_sets
+try:                                                             # TEMP until genre.py has it
+    from genre import PAPER_SAMPLING
+except ImportError:
+    PAPER_SAMPLING = dict(tau=10.0, sigma=0.0, select="h")
+import report
 
-CACHE_VERSION = 3   # bump when the oracle, labels or h change, to invalidate old caches
+CACHE_VERSION = 4   # bump when the oracle, labels or h change, to invalidate old caches
 
 
 def log(msg: str) -> None:
@@ -58,7 +67,7 @@ def fit_oracle(ds: Dataset, seed: int):
 
     X = ds.X_all
     y = np.concatenate([ds.y_train, ds.y_test])
-    forest = RandomForestClassifier(random_state=seed, n_jobs=-1)
+    forest = RandomForestClassifier(random_state=child_seed(seed, "oracle"), n_jobs=-1)
     oracle = CalibratedClassifierCV(forest, method="isotonic")
     return oracle.fit(X, y, sample_weight=compute_sample_weight("balanced", y))
 
@@ -70,7 +79,7 @@ def oracle_proba(oracle, X: np.ndarray) -> np.ndarray:
 
 def redraw_labels(ds: Dataset, oracle, seed: int) -> Dataset:
     """Replace every label by a draw from Bernoulli(oracle probability) (Sec. 5.1)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(child_seed(seed, "labels"))
     draw = lambda X: (rng.random(len(X)) < oracle_proba(oracle, X)).astype(np.int64)
     return ds.with_labels(draw(ds.X_train), draw(ds.X_test))
 
@@ -86,8 +95,11 @@ class ClassifierConfig:
     balanced: bool = False         # class-balanced BCE weights (code: adult and compas)
 
 
-def classifier_config(name: str) -> ClassifierConfig:
-    """h's hyperparameters per data set (Sec. 5.1; toys and class weights from the code)."""
+def classifier_config(ds: Dataset) -> ClassifierConfig:
+    """h's hyperparameters per data set (Sec. 5.1; toys and class weights from the code).
+    Only the shipped data sets get their own; any other table (a CSV named adult.csv
+    too) gets the default with balanced class weights."""
+    name = ds.name if ds.builtin else None
     if name in ("adult", "compas"):
         return ClassifierConfig(balanced=True)
     if name in ("moons", "corr"):
@@ -186,6 +198,7 @@ class Benchmark:
     oracle_metrics: dict        # Table 6: the oracle on the test split, original labels
     h_test_accuracy: float      # Table 7: h on the test split, drawn labels
     seconds: dict = dataclasses.field(default_factory=dict)   # stage -> wall time (0 when cached)
+    cache_dir: str | None = None                              # where fitted models are kept
 
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:
@@ -205,46 +218,95 @@ def fingerprint(ds: Dataset) -> str:
     return digest.hexdigest()[:10]
 
 
+def cached(path: str, retrain: bool, make, verbose: bool, what: str):
+    """Load a pickled dict from path, or make() it and write it whole; (value, made now?)."""
+    if os.path.exists(path) and not retrain:
+        with open(path, "rb") as f:
+            value = pickle.load(f)
+        if value.get("version") == CACHE_VERSION:
+            if verbose:
+                log(f"{what} loaded from {path}")
+            return value, False
+    value = {"version": CACHE_VERSION, **make()}
+    if path:
+        atomic_write(path, lambda f: pickle.dump(value, f))
+    return value, True
+
+
+def fit_h(ds: Dataset, seed: int, verbose: bool) -> dict:
+    """Train h on ds's train split with its own random stream; its state as a cacheable dict."""
+    h = train_classifier(ds.X_train, ds.y_train, classifier_config(ds), child_seed(seed, "h"), verbose)
+    return {"h_hidden": h.hidden, "h_state": h.state_dict()}
+
+
+def load_h(entry: dict, n_features: int) -> Classifier:
+    h = Classifier(n_features, entry["h_hidden"])
+    h.load_state_dict(entry["h_state"])
+    return h.eval()
+
+
 def prepare(data: str | Dataset, seed: int, cache_dir: str = "cache", retrain: bool = False,
             verbose: bool = True) -> Benchmark:
     """Load the data set (by name, or given), fit (or load from cache) the oracle, redraw labels, train h."""
     ds = load(data) if isinstance(data, str) else data
-    name = ds.name
-    path = os.path.join(cache_dir, f"{name}_{fingerprint(ds)}_seed{seed}.pkl")
-    if os.path.exists(path) and not retrain:
-        with open(path, "rb") as f:
-            cached = pickle.load(f)
-        if cached.get("version") == CACHE_VERSION:
-            if verbose:
-                log(f"[{name} seed {seed}] oracle and h loaded from {path}")
-            h = Classifier(ds.n_features, cached["h_hidden"])
-            h.load_state_dict(cached["h_state"])
-            return _benchmark(ds.with_labels(cached["y_train"], cached["y_test"]), cached["oracle"],
-                              h.eval(), seed, cached["oracle_metrics"], {"oracle": 0.0, "h": 0.0})
+    tag = f"[{ds.name} seed {seed}]"
+    path = os.path.join(cache_dir, f"{ds.name}_{fingerprint(ds)}_seed{seed}.pkl") if cache_dir else ""
+    seconds = {}
 
-    t0 = time.time()
-    if verbose:
-        log(f"[{name} seed {seed}] fitting the oracle (calibrated random forest) ...")
-    oracle = fit_oracle(ds, seed)
-    metrics = oracle_metrics(oracle, ds)
-    drawn = redraw_labels(ds, oracle, seed)
-    seconds = {"oracle": time.time() - t0}
-    if verbose:
-        log(f"[{name} seed {seed}] oracle done ({seconds['oracle']:.1f}s, test accuracy "
-            f"{metrics['accuracy']:.4f}); training h ...")
-    t0 = time.time()
-    h = train_classifier(drawn.X_train, drawn.y_train, classifier_config(name), seed, verbose)
-    seconds["h"] = time.time() - t0
-    atomic_write(path, lambda f: pickle.dump({
-        "version": CACHE_VERSION, "oracle": oracle, "oracle_metrics": metrics,
-        "y_train": drawn.y_train, "y_test": drawn.y_test,
-        "h_hidden": h.hidden, "h_state": h.state_dict()}, f))
-    return _benchmark(drawn, oracle, h, seed, metrics, seconds)
+    def make():
+        t0 = time.time()
+        if verbose:
+            log(f"{tag} fitting the oracle (calibrated random forest) ...")
+        oracle = fit_oracle(ds, seed)
+        drawn = redraw_labels(ds, oracle, seed)
+        seconds["oracle"] = time.time() - t0
+        if verbose:
+            log(f"{tag} oracle done ({seconds['oracle']:.1f}s); training h ...")
+        t0 = time.time()
+        entry = fit_h(drawn, seed, verbose)
+        seconds["h"] = time.time() - t0
+        return {"oracle": oracle, "oracle_metrics": oracle_metrics(oracle, ds),
+                "y_train": drawn.y_train, "y_test": drawn.y_test, **entry}
+
+    entry, _ = cached(path, retrain, make, verbose, f"{tag} oracle and h")
+    drawn = ds.with_labels(entry["y_train"], entry["y_test"])
+    return make_benchmark(drawn, entry["oracle"], load_h(entry, ds.n_features), seed,
+                          entry["oracle_metrics"], {"oracle": 0.0, "h": 0.0, **seconds}, cache_dir)
 
 
-def _benchmark(ds, oracle, h, seed, metrics, seconds) -> Benchmark:
+def make_benchmark(ds, oracle, h, seed, metrics, seconds, cache_dir) -> Benchmark:
     acc = float(((h.predict_proba(ds.X_test) > 0.5) == ds.y_test).mean())
-    return Benchmark(ds, oracle, h, seed, metrics, acc, seconds)
+    return Benchmark(ds, oracle, h, seed, metrics, acc, seconds, cache_dir)
+
+
+# ----------------------------------------------------------------------------- the development split
+
+DEV_FRACTION = 0.2   # share of the train split held out as development rows (CPU default)
+
+
+def development(data: str | Dataset, seed: int, cache_dir: str = "cache", retrain: bool = False,
+                verbose: bool = True) -> Benchmark:
+    """The development benchmark of a seed, for choosing defaults without the test split.
+
+    The seed's train split (drawn labels) is cut, stratified by label with its own
+    random stream, into fit rows (1 - DEV_FRACTION) and development rows; h is
+    retrained on the fit rows alone; the methods are fitted on the fit rows and
+    asked for recourse on development rows with h(x) <= 0.5; the metric's LOF is
+    fitted on the oracle's positives among the train split. The test split is not
+    used at all (the oracle, the simulated world, was fitted once on all rows).
+    """
+    from sklearn.model_selection import train_test_split
+    full = prepare(data, seed, cache_dir, retrain, verbose)
+    ds = full.ds
+    fit_rows, dev_rows = train_test_split(np.arange(len(ds.y_train)), test_size=DEV_FRACTION,
+                                          stratify=ds.y_train, random_state=child_seed(seed, "dev") % 2**32)
+    dev = dataclasses.replace(ds, X_train=ds.X_train[fit_rows], y_train=ds.y_train[fit_rows],
+                              X_test=ds.X_train[dev_rows], y_test=ds.y_train[dev_rows])
+    path = os.path.join(cache_dir, f"{ds.name}_dev_{fingerprint(dev)}_seed{seed}.pkl") if cache_dir else ""
+    entry, _ = cached(path, retrain, lambda: fit_h(dev, seed, verbose), verbose,
+                      f"[{ds.name} seed {seed}] development h")
+    return make_benchmark(dev, full.oracle, load_h(entry, ds.n_features), seed, full.oracle_metrics,
+                          {"oracle": 0.0, "h": 0.0}, cache_dir)
 
 
 def dh_plus(ds: Dataset, h, gamma: float) -> np.ndarray:
@@ -256,13 +318,19 @@ def dh_plus(ds: Dataset, h, gamma: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- 4. test negatives
 
 def pick_test_negatives(bench: Benchmark, n: int) -> np.ndarray:
-    """n test rows with h(x) <= 0.5, drawn without replacement with the run's seed (Sec. 5.1)."""
+    """n test rows with h(x) <= 0.5, drawn without replacement with their own stream (Sec. 5.1)."""
     X = bench.ds.X_test
     neg = np.flatnonzero(bench.h.predict_proba(X) <= 0.5)
     if len(neg) == 0:
         raise ValueError(f"no test row of {bench.ds.name} has h(x) <= 0.5: nothing to give recourse to")
-    rng = np.random.default_rng(bench.seed)
+    rng = np.random.default_rng(child_seed(bench.seed, "negatives"))
     return X[np.sort(rng.choice(neg, size=min(n, len(neg)), replace=False))]
+
+
+def copies_of_training_rows(X: np.ndarray, X_train: np.ndarray) -> np.ndarray:
+    """(M,) bool: row i of X equals some training row in every feature (compas has many)."""
+    seen = {row.tobytes() for row in np.ascontiguousarray(X_train)}
+    return np.array([row.tobytes() in seen for row in np.ascontiguousarray(X)], dtype=bool)
 
 
 # ----------------------------------------------------------------------------- 5. scoring
@@ -281,7 +349,7 @@ def score(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray)
     Cost = mean L1 distance; Val = fraction with oracle P(y=1|x+) > 0.5;
     LOF = fraction of inliers; Score = Val + LOF - Cost / d (maximum 2).
     """
-    moved = np.abs(X_plus[:, immutable] - X[:, immutable]) > 1e-6
+    moved = X_plus[:, immutable] != X[:, immutable]
     return {**summarise_rows(*score_rows(X, X_plus, oracle, lof), d=X.shape[1]),
             "immutable_violations": int(moved.any(axis=1).sum())}
 
@@ -303,60 +371,149 @@ def summarise_rows(cost, valid, inlier, d: int) -> dict:
 
 # ----------------------------------------------------------------------------- methods
 
-METHODS = ("genre", "wachter", "nnr", "nnr_h", "nnr_dhplus")
+# The paper's Table 2 baselines, in its order; each runs as its authors designed it
+# (NAME) or as the paper's runner ran it (NAME_paper), see baselines.py and generative.py.
+MODED = ("wachter", "gs", "dice", "roar", "probe", "tap", "cchvae", "revise", "cruds")
+NNR_POOLS = {"nnr": "label", "nnr_h": "h", "nnr_dhplus": "dhplus"}      # Sec. 5.5
+METHODS = ("genre", "genre_paper", *(m for b in MODED for m in (b, b + "_paper")), *NNR_POOLS)
 
 
-def make_method(name: str, dataset: str, seed: int, genre_config=None, verbose: bool = True):
-    """A fresh, unfitted recourse method by name (genre_config: a GenReConfig, default CPU;
-    verbose: GenRe prints its training progress)."""
-    if name == "genre":
-        return GenRe(genre_config or GenReConfig(), random_state=seed, verbose=verbose)
-    if name == "wachter":
-        return Wachter()
-    if name in ("nnr", "nnr_h", "nnr_dhplus"):
-        return NNR(pool={"nnr": "label", "nnr_h": "h", "nnr_dhplus": "dhplus"}[name])
-    raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+class PaperSampling:
+    """genre_paper: a GenRe model sampled exactly as Algorithm 2 and Sec. 5.1 ran it
+    (tau 10, sigma 0, bin centres, the best of 10 by h): genre.PAPER_SAMPLING.
+    Wraps the same fitted model as `genre`, so one training serves both rows."""
+
+    def __init__(self, genre: GenRe):
+        self.genre = genre
+
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None) -> "PaperSampling":
+        self.genre.fit(X, y, h, immutable=immutable, categorical=categorical, groups=groups)
+        return self
+
+    def recourse(self, X) -> np.ndarray:
+        return self.genre.recourse(X, **PAPER_SAMPLING)
 
 
-def fit_method(name: str, bench: Benchmark, genre_config=None, verbose: bool = True):
-    """Fit one method on the train split (X, drawn y, h, feature roles)."""
+def baseline_class(name: str):
+    """The class of a Table 2 baseline by its short name (search or generative)."""
+    from baselines import SEARCH_METHODS
+    from generative import GENERATIVE_METHODS
+    return {**SEARCH_METHODS, **GENERATIVE_METHODS}[name]
+
+
+def make_method(name: str, seed: int, genre_config=None, cache_dir=None, verbose: bool = True,
+                vae_epochs: int | None = None):
+    """A fresh, unfitted recourse method by name, with its own random stream of the seed."""
+    if name in ("genre", "genre_paper"):
+        genre = GenRe(genre_config or GenReConfig(), random_state=child_seed(seed, "genre") % 2**31,
+                      verbose=verbose)
+        return genre if name == "genre" else PaperSampling(genre)
+    if name in NNR_POOLS:
+        return NNR(pool=NNR_POOLS[name])
+    base, _, paper = name.partition("_")
+    if base not in MODED or paper not in ("", "paper"):
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
+    cls = baseline_class(base)
+    params = dict(mode="paper" if paper else "designed", random_state=child_seed(seed, base) % 2**31)
+    names = cls.__init__.__code__.co_varnames
+    params.update({k: v for k, v in dict(cache_dir=cache_dir, verbose=verbose, vae_epochs=vae_epochs).items()
+                   if k in names and v is not None})
+    return cls(**params)
+
+
+def fit_genre(bench: Benchmark, genre_config=None, verbose: bool = True) -> GenRe:
+    """GenRe fitted on the benchmark's train split, or loaded from the cache: the file is
+    keyed by the data, the seed, the config and genre.py's own source, so any change to
+    the model's code retrains it."""
+    genre = make_method("genre", bench.seed, genre_config, verbose=verbose)
+    if not bench.cache_dir:
+        return fit_one(genre, bench)
+    with open(inspect.getsourcefile(GenRe), "rb") as f:
+        code = f.read()
+    key = hashlib.sha1(json.dumps(dataclasses.asdict(genre.cfg), sort_keys=True).encode() + code).hexdigest()[:10]
     ds = bench.ds
-    method = make_method(name, ds.name, bench.seed, genre_config, verbose)
+    path = os.path.join(bench.cache_dir, f"genre_{ds.name}_{fingerprint(ds)}_seed{bench.seed}_{key}.pt")
+    if os.path.exists(path):
+        if verbose:
+            log(f"[{ds.name} seed {bench.seed}] GenRe loaded from {path}")
+        return GenRe.load(path, h=bench.h, verbose=verbose)
+    fit_one(genre, bench)
+    atomic_write(path, lambda f: genre.save(f))
+    return genre
+
+
+def fit_one(method, bench: Benchmark):
+    """Fit a method on what a method may see: the train split (X, drawn y), h and the feature
+    roles. Never the oracle, the test split's labels or the metric's LOF."""
+    ds = bench.ds
     return method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable,
                       categorical=ds.categorical, groups=ds.groups)
 
 
+def fit_method(name: str, bench: Benchmark, genre_config=None, verbose: bool = True, fitted=None,
+               vae_epochs: int | None = None):
+    """Fit one method on the train split; `genre_paper` reuses a GenRe in `fitted` (name -> method)."""
+    fitted = {} if fitted is None else fitted
+    if name in ("genre", "genre_paper"):
+        genre = fitted.get("genre") or fit_genre(bench, genre_config, verbose)
+        return genre if name == "genre" else PaperSampling(genre)
+    method = make_method(name, bench.seed, genre_config, bench.cache_dir, verbose, vae_epochs)
+    return fit_one(method, bench)
+
+
 def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config=None,
-               verbose: bool = True):
-    """Fit one method, give recourse to X_neg, score it. Returns (scores, fitted method)."""
+               verbose: bool = True, fitted=None, vae_epochs: int | None = None):
+    """Fit one method, give recourse to X_neg, score it. Returns (scores, fitted method).
+
+    fit_seconds is the training time even when the model came from the cache (GenRe
+    keeps its own); `novel` scores the rows of X_neg that are not copies of a training row."""
     t0 = time.time()
-    method = fit_method(name, bench, genre_config, verbose)
+    method = fit_method(name, bench, genre_config, verbose, fitted, vae_epochs)
     t1 = time.time()
     X_plus = method.recourse(X_neg)
     t2 = time.time()
     result = score(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable)
-    result.update(failed=getattr(method, "n_failed_", 0), seconds=t2 - t0, fit_seconds=t1 - t0,
-                  recourse_seconds=t2 - t1, score_seconds=time.time() - t2)
+    novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)
+    if novel.any():
+        result["novel"] = score(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable)
+    genre = getattr(method, "genre", method)
+    fit_seconds = getattr(genre, "fit_seconds_", t1 - t0)
+    result.update(failed=getattr(method, "n_failed_", 0), n_novel=int(novel.sum()),
+                  fit_seconds=fit_seconds, recourse_seconds=t2 - t1, seconds=fit_seconds + t2 - t1,
+                  score_seconds=time.time() - t2)
     return result, method
 
 
+# ----------------------------------------------------------------------------- running and summarising
+
+METRICS = ("cost", "validity", "lof", "score")
+
+
+def spread(values: np.ndarray):
+    """The sample standard deviation (ddof = 1) over seeds, or None for a single seed."""
+    return float(values.std(ddof=1)) if len(values) > 1 else None
+
+
 def aggregate(per_seed: list[dict]) -> dict:
-    """Mean, std and the per-seed values of each metric; violations and failures summed,
-    seconds averaged."""
+    """Mean, sample std (ddof = 1) and the per-seed values of each metric; violations and
+    failures summed, seconds averaged; `novel` aggregated the same way where every seed has it."""
     out = {}
-    for key in ("cost", "validity", "lof", "score"):
+    for key in METRICS:
         values = np.array([r[key] for r in per_seed])
-        out[key], out[key + "_std"] = float(values.mean()), float(values.std())
-        out[key + "_per_seed"] = values.tolist()
+        out[key], out[key + "_std"], out[key + "_per_seed"] = float(values.mean()), spread(values), values.tolist()
     out["immutable_violations"] = int(sum(r["immutable_violations"] for r in per_seed))
     out["failed"] = int(sum(r["failed"] for r in per_seed))
     for key in ("seconds", "fit_seconds", "recourse_seconds", "score_seconds"):
         out[key] = float(np.mean([r[key] for r in per_seed]))
     out["seconds_per_seed"] = [float(r["seconds"]) for r in per_seed]
+    if all("novel" in r for r in per_seed):
+        out["novel"] = {k: float(np.mean([r["novel"][k] for r in per_seed])) for k in METRICS}
+        out["novel"]["n_per_seed"] = [r["n_novel"] for r in per_seed]
     return out
 
 
-def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, verbose: bool = True):
+def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, verbose: bool = True,
+                  vae_epochs: int | None = None):
     """One seed of the protocol: pick the test negatives, fit the LOF, run and score each method.
 
     Returns (scores by method, fitted methods by name, X_neg, lof).
@@ -370,7 +527,9 @@ def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, ver
         tag = f"[{bench.ds.name} seed {bench.seed}] {m}"
         if verbose:
             log(f"{tag} ...")
-        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_config, verbose)
+        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_config, verbose, fitted, vae_epochs)
+        if m == "genre_paper":
+            fitted.setdefault("genre", fitted[m].genre)
         if verbose:
             r = scores[m]
             log(f"{tag}: cost {r['cost']:.3f}  val {r['validity']:.3f}  lof {r['lof']:.3f}  "
@@ -382,37 +541,47 @@ def check_methods(methods) -> None:
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; available: {', '.join(METHODS)}")
+    twice = sorted({m for m in methods if list(methods).count(m) > 1})
+    if twice:
+        raise ValueError(f"method {twice[0]!r} is named twice in --methods")
 
 
 def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_config=None) -> dict:
-    """The results dict written to <dataset>.json: means and stds over seeds, and the
+    """The results dict written to <dataset>.json: means and sample stds over seeds, and the
     GenRe config the numbers came from (when GenRe ran), so a run can be repeated."""
     methods = per_seed_scores[0].keys()
     oracle_m = [b.oracle_metrics for b in benches]
     results = {
         "dataset": name, "n_features": benches[0].ds.n_features, "n_test": n_test, "seeds": list(seeds),
+        "std": "sample standard deviation over seeds (ddof = 1)",
         "h_test_accuracy": float(np.mean([b.h_test_accuracy for b in benches])),
         "oracle": {k: float(np.mean([o[k] for o in oracle_m])) for k in oracle_m[0]},
-        "stage_seconds": {k: float(np.mean([b.seconds[k] for b in benches])) for k in benches[0].seconds},
+        "stage_seconds": {k: float(np.mean([b.seconds.get(k, 0.0) for b in benches])) for k in benches[0].seconds},
         "methods": {m: aggregate([s[m] for s in per_seed_scores]) for m in methods},
     }
-    if "genre" in methods:
+    if {"genre", "genre_paper"} & set(methods):
         results["genre_config"] = dataclasses.asdict(genre_config or GenReConfig())
+        results["genre_paper_sampling"] = dict(PAPER_SAMPLING)
     return results
 
 
 def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = "cache",
-             retrain: bool = False, verbose: bool = True, genre_config=None, explain: int = 0) -> dict:
+             retrain: bool = False, verbose: bool = True, genre_config=None, explain: int = 0,
+             vae_epochs: int | None = None) -> dict:
     """Run the whole pipeline for one data set; return the results dict (see README).
 
     With explain > 0, the first method's recourses for that many test negatives
     of the first seed are printed as actions in original units.
     """
     check_methods(methods)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds names a seed twice: {list(seeds)}")
+    if n_test < 1:
+        raise ValueError(f"--n-test must be at least 1, got {n_test}")
     benches, per_seed = [], []
     for seed in seeds:
         bench = prepare(data, seed, cache_dir, retrain, verbose)
-        scores, fitted, X_neg, _ = evaluate_seed(bench, methods, n_test, genre_config, verbose)
+        scores, fitted, X_neg, _ = evaluate_seed(bench, methods, n_test, genre_config, verbose, vae_epochs)
         benches.append(bench)
         per_seed.append(scores)
         if explain and seed == seeds[0]:
@@ -434,32 +603,25 @@ def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method
     return "\n".join(lines)
 
 
-def markdown_table(results: dict) -> str:
-    """The comparison table: Cost, Val, LOF, Score as mean +- std over seeds.
-
-    "failed" counts recourses a method itself reports as not found (summed over
-    seeds): Wachter searches that never reached h(x+) > 0.5, NNR rows with no
-    candidate sharing x's immutables.
-    """
-    rows = [f"{results['dataset']} (d = {results['n_features']}, seeds {results['seeds']}, "
-            f"{results['n_test']} test negatives, "
-            f"h test accuracy {results['h_test_accuracy']:.4f})", "",
-            "| method | Cost | Val | LOF | Score | immutable violations | failed | seconds |",
-            "|---|---|---|---|---|---|---|---|"]
-    for name, r in results["methods"].items():
-        cells = [f"{r[k]:.2f} ± {r[k + '_std']:.2f}" for k in ("cost", "validity", "lof", "score")]
-        rows.append(f"| {name} | " + " | ".join(cells) +
-                    f" | {r['immutable_violations']} | {r['failed']} | {r['seconds']:.1f} |")
-    return "\n".join(rows)
+HERE = os.path.dirname(os.path.abspath(__file__))
+PUBLISHED = os.path.join(HERE, "results")     # written only by experiments.py
 
 
-def write_json(results: dict, out_dir: str) -> str:
+def write_json(results: dict, out_dir: str, published_ok: bool = False) -> str:
+    """Write <out_dir>/<dataset>.json whole; refuses the published results/ folder unless
+    published_ok (experiments.py), so no single run overwrites the published numbers."""
+    if not published_ok and os.path.realpath(out_dir) == os.path.realpath(PUBLISHED):
+        raise ValueError("results/ holds the published numbers and is written only by experiments.py; "
+                         "choose another --out folder")
     path = os.path.join(out_dir, f"{results['dataset']}.json")
     atomic_write(path, lambda f: f.write(json.dumps(results, indent=2).encode()))
     return path
 
 
 # ----------------------------------------------------------------------------- command line
+
+CSV_ONLY = ("target", "positive", "categorical", "immutable", "test_size")   # flags that describe a CSV
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run the GenRe paper's recourse benchmark on one data set "
@@ -468,13 +630,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--dataset", help=f"a benchmark: {', '.join(BENCHMARKS)}")
     src.add_argument("--csv", help="your own CSV file (header row = column names)")
     src.add_argument("--target", help="with --csv: the label column")
-    src.add_argument("--positive", help="with --csv: the favourable label value (default: the larger one)")
-    src.add_argument("--categorical", default="", help="with --csv: comma-separated categorical columns")
-    src.add_argument("--immutable", default="", help="with --csv: comma-separated columns recourse must keep")
-    src.add_argument("--test-size", type=float, default=0.25, help="with --csv: test fraction (default 0.25)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS),
-                   help=f"recourse methods to run (default: all): {', '.join(METHODS)}")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; mean and std over them")
+    src.add_argument("--positive", help="with --csv: the favourable label value (needed unless the labels are 0/1)")
+    src.add_argument("--categorical", help="with --csv: comma-separated categorical columns")
+    src.add_argument("--immutable", help="with --csv: comma-separated columns recourse must keep")
+    src.add_argument("--test-size", type=float, help="with --csv: test fraction (default 0.25)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help=f"recourse methods to run (default: all, baselines in --baseline-mode): {', '.join(METHODS)}")
+    p.add_argument("--baseline-mode", choices=["designed", "paper", "both"], default="designed",
+                   help="Table 2 baselines named without _paper run as their authors designed them (designed), "
+                        "as the paper's runner ran them (paper, the NAME_paper rows), or both")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; mean and sample std over them")
     p.add_argument("--n-test", type=int, default=200, help="test negatives per seed (default 200)")
     p.add_argument("--explain", type=int, default=0, metavar="N",
                    help="print the first method's recourse for N test negatives as actions")
@@ -486,11 +651,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
                    help="GenRe: any other genre.GenReConfig field, e.g. --set n_enc_layers=4 "
                         "select=density steps=None (applied last; the JSON records the config)")
-    p.add_argument("--out", default="results", help="folder for <dataset>.json (default results/)")
-    p.add_argument("--cache", default="cache", help="folder for cached oracle and h (default cache/)")
+    p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE training epochs (default 20, "
+                                                  "the paper's runner; Table 8: 100)")
+    p.add_argument("--out", default="runs", help="folder for <dataset>.json (default runs/, git-ignored; "
+                                                 "results/ is written only by experiments.py)")
+    p.add_argument("--cache", default="cache", help="folder for cached oracle, h and fitted models (default cache/)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
     p.add_argument("--quiet", action="store_true", help="print only the table")
     return p.parse_args(argv)
+
+
+def methods_from_args(args) -> list[str]:
+    """--methods (default: every method), each Table 2 baseline's short name mapped by --baseline-mode."""
+    names = args.methods or ["genre", "genre_paper", *MODED, *NNR_POOLS]
+    check_methods(names)
+    modes = {"designed": ("",), "paper": ("_paper",), "both": ("", "_paper")}[args.baseline_mode]
+    out = []
+    for m in names:
+        out += [m + suffix for suffix in modes] if m in MODED else [m]
+    return list(dict.fromkeys(out))
 
 
 def data_from_args(args) -> str | Dataset:
@@ -499,14 +678,18 @@ def data_from_args(args) -> str | Dataset:
     if (args.dataset is None) == (args.csv is None):
         raise ValueError("give exactly one of --dataset NAME or --csv PATH")
     if args.dataset is not None:
+        given = [f"--{f.replace('_', '-')}" for f in CSV_ONLY if getattr(args, f) is not None]
+        if given:
+            raise ValueError(f"{given[0]} describes a CSV and is not used with --dataset "
+                             f"(a benchmark's roles are fixed, datasets.BENCHMARKS)")
         if args.dataset not in BENCHMARKS:
             raise ValueError(f"unknown data set {args.dataset!r}; available: {', '.join(BENCHMARKS)}")
         return args.dataset
     if not args.target:
         raise ValueError("--csv needs --target COLUMN (the label column)")
-    split = lambda s: [c.strip() for c in s.split(",") if c.strip()]
+    split = lambda s: [c.strip() for c in (s or "").split(",") if c.strip()]
     return from_csv(args.csv, args.target, split(args.categorical), split(args.immutable),
-                    args.positive, args.test_size)
+                    args.positive, 0.25 if args.test_size is None else args.test_size)
 
 
 def genre_config_from_args(args, dataset_name: str):
@@ -557,14 +740,18 @@ def main(argv=None) -> int:
     try:
         data = data_from_args(args)
         name = data if isinstance(data, str) else data.name
-        results = evaluate(data, args.methods, args.seeds, args.n_test, args.cache, args.retrain,
+        methods = methods_from_args(args)
+        if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
+            write_json({"dataset": name}, args.out)                       # refuses, before any training
+        results = evaluate(data, methods, args.seeds, args.n_test, args.cache, args.retrain,
                            verbose=not args.quiet, genre_config=genre_config_from_args(args, name),
-                           explain=args.explain)
+                           explain=args.explain, vae_epochs=args.vae_epochs)
+        path = write_json(results, args.out)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(markdown_table(results))
-    print(f"\nwritten: {write_json(results, args.out)}")
+    print(report.comparison_table(results))
+    print(f"\nwritten: {path}")
     return 0
 
 

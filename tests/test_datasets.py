@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from common import check_features
-from datasets import BENCHMARKS, DATA_DIR, load, load_dataset, load_toy
+import datasets
+from datasets import BENCHMARKS, DATA_DIR, from_csv, load, load_dataset, load_toy, read_csv
 
 
 def csv_rows(name, split):
@@ -84,3 +85,66 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         check_features(np.array([[0.0, np.nan]]), 2)
     with pytest.raises(ValueError, match="no rows: nothing to give recourse to"):
         check_features(np.zeros((0, 2)), 2)
+
+
+def write(path, text, encoding="utf-8"):
+    path.write_text(text, encoding=encoding)
+    return str(path)
+
+
+def test_read_csv_chunk_by_chunk_matches_the_csv_module(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "CHUNK_ROWS", 7)                     # 30 rows -> 5 chunks
+    rng = np.random.default_rng(0)
+    lines = ["a,b,c"] + [f"{rng.normal():.6f},{rng.choice(['x', 'y'])} ,{i}" for i in range(30)]
+    lines.insert(12, "")                                               # a blank line is skipped
+    path = write(tmp_path / "t.csv", "\n".join(lines) + "\n")
+    table = read_csv(path, text=["b"])
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r][1:]
+    assert table["a"].dtype == np.float64                              # numbers parsed as read
+    np.testing.assert_array_equal(table["a"], [float(r[0]) for r in rows])
+    assert table["b"].tolist() == [r[1].strip() for r in rows]
+    np.testing.assert_array_equal(table["c"], np.arange(30.0))
+
+
+def test_byte_order_mark_is_not_part_of_a_name(tmp_path):
+    path = write(tmp_path / "bom.csv", "age,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)), "utf-8-sig")
+    ds = from_csv(path, "y")
+    assert ds.columns == ["age"] and ds.feature_names == ["age"]
+
+
+def test_builtin_only_for_shipped_data(tmp_path):
+    assert load_toy("moons").builtin and load_dataset("compas").builtin
+    path = write(tmp_path / "moons.csv", "x1,x2,y\n" + "".join(f"{i},{-i},{i % 2}\n" for i in range(20)))
+    ds = from_csv(path, "y")
+    assert ds.name == "moons" and not ds.builtin
+
+
+def deny_reading(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a,b,a,y\n1,2,3,0\n4,5,6,1\n", "column 'a' appears more than once in the header"),
+    ("a,y\n1,0\n2\n", "line 3 has 1 fields, the header has 2"),
+    ("a,y\n" + "x" * 200_000 + ",0\n", "is not a readable CSV file: field larger than field limit"),
+    ("", "has no header row"),
+    ("a,y\n", "has no data rows"),
+], ids=["duplicate-header", "ragged-line", "csv-error", "empty-file", "header-only"])
+def test_bad_csv_files_give_one_line_errors(tmp_path, text, message):
+    path = write(tmp_path / "f.csv", text)
+    with pytest.raises(ValueError) as e:
+        read_csv(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unreadable_paths_give_one_line_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="is a directory, not a CSV file"):
+        read_csv(str(tmp_path))
+    (tmp_path / "latin.csv").write_bytes(b"name,y\nJos\xe9,1\n")
+    with pytest.raises(ValueError, match="latin.csv is not UTF-8 text"):
+        read_csv(str(tmp_path / "latin.csv"))
+    path = write(tmp_path / "locked.csv", "a,y\n1,0\n")
+    monkeypatch.setattr(datasets, "open", deny_reading, raising=False)   # root can read any file
+    with pytest.raises(ValueError, match="locked.csv: permission denied"):
+        read_csv(path)

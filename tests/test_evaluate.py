@@ -116,7 +116,7 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
                "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| nnr |" in out and "| genre |" in out
+    assert "| nnr |" in out and "| genre |" in out and "sample std" in out
     assert "GenRe:" not in out and "epoch" not in out          # --quiet: the table, no training progress
     data = json.loads((tmp_path / "out" / "compas.json").read_text())
     assert data["dataset"] == "compas" and data["n_test"] == 10 and data["seeds"] == [0]
@@ -129,16 +129,19 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
 
 
 def test_aggregate_over_seeds():
-    """Means and (population) stds by hand; per-seed values kept in seed order; counts summed."""
+    """Means and sample stds (ddof = 1) by hand; per-seed values kept in seed order; counts summed."""
     rows = [dict(cost=c, validity=v, lof=l, score=v + l - c / 2, immutable_violations=i, failed=f,
                  seconds=s, fit_seconds=s - 1, recourse_seconds=0.5, score_seconds=0.5)
             for c, v, l, i, f, s in [(1.0, 0.5, 1.0, 0, 1, 3.0), (3.0, 1.0, 0.5, 2, 0, 5.0)]]
     out = evaluate.aggregate(rows)
-    assert out["cost"] == 2.0 and out["cost_std"] == 1.0 and out["cost_per_seed"] == [1.0, 3.0]
-    assert out["score_per_seed"] == [1.0, 0.0] and out["score"] == 0.5 and out["score_std"] == 0.5
+    assert out["cost"] == 2.0 and out["cost_per_seed"] == [1.0, 3.0]
+    assert out["cost_std"] == pytest.approx(2 ** 0.5)          # sqrt(((1-2)^2 + (3-2)^2) / (2 - 1))
+    assert out["score_per_seed"] == [1.0, 0.0] and out["score"] == 0.5
+    assert out["score_std"] == pytest.approx(0.5 ** 0.5)
     assert out["validity"] == 0.75 and out["lof_per_seed"] == [1.0, 0.5]
     assert (out["immutable_violations"], out["failed"], out["seconds"]) == (2, 1, 4.0)
     assert out["seconds_per_seed"] == [3.0, 5.0] and out["fit_seconds"] == 3.0
+    assert evaluate.aggregate(rows[:1])["score_std"] is None   # one seed: no spread to report
 
 
 def test_set_reads_each_value_as_its_field_type():
@@ -161,8 +164,94 @@ def test_set_reads_each_value_as_its_field_type():
     (["--dataset", "compas", "--set", "select=best"], "GenReConfig.select must be one of ('h', 'density', 'plausible'), got 'best'"),
     (["--dataset", "compas", "--lam", "nan"], "GenReConfig.lam must be a finite number, got nan"),
     (["--dataset", "compas", "--set", "n_heads=5"], "GenReConfig.d_model (32) must be a multiple of n_heads (5)"),
+    (["--dataset", "compas", "--test-size", "0.5"], "--test-size describes a CSV and is not used with --dataset"),
+    (["--dataset", "compas", "--positive", "1"], "--positive describes a CSV and is not used with --dataset"),
+    (["--dataset", "compas", "--seeds", "0", "0"], "--seeds names a seed twice: [0, 0]"),
+    (["--dataset", "compas", "--methods", "nnr", "nnr"], "method 'nnr' is named twice"),
+    (["--dataset", "compas", "--n-test", "0"], "--n-test must be at least 1, got 0"),
+    (["--dataset", "compas", "--out", evaluate.PUBLISHED], "results/ holds the published numbers"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv + ["--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_streams_are_distinct_and_repeatable():
+    from common import child_seed
+    names = ["oracle", "labels", "h", "negatives", "dev", "genre"]
+    seeds = [child_seed(0, n) for n in names] + [child_seed(1, n) for n in names]
+    assert len(set(seeds)) == len(seeds)                          # no two streams share a seed
+    assert seeds[:6] == [child_seed(0, n) for n in names]         # the same name gives the same stream
+
+
+def test_label_draw_uses_only_its_own_stream():
+    """Redrawn labels are Bernoulli(oracle) with the 'labels' stream, whatever the other draws."""
+    from common import child_seed
+    ds = load_toy("moons")
+    drawn = evaluate.redraw_labels(ds, StubOracle(), seed=3)
+    rng = np.random.default_rng(child_seed(3, "labels"))           # an independent re-draw by hand
+    y_train = (rng.random(len(ds.X_train)) < ds.X_train[:, 0]).astype(int)
+    y_test = (rng.random(len(ds.X_test)) < ds.X_test[:, 0]).astype(int)
+    assert np.array_equal(drawn.y_train, y_train) and np.array_equal(drawn.y_test, y_test)
+
+
+class Spy:
+    """A recourse method that records everything the protocol hands it."""
+    seen = []
+
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
+        Spy.seen += [("fit", X, y, h, immutable, categorical, groups)]
+        return self
+
+    def recourse(self, X):
+        Spy.seen += [("recourse", X)]
+        return X.copy()
+
+
+def test_no_method_sees_the_oracle_the_test_labels_or_the_metrics_lof(tmp_path, monkeypatch):
+    bench = prepare("moons", 0, cache_dir=str(tmp_path), verbose=False)
+    monkeypatch.setattr(evaluate, "make_method", lambda *a, **k: Spy())
+    Spy.seen = []
+    scores, fitted, X_neg, lof = evaluate.evaluate_seed(dataclasses.replace(bench, cache_dir=None),
+                                                        ["nnr", "wachter", "genre"], 20, verbose=False)
+    assert len(Spy.seen) == 6                                     # three fits, three recourse calls
+    forbidden = [bench.oracle, lof, bench.ds.y_test]
+    for call in Spy.seen:
+        for arg in call[1:]:
+            assert not any(arg is f for f in forbidden)
+        if call[0] == "fit":
+            assert call[1] is bench.ds.X_train and call[2] is bench.ds.y_train and call[3] is bench.h
+        else:
+            assert np.array_equal(call[1], X_neg)                 # only the test negatives' features
+
+
+def test_development_split_never_touches_the_test_split(tmp_path):
+    full = prepare("moons", 0, cache_dir=str(tmp_path), verbose=False)
+    dev = evaluate.development("moons", 0, cache_dir=str(tmp_path), verbose=False)
+    train_rows = {r.tobytes() for r in full.ds.X_train}
+    test_rows = {r.tobytes() for r in full.ds.X_test} - train_rows
+    for X in (dev.ds.X_train, dev.ds.X_test):                     # fit rows and development rows
+        assert {r.tobytes() for r in X} <= train_rows and not {r.tobytes() for r in X} & test_rows
+    assert len(dev.ds.X_train) + len(dev.ds.X_test) == len(full.ds.X_train)
+    assert abs(len(dev.ds.X_test) / len(full.ds.X_train) - evaluate.DEV_FRACTION) < 0.01
+    assert not np.array_equal(dev.h.predict_proba(full.ds.X_test), full.h.predict_proba(full.ds.X_test))
+
+
+def test_copies_of_training_rows_by_brute_force():
+    rng = np.random.default_rng(0)
+    X_train = rng.integers(0, 3, (50, 3)).astype(np.float32)
+    X = rng.integers(0, 3, (40, 3)).astype(np.float32)
+    expected = [any((x == t).all() for t in X_train) for x in X]
+    assert evaluate.copies_of_training_rows(X, X_train).tolist() == expected
+
+
+def test_a_csv_named_like_a_benchmark_gets_the_default_classifier(tmp_path):
+    """Benchmark settings for h go by what was loaded, not by the file's name."""
+    from datasets import from_csv, load
+    rows = ["x,z,y"] + [f"{i % 7},{i % 5},{int(i % 7 > 3)}" for i in range(60)]
+    (tmp_path / "moons.csv").write_text("\n".join(rows) + "\n")
+    csv_ds = from_csv(str(tmp_path / "moons.csv"), "y")
+    assert csv_ds.name == "moons" and not csv_ds.builtin
+    assert evaluate.classifier_config(csv_ds) == evaluate.ClassifierConfig(balanced=True)
+    assert evaluate.classifier_config(load("moons")).hidden == (4, 4)

@@ -39,10 +39,14 @@ def test_csv_path(tmp_path):
     path = tmp_path / "loans.csv"
     lines = [",".join(t)] + [",".join(str(t[c][i]) for c in t) for i in range(60)]
     path.write_text("\n".join(lines) + "\n")
-    ds = from_csv(str(path), "approved", categorical=["city", "owner"], test_size=0.5)
-    assert ds.name == "loans" and ds.X_train.shape == (30, 6)
-    assert ds.y_train.tolist() == [int(v == "granted") for v in np.array(t["approved"])[
-        np.random.default_rng(0).permutation(60)[30:]]]
+    ds = from_csv(str(path), "approved", categorical=["city", "owner"], positive="granted", test_size=0.5)
+    assert ds.name == "loans" and ds.X_train.shape == (30, 6) and not ds.builtin
+    # Every row keeps its own label: (age, income, label) of each split is a row of the file.
+    rows = set(zip(t["age"], t["income"], t["approved"]))
+    for X, y in ((ds.X_train, ds.y_train), (ds.X_test, ds.y_test)):
+        raw = ds.unscale(X)
+        for a, inc, lab in zip(raw[:, 0].round(), raw[:, 5].round(1), y):
+            assert (int(a), float(inc), "granted" if lab else "denied") in rows
 
 
 def test_project_categoricals():
@@ -67,18 +71,51 @@ def test_project_categoricals():
     (lambda t: {**t, "income": [""] + t["income"][1:]}, {}, "column 'income' has NaN, missing"),
     (lambda t: {**t, "income": [float("inf")] + t["income"][1:]}, {}, "column 'income' has NaN"),
     (lambda t: t, dict(categorical=["owner"]), "column 'city' is not numeric (value '"),
+    (lambda t: {**t, "city": t["city"][:5] + [" "] + t["city"][6:]}, {},
+     "categorical column 'city' has an empty value in data row 6"),
+    (lambda t: {**t, "approved": t["approved"][:3] + [""] + t["approved"][4:]}, {},
+     "target column 'approved' has an empty value in data row 4"),
+    (lambda t: t, dict(immutable=["approved"]), "the target column 'approved' cannot be immutable"),
+    (lambda t: t, dict(categorical=["approved"]), "the target column 'approved' cannot be categorical"),
+    (lambda t: t, dict(positive=None), "target column 'approved' has values 'denied' and 'granted'; "
+                                       "name the favourable one with --positive"),
+    (lambda t: {**t, "approved": ["denied"] + ["granted"] * 199}, {},
+     "target value 'denied' has only 1 row: too few for both a train and a test split"),
+    (lambda t: {**t, "age": t["age"][:-1]}, {}, "column 'age' has 199 values, the target has 200"),
 ])
 def test_bad_tables_give_one_line_errors(change, kwargs, message):
     t = change(small_table())
-    args = dict(target="approved", categorical=["city", "owner"])
+    args = dict(target="approved", categorical=["city", "owner"], positive="granted")
     args.update(kwargs)
     with pytest.raises(ValueError) as e:
         from_table(t, **args)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("labels, positive", [([0, 1], 1), (["0", "1"], "1"), (["0.0", "1.0"], "1.0")])
+def test_zero_one_labels_need_no_positive(labels, positive):
+    t = {**small_table(), "approved": [labels[i % 2] for i in range(200)]}
+    ds = from_table(t, "approved", categorical=["city", "owner"])
+    assert ds.y_train.sum() + ds.y_test.sum() == 100                    # the rows labelled 1 are favourable
+    explicit = from_table(t, "approved", categorical=["city", "owner"], positive=positive)
+    np.testing.assert_array_equal(ds.y_train, explicit.y_train)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_is_stratified_by_the_label(seed):
+    # 2 positives in 40 rows: an unstratified 25% test split often leaves one split without them.
+    t = {"x": list(range(40)), "y": ["good", "good"] + ["bad"] * 38}
+    ds = from_table(t, "y", positive="good", seed=seed)
+    assert ds.y_train.sum() == 1 and ds.y_test.sum() == 1
+    assert len(ds.y_test) == 1 + round(0.25 * 38)
+    rows = np.concatenate([ds.unscale(ds.X_train), ds.unscale(ds.X_test)])[:, 0]
+    assert sorted(rows.round().astype(int).tolist()) == list(range(40))    # a partition of the rows
+    labels = np.concatenate([ds.y_train, ds.y_test])
+    assert sorted(rows[labels == 1].round().astype(int).tolist()) == [0, 1]
+
+
 def test_unseen_category_at_recourse_time():
-    ds = from_table(small_table(), "approved", categorical=["city", "owner"])
+    ds = from_table(small_table(), "approved", categorical=["city", "owner"], positive="granted")
     new = {k: [v[0]] for k, v in small_table().items()}
     new["city"] = ["Quito"]
     with pytest.raises(ValueError, match="column 'city' has value 'Quito' never seen in training"):
@@ -111,6 +148,7 @@ def test_csv_through_the_command_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--csv", "nope.csv", "--target", "y"], "data file not found: nope.csv"),
+    (["--csv", "tests", "--target", "y"], "tests is a directory, not a CSV file"),
     (["--csv", "x.csv"], "--csv needs --target COLUMN"),
     ([], "give exactly one of --dataset NAME or --csv PATH"),
 ])
