@@ -39,11 +39,7 @@ from torch import nn
 from common import atomic_write, child_seed, set_seed
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
-from genre import GenRe, GenReConfig, training_sets
-try:                                                             # TEMP until genre.py has it
-    from genre import PAPER_SAMPLING
-except ImportError:
-    PAPER_SAMPLING = dict(tau=10.0, sigma=0.0, select="h")
+from genre import PAPER_SAMPLING, GenRe, GenReConfig, training_sets
 import report
 
 CACHE_VERSION = 4   # bump when the oracle, labels or h change, to invalidate old caches
@@ -421,22 +417,42 @@ def make_method(name: str, seed: int, genre_config=None, cache_dir=None, verbose
     return cls(**params)
 
 
+SAMPLING_FIELDS = ("tau", "sigma", "n_samples", "select", "snap", "sample_chunk")   # no effect on training
+
+
+def code_fingerprint(module_path: str) -> str:
+    """A hash of a module's code without its comments and docstrings, so that only a change
+    to what the code does retrains a cached model."""
+    import ast
+    with open(module_path) as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]                   # drop the docstring
+    return hashlib.sha1(ast.dump(tree).encode()).hexdigest()[:10]
+
+
 def fit_genre(bench: Benchmark, genre_config=None, verbose: bool = True) -> GenRe:
-    """GenRe fitted on the benchmark's train split, or loaded from the cache: the file is
-    keyed by the data, the seed, the config and genre.py's own source, so any change to
-    the model's code retrains it."""
+    """GenRe fitted on the benchmark's train split, or loaded from the cache. The file is keyed
+    by the data, the seed, the training fields of the config and genre.py's code, so a change
+    to any of them retrains; the sampling fields are applied to a loaded model as given."""
     genre = make_method("genre", bench.seed, genre_config, verbose=verbose)
     if not bench.cache_dir:
         return fit_one(genre, bench)
-    with open(inspect.getsourcefile(GenRe), "rb") as f:
-        code = f.read()
-    key = hashlib.sha1(json.dumps(dataclasses.asdict(genre.cfg), sort_keys=True).encode() + code).hexdigest()[:10]
+    cfg = genre.cfg
+    training = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SAMPLING_FIELDS}
+    key = hashlib.sha1((json.dumps(training, sort_keys=True) + code_fingerprint(inspect.getsourcefile(GenRe)))
+                       .encode()).hexdigest()[:10]
     ds = bench.ds
     path = os.path.join(bench.cache_dir, f"genre_{ds.name}_{fingerprint(ds)}_seed{bench.seed}_{key}.pt")
     if os.path.exists(path):
         if verbose:
             log(f"[{ds.name} seed {bench.seed}] GenRe loaded from {path}")
-        return GenRe.load(path, h=bench.h, verbose=verbose)
+        genre = GenRe.load(path, h=bench.h, verbose=verbose)
+        genre.cfg = genre.cfg_ = dataclasses.replace(genre.cfg_, **{k: getattr(cfg, k) for k in SAMPLING_FIELDS})
+        return genre
     fit_one(genre, bench)
     atomic_write(path, lambda f: genre.save(f))
     return genre

@@ -143,18 +143,21 @@ def headline(results: dict, methods=None) -> str:
 
 
 def toy_table(toys: dict) -> str:
-    """The README's toy table from results/toy2d.json: Val / LOF / Cost per toy and method."""
+    """The README's toy table from results/toy2d.json: Val / LOF / Cost / Score per toy and
+    method, and which method scores highest on each toy."""
     runs = toys["toys"]
     methods = list(next(iter(runs.values()))["methods"])
     out = [f"Made by `{toys.get('command', 'python toy2d.py')}` (seed {toys['seed']}, "
            f"{toys['seconds']:.0f} s); every test negative of each toy "
            "(" + ", ".join(f"{n} {r['n_test_negatives']}" for n, r in runs.items()) + ").", "",
-           "| toy | " + " | ".join(f"{m} Val / LOF / Cost" for m in methods) + " |",
+           "| toy | " + " | ".join(f"{m} Val / LOF / Cost / Score" for m in methods) + " |",
            "|---" * (len(methods) + 1) + "|"]
     for name, run in runs.items():
         out.append(f"| {name} | " + " | ".join(
-            f"{r['validity']:.2f} / {r['lof']:.2f} / {r['cost']:.2f}" for r in run["methods"].values()) + " |")
-    return "\n".join(out)
+            f"{r['validity']:.2f} / {r['lof']:.2f} / {r['cost']:.2f} / {r['score']:.2f}"
+            for r in run["methods"].values()) + " |")
+    best = {name: max(run["methods"], key=lambda m: run["methods"][m]["score"]) for name, run in runs.items()}
+    return "\n".join(out + ["", "Highest Score: " + ", ".join(f"{n}: {m}" for n, m in best.items()) + "."])
 
 
 def load_json(path: str):

@@ -1,25 +1,32 @@
 """The paper's 2-D pictures: Figure 2 (recourse by method) and Figure 5 (learned densities).
 
-    python toy2d.py                       # all three toys, figures into figures/
-    python toy2d.py --datasets moons --quick --out /tmp/fig
+    python toy2d.py                       # all three toys: figures/ and results/toy2d.json
+    python toy2d.py --datasets moons --quick         # a smoke test, written under /tmp/toy2d/
 
 On the toy data sets moons, circles and corr (METHOD.md §1-2) the whole pipeline
 of evaluate.py runs (oracle, drawn labels, classifier h), then:
 
-  Figure 2, figures/toy2d_recourse.png: rows are data sets, columns are Wachter,
-      NNR (D_h^+) and GenRe. Each panel shows the training points, h's decision
-      boundary h = 0.5, and test negatives joined by a line to their recourse.
-      GenRe draws several samples per negative (its diversity) and keeps the
-      one h rates highest (Sec. 5.1, best of 10).
+  Figure 2, figures/toy2d_recourse.png: rows are data sets, columns are the
+      methods of COLUMNS: the paper's Wachter, PROBE, CRUDS and GenRe, with
+      NNR (D_h^+) beside GenRe. Each panel shows the training points, h's
+      decision boundary h = 0.5, and test negatives joined by a line to their
+      recourse. GenRe draws several samples per negative (its diversity) and
+      keeps the one h rates highest (Sec. 5.1, best of 10).
   Figure 5, figures/toy2d_density.png (Sec. 5.4): for two negatives x per data
       set, the learned conditional density R_theta(x+ | x), computed exactly on
       a grid, beside an unconditional density model of P(x | y+) of the same
       transformer family (decoder only, twice the layers) trained on the same
       positives D_h^+.
+  results/toy2d.json: the printed Cost, Validity, LOF and Score of every toy
+      and method (report.py renders the README's table from it).
 
 The conditional density should sit on the positives near x (cheap, valid,
 plausible); the unconditional one spreads over every positive. That contrast is
 the paper's argument for learning R(x+ | x) rather than P(x | y+).
+
+Only the default run (all three toys, seed 0, no --quick) writes figures/ and
+results/; any other run writes under the temp folder (/tmp/toy2d/) unless --out
+and --results say where.
 
 Shape letters as in genre.py: B batch, D features (2 here), E model width,
 K bins, G grid points.
@@ -28,7 +35,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import shlex
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -36,13 +47,15 @@ import torch
 import torch.nn as nn
 
 import evaluate
-from baselines import NNR, Wachter
+from baselines import NNR, PROBE, Wachter
+from common import atomic_write, child_seed
+from generative import CRUDS
 from genre import (BinHead, EncoderBlock, FeatureEmbedding, GenRe, GenReConfig, jensen_loss,
                    kernel_log_density, learning_rate, set_seed, soft_labels)
 
 TOYS = ("moons", "circles", "corr")
-METHOD_NAMES = ("Wachter", "NNR (D_h^+)", "GenRe")
-LABELS = {"Wachter": "Wachter", "NNR (D_h^+)": r"NNR ($D_h^+$)", "GenRe": "GenRe"}     # for the titles
+SCORE_KEYS = ("cost", "validity", "lof", "score")                          # per method in the JSON
+SCRATCH = os.path.join(tempfile.gettempdir(), "toy2d")                     # where non-default runs write
 
 
 # -----------------------------------------------------------------------------
@@ -52,13 +65,13 @@ def toy_config(quick=False):
     """GenRe's settings for the 2-D toys.
 
     Paper: the same recipe as for the benchmarks (Table 9: lambda 5, 50 bins,
-    tau 10, sigma 0, best of 10 by h). Here: the paper's method settings (not the
-    benchmarks' CPU default of tau 5 and the plausible choice), with a
-    small transformer and a short step budget, because D = 2 and |D_h^-| is a
-    few hundred rows, so the whole script fits in a few CPU minutes.
+    tau 10, sigma 0, bin centres, best of 10 by h). Here: the paper's sampling
+    exactly (not the benchmarks' CPU default of tau 5, snapping and the plausible
+    choice), with a small transformer and a short step budget, because D = 2 and
+    |D_h^-| is a few hundred rows, so the whole script fits in a few CPU minutes.
     --quick shrinks it further to a smoke test (the figures will look rough).
     """
-    cfg = GenReConfig(lam=5.0, n_bins=50, tau=10.0, sigma=0.0, n_samples=10, select="h",
+    cfg = GenReConfig(lam=5.0, n_bins=50, tau=10.0, sigma=0.0, snap=False, n_samples=10, select="h",
                       d_model=32, n_heads=4, d_ff=64, n_enc_layers=2, n_dec_layers=2,
                       lr=1e-3, warmup_steps=50, batch_size=256, steps=800, eval_every=100)
     if quick:
@@ -70,14 +83,42 @@ def toy_config(quick=False):
 # -----------------------------------------------------------------------------
 # Data, h, and the recourse methods
 
-def fit_methods(bench, cfg, verbose=False):
-    """Wachter, NNR (D_h^+) and GenRe, each fitted on the train split with the drawn labels."""
-    ds = bench.ds
-    args = (ds.X_train, ds.y_train, bench.h)
-    roles = dict(immutable=ds.immutable, categorical=ds.categorical)
-    return {"Wachter": Wachter().fit(*args, **roles),
-            "NNR (D_h^+)": NNR(pool="dhplus").fit(*args, **roles),
-            "GenRe": GenRe(cfg, random_state=bench.seed, verbose=verbose).fit(*args, **roles)}
+def columns(cfg, quick=False, cache_dir=None, verbose=False):
+    """Figure 2's columns, in order: (label, seed -> unfitted recourse method).
+
+    The paper shows Wachter, PROBE, CRUDS and GenRe; NNR (D_h^+), the nearest of
+    GenRe's own training targets (Sec. 5.5), stands beside GenRe. The baselines
+    run as designed (baselines.py, generative.py). --quick shortens the searches
+    of Wachter, PROBE and CRUDS and CRUDS's CSVAE training, nothing else.
+    """
+    short = lambda full, quick_value: quick_value if quick else full
+    return [
+        ("Wachter", lambda seed: Wachter(random_state=seed, n_iter=short(1000, 200))),
+        ("PROBE", lambda seed: PROBE(random_state=seed, n_rounds=short(20, 3), n_mc=short(10_000, 1000))),
+        ("CRUDS", lambda seed: CRUDS(random_state=seed, cache_dir=cache_dir, verbose=verbose,
+                                     vae_epochs=short(20, 3), n_iter=short(2000, 200))),
+        ("NNR (D_h^+)", lambda seed: NNR(pool="dhplus")),
+        ("GenRe", lambda seed: GenRe(cfg, random_state=seed, verbose=verbose)),
+    ]
+
+
+METHOD_NAMES = tuple(label for label, _ in columns(None))
+LABELS = {m: m.replace("D_h^+", "$D_h^+$") for m in METHOD_NAMES}        # for the titles
+
+
+def recourse_by_method(bench, X_neg, lof, cfg, args):
+    """Fit every column's method on the train split (evaluate.fit_one: drawn labels, h and
+    the feature roles only), each with its own random stream of the seed, and give recourse
+    to X_neg (M, D). Returns the fitted methods, recourses (M, D) and scores by label, and
+    the seconds each took."""
+    methods, recourse, scores, seconds = {}, {}, {}, {}
+    for label, make in columns(cfg, args.quick, bench.cache_dir, args.verbose):
+        t = time.time()
+        methods[label] = evaluate.fit_one(make(child_seed(bench.seed, label) % 2**31), bench)
+        recourse[label] = methods[label].recourse(X_neg)                    # (M, D)
+        scores[label] = evaluate.score(X_neg, recourse[label], bench.oracle, lof, bench.ds.immutable)
+        seconds[label] = time.time() - t
+    return methods, recourse, scores, seconds
 
 
 # -----------------------------------------------------------------------------
@@ -129,6 +170,7 @@ def fit_unconditional(X_pos, mu, w, cfg, seed):
 
     Paper: trained on the positives. Here: on all of D_h^+ (GenRe holds 10% of
     its targets out for checkpoint selection; this keeps the last step instead).
+    seed: its own stream of the run's seed.
     """
     set_seed(seed)
     X = torch.as_tensor(X_pos)
@@ -197,51 +239,59 @@ def density_points(bench):
 def densities(genre, uncond, pair, n_grid):
     """R_theta(x+ | x) for each x of the pair, and P(x | y+), on an n x n grid over [-0.1, 1.1]^2."""
     grid, axis, _ = make_grid(-0.1, 1.1, n_grid)
-    on_grid = lambda logits_of: grid_density(logits_of, grid, genre.bins_.mu, genre.bins_.w).numpy().reshape(n_grid, n_grid)
+    mu, w = genre.bins_.mu, genre.bins_.w
+    on_grid = lambda logits_of: grid_density(logits_of, grid, mu, w).numpy().reshape(n_grid, n_grid)
     return axis, {"conditional": [on_grid(conditional_logits(genre, x)) for x in pair],
                   "unconditional": on_grid(uncond)}
 
 
 def report(name, bench, n_neg, n_pos, scores, seconds):
+    """Print one toy's metrics, one line per method (the numbers results/toy2d.json holds)."""
     print(f"\n{name}: h test accuracy {bench.h_test_accuracy:.2f}; {n_neg} test negatives, |D_h^+| = {n_pos}")
+    print(f"  {'method':12s} Validity   LOF   Cost  Score")
     for m, s in scores.items():
-        print(f"  {m:12s} Validity {s['validity']:.2f}  LOF {s['lof']:.2f}  Cost {s['cost']:.3f}")
+        print(f"  {m:12s} {s['validity']:8.2f} {s['lof']:5.2f} {s['cost']:6.3f} {s['score']:6.3f}")
     print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()), flush=True)
 
 
 def run_toy(name, args, cfg):
     """Everything both figures need for one toy data set; prints metrics and seconds per stage."""
     seconds, t = {}, time.time()
-
-    def lap(stage):
-        nonlocal t
-        seconds[stage], t = time.time() - t, time.time()
-
     bench = evaluate.prepare(name, args.seed, cache_dir=args.cache, verbose=False)
-    ds, h = bench.ds, bench.h
+    ds = bench.ds
     X_neg = evaluate.pick_test_negatives(bench, len(ds.X_test))             # every test row with h(x) <= 0.5
-    lof = evaluate.fit_lof(bench)
-    lap("oracle + h")
+    lof = evaluate.fit_lof(bench)                                           # the metric's; no method sees it
+    seconds["oracle + h"] = time.time() - t
 
-    methods = fit_methods(bench, cfg, verbose=args.verbose)
-    recourse = {m: methods[m].recourse(X_neg) for m in METHOD_NAMES}        # (M, D) each
-    samples = methods["GenRe"].sample(X_neg)                                # (M, n_samples, D); best = recourse
-    scores = {m: evaluate.score(X_neg, recourse[m], bench.oracle, lof, ds.immutable) for m in METHOD_NAMES}
-    lap("methods")
+    methods, recourse, scores, method_seconds = recourse_by_method(bench, X_neg, lof, cfg, args)
+    seconds.update(method_seconds)
+    genre = methods["GenRe"]
+    samples = genre.sample(X_neg)                                           # (M, n_samples, D); best = recourse
 
-    genre, X_pos = methods["GenRe"], ds.X_train[evaluate.dh_plus(ds, h, cfg.gamma)]
-    uncond = fit_unconditional(X_pos, genre.bins_.mu, genre.bins_.w, cfg, args.seed)
-    lap("unconditional model")
+    t = time.time()
+    X_pos = ds.X_train[evaluate.dh_plus(ds, bench.h, cfg.gamma)]
+    uncond = fit_unconditional(X_pos, genre.bins_.mu, genre.bins_.w, cfg,
+                               child_seed(args.seed, "unconditional") % 2**31)
     pair = density_points(bench)
     axis, density = densities(genre, uncond, pair, args.grid)
-    lap("densities")
+    seconds["densities"] = time.time() - t
 
     report(name, bench, len(X_neg), len(X_pos), scores, seconds)
-    shown = np.sort(np.random.default_rng(args.seed).choice(len(X_neg), min(args.n_show, len(X_neg)),
-                                                            replace=False))  # Figure 2's negatives
+    rng = np.random.default_rng(child_seed(args.seed, "shown"))
+    shown = np.sort(rng.choice(len(X_neg), min(args.n_show, len(X_neg)), replace=False))  # Figure 2's negatives
     return dict(name=name, bench=bench, X_neg=X_neg, shown=shown, recourse=recourse, samples=samples,
                 scores=scores, pair=pair, axis=axis, density=density, X_pos=X_pos,
-                genre=genre, uncond=uncond, seconds=seconds)
+                methods=methods, genre=genre, uncond=uncond, seconds=seconds)
+
+
+def results_json(runs, command, seed, seconds):
+    """What results/toy2d.json holds: per toy, the test negatives, h's accuracy, and each
+    method's Cost, Validity, LOF and Score (= Validity + LOF - Cost / d), in column order."""
+    toys = {r["name"]: {"n_test_negatives": len(r["X_neg"]),
+                        "h_test_accuracy": r["bench"].h_test_accuracy,
+                        "methods": {m: {k: r["scores"][m][k] for k in SCORE_KEYS} for m in METHOD_NAMES}}
+            for r in runs}
+    return {"command": command, "seed": seed, "seconds": round(seconds, 1), "toys": toys}
 
 
 # -----------------------------------------------------------------------------
@@ -280,11 +330,12 @@ def style(ax, lim=(-0.05, 1.05)):
     ax.set_yticks([])
 
 
-def figure_recourse(runs, path, n_shown_samples):
-    """Figure 2: rows data sets, columns methods; titles carry Validity, LOF, Cost."""
+def figure_recourse(runs, n_shown_samples):
+    """Figure 2: rows data sets, one column per method (COLUMNS); titles carry Validity, LOF, Cost."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(runs), 3, figsize=(10.5, 3.5 * len(runs) + 0.8), squeeze=False,
-                             layout="constrained")
+    n_cols = len(METHOD_NAMES)
+    fig, axes = plt.subplots(len(runs), n_cols, figsize=(3.3 * n_cols + 0.4, 3.5 * len(runs) + 0.9),
+                             squeeze=False, layout="constrained")
     for row, r in zip(axes, runs):
         X = r["X_neg"][r["shown"]]                                          # (n_show, D)
         for ax, m in zip(row, METHOD_NAMES):
@@ -293,15 +344,14 @@ def figure_recourse(runs, path, n_shown_samples):
             draw_recourse(ax, X, r["recourse"][m][r["shown"]], extra)
             s = r["scores"][m]
             ax.set_title(f"{r['name']}: {LABELS[m]}\nVal {s['validity']:.2f}  LOF {s['lof']:.2f}  "
-                         f"Cost {s['cost']:.2f}", fontsize=10)
+                         f"Cost {s['cost']:.2f}", fontsize=11)
             style(ax)
     n_neg = ", ".join(f"{r['name']} {len(r['X_neg'])}" for r in runs)
     fig.suptitle("Recourse on the 2-D toys (Fig. 2). Light red / blue: training negatives / positives; "
                  "dashed: h = 0.5.\nDark red: test negatives, joined to their recourse (black); "
                  f"GenRe: {n_shown_samples} of its samples (grey) and the best of 10 by h.\n"
-                 f"Metrics over all test negatives ({n_neg}).", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                 f"Metrics over all test negatives ({n_neg}).", fontsize=11)
+    return fig
 
 
 def draw_density(ax, axis, density, X_pos, x, title):
@@ -315,7 +365,7 @@ def draw_density(ax, axis, density, X_pos, x, title):
     style(ax)
 
 
-def figure_density(runs, path):
+def figure_density(runs):
     """Figure 5: per data set and each of two negatives x, R_theta(x+|x) beside P(x|y+)."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(runs), 4, figsize=(13, 3.4 * len(runs) + 0.6), squeeze=False,
@@ -329,7 +379,13 @@ def figure_density(runs, path):
     fig.suptitle("Learned densities (Fig. 5), exact on a grid: GenRe's R(x+ | x) for the red x, beside a "
                  "decoder-only model of P(x | y+)\n(twice the layers) trained on the same positives "
                  "$D_h^+$ (white dots). Brighter = denser; each panel has its own scale.", fontsize=10)
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def save(fig, path):
+    """Write a figure whole (common.atomic_write) and free it."""
+    import matplotlib.pyplot as plt
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -338,20 +394,26 @@ def figure_density(runs, path):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="Reproduce the paper's 2-D figures: Figure 2 (Wachter, NNR (D_h^+) and GenRe "
-                    "recourse on moons, circles, corr) and Figure 5 (GenRe's conditional density "
-                    "R(x+|x) beside an unconditional P(x|y+)). Prints Validity, LOF and Cost per "
-                    "data set and method.")
-    p.add_argument("--out", default="figures",
-                   help="folder for toy2d_recourse.png and toy2d_density.png (default figures/)")
+        description="Reproduce the paper's 2-D figures: Figure 2 (Wachter, PROBE, CRUDS, NNR (D_h^+) "
+                    "and GenRe recourse on moons, circles, corr) and Figure 5 (GenRe's conditional "
+                    "density R(x+|x) beside an unconditional P(x|y+)). Prints Validity, LOF, Cost and "
+                    "Score per data set and method and stores them as JSON. Only the default run (all "
+                    "toys, seed 0, no --quick) writes figures/ and results/toy2d.json; any other run "
+                    f"writes into {SCRATCH} unless --out / --results say where.")
+    p.add_argument("--out", default=None,
+                   help="folder for toy2d_recourse.png and toy2d_density.png (default: figures/ for the "
+                        f"default run, else {SCRATCH})")
+    p.add_argument("--results", default=None,
+                   help="JSON file for the printed metrics (default: results/toy2d.json for the "
+                        f"default run, else {os.path.join(SCRATCH, 'toy2d.json')})")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed of the oracle, drawn labels, h and every model (default 0); "
-                        "the same seed draws the same figures")
+                   help="run seed (default 0): the oracle, drawn labels, h and every method each draw "
+                        "from their own stream of it; the same seed draws the same figures")
     p.add_argument("--datasets", nargs="+", choices=TOYS, default=list(TOYS),
                    help="which toy data sets, one figure row each (default: all three)")
     p.add_argument("--quick", action="store_true",
-                   help="a tiny GenRe and unconditional model trained for a few steps: "
-                        "a smoke test in seconds, rough figures")
+                   help="a tiny GenRe and unconditional model, shorter PROBE and CRUDS: a smoke test, "
+                        "rough figures")
     p.add_argument("--n-show", type=int, default=15,
                    help="test negatives drawn in Figure 2 (default 15; metrics use all of them)")
     p.add_argument("--n-samples-shown", type=int, default=5,
@@ -360,27 +422,38 @@ def parse_args(argv=None):
                    help="grid points per axis over [-0.1, 1.1] for the densities (default 241, "
                         "a step of 0.005, well below the kernels' width)")
     p.add_argument("--cache", default="cache",
-                   help="folder for the cached oracle, drawn labels and h (default cache/, shared "
-                        "with evaluate.py)")
+                   help="folder for the cached oracle, drawn labels, h and CRUDS's CSVAE (default "
+                        "cache/, shared with evaluate.py)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the toy tensors are tiny, so extra "
                         "threads cost more than they give)")
-    p.add_argument("--verbose", action="store_true", help="print GenRe's training progress")
+    p.add_argument("--verbose", action="store_true", help="print GenRe's and CRUDS's training progress")
     return p.parse_args(argv)
 
 
+def output_paths(args):
+    """(figure folder, JSON path): the published places only for the default run."""
+    default_run = not args.quick and args.seed == 0 and sorted(args.datasets) == sorted(TOYS)
+    out = args.out or ("figures" if default_run else SCRATCH)
+    results = args.results or (os.path.join("results", "toy2d.json") if default_run
+                               else os.path.join(SCRATCH, "toy2d.json"))
+    return out, results
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = toy_config(args.quick)
     t0 = time.time()
     runs = [run_toy(name, args, cfg) for name in args.datasets]
-    os.makedirs(args.out, exist_ok=True)
-    paths = (os.path.join(args.out, "toy2d_recourse.png"), os.path.join(args.out, "toy2d_density.png"))
-    t = time.time()
-    figure_recourse(runs, paths[0], args.n_samples_shown)
-    figure_density(runs, paths[1])
-    print(f"\nfigures ({time.time() - t:.1f}s): {paths[0]}, {paths[1]}; total {time.time() - t0:.1f}s")
+    out, results = output_paths(args)
+    paths = (os.path.join(out, "toy2d_recourse.png"), os.path.join(out, "toy2d_density.png"))
+    save(figure_recourse(runs, args.n_samples_shown), paths[0])
+    save(figure_density(runs), paths[1])
+    data = results_json(runs, shlex.join(["python", "toy2d.py", *argv]), args.seed, time.time() - t0)
+    atomic_write(results, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    print(f"\nfigures: {paths[0]}, {paths[1]}; numbers: {results}; total {data['seconds']:.1f}s")
     return runs
 
 

@@ -255,3 +255,38 @@ def test_a_csv_named_like_a_benchmark_gets_the_default_classifier(tmp_path):
     assert csv_ds.name == "moons" and not csv_ds.builtin
     assert evaluate.classifier_config(csv_ds) == evaluate.ClassifierConfig(balanced=True)
     assert evaluate.classifier_config(load("moons")).hidden == (4, 4)
+
+
+def test_genre_paper_is_the_same_model_sampled_as_the_paper(tmp_path):
+    """One training serves both rows: genre_paper = genre's model with genre.PAPER_SAMPLING."""
+    from genre import PAPER_SAMPLING
+    bench = dataclasses.replace(prepare("moons", 0, cache_dir=str(tmp_path), verbose=False), cache_dir=None)
+    tiny = GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10, feature_steps=None, eval_every=5)
+    scores, fitted, X_neg, lof = evaluate.evaluate_seed(bench, ["genre", "genre_paper"], 20, tiny, verbose=False)
+    assert fitted["genre_paper"].genre is fitted["genre"]
+    expected = fitted["genre"].recourse(X_neg, **PAPER_SAMPLING)
+    assert np.array_equal(fitted["genre_paper"].recourse(X_neg), expected)
+    assert scores["genre_paper"]["score"] == score(X_neg, expected, bench.oracle, lof, bench.ds.immutable)["score"]
+
+
+def test_cached_genre_is_the_fitted_one_with_the_sampling_asked_for(tmp_path):
+    bench = prepare("moons", 0, cache_dir=str(tmp_path), verbose=False)
+    tiny = GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10, feature_steps=None, eval_every=5)
+    first = evaluate.fit_genre(bench, tiny, verbose=False)
+    (path,) = tmp_path.glob("genre_moons_*.pt")
+    again = evaluate.fit_genre(bench, dataclasses.replace(tiny, tau=3.0, select="h"), verbose=False)
+    assert list(tmp_path.glob("genre_moons_*.pt")) == [path]      # same training fields: loaded, not refitted
+    assert again.cfg_.tau == 3.0 and again.cfg_.select == "h"
+    X = bench.ds.X_test[:5]
+    assert np.array_equal(again.sample(X, tau=3.0), first.sample(X, tau=3.0))
+    evaluate.fit_genre(bench, dataclasses.replace(tiny, lam=2.0), verbose=False)
+    assert len(list(tmp_path.glob("genre_moons_*.pt"))) == 2       # a training field changed: refitted
+
+
+def test_code_fingerprint_ignores_comments_and_docstrings(tmp_path):
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text('def f(x):\n    """Doc."""\n    return x + 1  # one\n')
+    b.write_text('def f(x):\n    """Other doc."""\n    # a comment\n    return x + 1\n')
+    c.write_text('def f(x):\n    """Doc."""\n    return x + 2\n')
+    assert evaluate.code_fingerprint(str(a)) == evaluate.code_fingerprint(str(b))
+    assert evaluate.code_fingerprint(str(a)) != evaluate.code_fingerprint(str(c))

@@ -4,6 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from common import child_seed
 from datasets import load_toy
 from evaluate import Benchmark, dh_plus, pick_test_negatives, score, train_classifier, ClassifierConfig
 from experiments import H_BANDS, choice_study, dh_plus_validity, draw_from_q
@@ -61,7 +62,8 @@ def test_choice_study_agrees_with_genre_and_the_oracle_choice_is_a_bound():
     # the oracle's choice, by brute force: each row's best candidate by Val + LOF - Cost/d
     X_pos = ds.X_train[dh_plus(ds, h, genre.cfg_.gamma)]
     for sampler, S in (("GenRe", genre.sample(X_neg)),                 # (30, 10, 2), the study's samples
-                       ("Q", draw_from_q(X_neg, X_pos, genre.cfg_.lam, ds.immutable, genre.cfg_.top_k, 10, 0))):
+                       ("Q", draw_from_q(X_neg, X_pos, genre.cfg_.lam, ds.immutable, genre.cfg_.top_k, 10,
+                                         child_seed(0, "q draws")))):
         best = [max(float(s[0] > 0.5) + float(s[1] < 0.5) - np.abs(s - x).sum() / 2 for s in cands)
                 for x, cands in zip(X_neg, S)]
         assert rows[(sampler, "best of 10 by the oracle")]["score"] == pytest.approx(np.mean(best))

@@ -1,0 +1,62 @@
+"""report.py: generated claims agree with the numbers, and the README's tables with the results files."""
+import os
+import re
+
+import numpy as np
+import pytest
+
+import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fake_results(scores: dict, name="compas") -> dict:
+    """A results dict as evaluate.summarise writes it, from per-seed Scores of each method."""
+    methods = {}
+    for m, per_seed in scores.items():
+        s = np.array(per_seed)
+        methods[m] = {"cost": 0.5, "validity": 1.0, "lof": 1.0, "score": float(s.mean()),
+                      "score_std": float(s.std(ddof=1)), "score_per_seed": s.tolist(),
+                      **{f"{k}_std": 0.0 for k in ("cost", "validity", "lof")},
+                      "immutable_violations": 0, "failed": 0, "seconds": 1.0}
+    return {"dataset": name, "n_features": 7, "n_test": 200, "seeds": [0, 1, 2],
+            "h_test_accuracy": 0.7, "methods": methods}
+
+
+def test_claim_names_the_highest_mean_and_counts_wins_by_seed():
+    res = fake_results({"genre": [1.90, 1.80, 1.95], "nnr_dhplus": [1.91, 1.89, 1.86], "genre_paper": [1.5, 1.6, 1.7]})
+    text = report.claim(res)
+    # means: genre 1.8833, nnr_dhplus 1.8867 -> nnr_dhplus is highest; per seed: nnr, nnr, genre
+    assert text.startswith("On compas, nnr_dhplus has the highest mean Score, 1.887")
+    assert "at 2 of 3 seeds" in text and "next is genre at 1.883" in text
+    assert report.winners_per_seed(res) == ["nnr_dhplus", "nnr_dhplus", "genre"]
+    assert "sample std" in text
+
+
+def test_mean_std_shows_no_spread_for_one_seed():
+    assert report.mean_std({"score": 1.234, "score_std": None}, "score") == "1.23"
+    assert report.mean_std({"score": 1.234, "score_std": 0.05}, "score") == "1.23 ± 0.05"
+
+
+def test_paper_rows_follow_the_last_mode_of_a_method():
+    res = fake_results({"genre": [1, 1, 1], "genre_paper": [1, 1, 1], "dice": [1, 1, 1], "dice_paper": [1, 1, 1],
+                        "nnr": [1, 1, 1]})
+    names = [row[0] for row in report.method_rows(res, with_paper=True)]
+    assert names == ["genre", "genre_paper", "genre (paper)", "dice", "dice_paper", "dice (paper)", "nnr"]
+
+
+def block(text: str, marker: str) -> str:
+    return text[text.index(f"<!-- {marker}:start -->") + len(f"<!-- {marker}:start -->"):
+                text.index(f"<!-- {marker}:end -->")].strip()
+
+
+def test_readme_tables_are_the_results_files_rendered():
+    """The README's results and toy tables are exactly what report.py makes of results/*.json."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    folder = os.path.join(ROOT, "results")
+    results = {n: report.load_json(os.path.join(folder, f"{n}.json")) for n in ("adult", "compas", "heloc")}
+    assert block(readme, "results") == report.headline(results, report.HEADLINE_METHODS).strip()
+    toys = report.load_json(os.path.join(folder, "toy2d.json"))
+    assert block(readme, "toy2d") == report.toy_table(toys).strip()
+    # and the published results/README.md is the rendering of the same files
+    assert open(os.path.join(folder, "README.md")).read() == report.results_readme(folder)
