@@ -7,6 +7,7 @@ protocol).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
@@ -34,6 +35,21 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run torch on n CPU threads inside the block (None: leave the setting alone), then
+    restore the setting. Small tensors (a GenRe step of 512 x D tokens of width 32, a
+    baseline's search over 200 rows, h's batches of 64) are many small kernels, too small
+    to share between threads: on a busy 2-core CPU two threads are slower than one."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- input checks

@@ -8,11 +8,12 @@ The file reads in the paper's order:
     GenReConfig                 hyperparameters (Table 9, Sec. 5.1, App. C.2.4)
     training_sets               Sec. 4.1: the sources D_h^- and the targets D_h^+
     pairing_distribution        Sec. 4.1, Eq. 6: Q(x+|x), the synthetic supervision
-    make_bins, soft_labels,
-    jensen_loss                 Sec. 4.2, Eq. 7-8: the kernel-density head and its loss
+    make_bins, Bins,
+    soft_labels, jensen_loss    Sec. 4.2, Eq. 7-8: the kernel-density head and its loss
     FeatureEmbedding ...
     RecourseTransformer         Sec. 4.2: the encoder-decoder R_theta
     train_recourse_model        Algorithm 1
+    feature_value,
     sample_recourse             Sec. 4.3, Algorithm 2 (plain and KV-cached decoding)
     GenRe                       the scikit-learn-style estimator tying it together
 
@@ -32,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import as_mask, check_features, check_fitted, l1_cost, set_seed
+from common import as_mask, check_features, check_fitted, l1_cost, set_seed, torch_threads
 
 
 # -----------------------------------------------------------------------------
@@ -40,69 +41,62 @@ from common import as_mask, check_features, check_fitted, l1_cost, set_seed
 
 SELECT_RULES = ("h", "density", "plausible")   # GenReConfig.select: see GenRe.recourse
 
+# The paper's sampling (Sec. 5.1, Algorithm 2): tau 10, no noise, bin centres
+# (no snapping), the best of 10 candidates by h. recourse(X, **PAPER_SAMPLING)
+# samples a model trained with any config this way.
+PAPER_SAMPLING = dict(tau=10.0, sigma=0.0, snap=False, select="h")
+
 
 @dataclass
 class GenReConfig:
     # training pairs (Sec. 4.1)
     lam: float = 5.0            # Sec. 5.1; lambda in Q(x+|x) ~ exp(-lambda C(x, x+))
-    gamma: float = 0.7          # Sec. 4.1 / code; D_h^+ needs h(x+) > gamma
-    top_k: int = 1000           # code; Q is truncated to its K most likely targets
+    gamma: float = 0.7          # Sec. 4.1, code; D_h^+ needs h(x+) > gamma
+    top_k: int = 1000           # code; Q keeps each source's K most likely targets
+    pairing: str = "exact"      # "exact": Eq. 6 over all of D_h^+; "prefilter": pairing.prefiltered_pairing
     cost: str = "l1"            # Sec. 5.1; C = L1 distance (the only cost implemented)
-    negatives: str = "paper"    # "paper": D_h^- = {y = 0, h <= 0.5}; "code": {h <= gamma}, any y
+    negatives: str = "paper"    # Sec. 4.1 "paper": D_h^- = {y = 0, h <= 0.5}; "code": {h <= gamma}, any y
     val_frac: float = 0.1       # code; share of the sources held out for validation
-    val_targets: str = "train"  # "train": validation sources paired over all of D_h^+;
+    val_targets: str = "train"  # CPU default: validation sources paired over all of D_h^+;
                                 # "heldout" (code): over the held-out val_frac of D_h^+ only
-    val_draws: int = 8          # CPU default (code: 1): partners per validation source, for a less noisy loss
+    val_draws: int = 8          # CPU default (code: 1); partners drawn per validation source
     # kernel-density head (Sec. 4.2)
     n_bins: int = 50            # Table 9
-    bins: str = "paper"         # "paper": K equal bins over D_h^+'s range, value = centre;
-                                # "code": K fixed bins on [0, 1], value = left edge 0, .02, ...
-    snap: bool = True           # not in the paper: a drawn bin gives x's own value if it holds
-                                # it, else the observed D_h^+ value nearest its centre (Bins)
-    # transformer (Table 9 gives the paper's sizes; see paper())
+    bins: str = "paper"         # Sec. 4.2 "paper": K equal bins over D_h^+, value = centre;
+                                # "code": K fixed bins on [0, 1], value = left edge
+    snap: bool = True           # CPU default, chosen in results/README.md's decision table
+                                # (Algorithm 2: False); what a drawn bin samples as, see Bins
+    # transformer (Sec. 4.2; Table 9's sizes are in paper())
     d_model: int = 32           # Table 9
-    n_heads: int = 1            # CPU default (paper: 8). On a CPU, attention time grows with the
-                                # number of heads (one small kernel per sequence and head), not
-                                # their width: one head of width 32 samples about a quarter faster
-                                # than two of 16 at d = 21 and scored the same at seed 0 (README)
+    n_heads: int = 1            # CPU default, chosen in results/README.md's decision table (Table 9: 8)
     d_ff: int = 32              # Table 9
-    n_enc_layers: int = 2       # CPU default (paper: 16)
-    n_dec_layers: int = 2       # CPU default (paper: 16)
-    dropout: float = 0.0        # CPU default (code: 0.1); a short run does not overfit
+    n_enc_layers: int = 2       # CPU default (Table 9: 16)
+    n_dec_layers: int = 2       # CPU default (Table 9: 16)
+    dropout: float = 0.0        # CPU default (code: 0.1)
     # optimisation (Algorithm 1, App. C.2.4)
-    lr: float = 1e-3            # CPU default (paper: 1e-4); pre-norm trains stably at 1e-3
+    lr: float = 1e-3            # CPU default (App. C.2.4: 1e-4); pre-norm trains stably at 1e-3
     warmup_steps: int = 100     # CPU default (paper: none); linear warmup
     decay_lr: bool = True       # CPU default (paper: constant lr); cosine decay to lr / 10
-    batch_size: int = 512       # CPU default (paper: 2048, 16384 for adult)
-    epochs: int = 200           # CPU default (paper: 2000, App. C.2.4): train for this many epochs ...
-    feature_steps: Optional[int] = 28000  # ... but at most feature_steps / D optimiser steps (CPU
-                                # default; None: no cap). A step costs ~D (one token per feature),
-                                # not the data set's size, so the cap bounds the time on a large data
-                                # set: adult (D = 13) stops at 2154 steps (about 70 epochs), while
-                                # compas (about 600 steps) and heloc (about 1200) finish their 200
-                                # epochs. (36000 gave adult 2769 steps: no better Score, and over
-                                # 3 minutes on a slow day of this CPU; README)
-    steps: Optional[int] = None # if set: train for exactly this many optimiser steps instead
-    eval_every: int = 250       # CPU default: steps between validation checks (0 = every epoch, code)
+    batch_size: int = 512       # CPU default (App. C.2.4: 2048, 16384 for adult)
+    epochs: int = 200           # CPU default (App. C.2.4: 2000)
+    feature_steps: Optional[int] = 28000  # CPU default, chosen in results/README.md's decision
+                                # table: at most feature_steps / D steps (None: no cap)
+    steps: Optional[int] = None # if set: exactly this many optimiser steps (overrides the two above)
+    eval_every: int = 250       # CPU default: steps between validation checks (0: every epoch, code)
+    threads: Optional[int] = 1  # CPU default: torch threads while training (None: torch's own setting)
     # sampling (Sec. 4.3, Algorithm 2)
-    tau: float = 5.0            # CPU default (Sec. 5.1: 10; Table 11 sweeps 5-15); multiplies the
-                                # logits (tau > 1 is sharper). With select="plausible", the broader
-                                # samples of tau = 5 let the choice go deeper into the positive
-                                # region without landing on outliers (README, "Broad samples and
-                                # a plausible choice")
+    tau: float = 5.0            # CPU default, chosen in results/README.md's decision table
+                                # (Sec. 5.1: 10); multiplies the logits, tau > 1 is sharper
     sigma: float = 0.0          # Sec. 5.1; x+_j = mu_jk + sigma * eps
     n_samples: int = 10         # Sec. 5.1; n candidates per x, one returned
-    select: str = "plausible"   # which candidate: "h" (Sec. 5.1), the one h rates highest;
-                                # "plausible" (not in the paper): the one h rates highest among
-                                # those an LOF of the training positives calls inliers;
-                                # "density": the highest h(x+) R_theta(x+|x) (see GenRe.recourse)
-    sample_chunk: int = 4096    # sequences decoded at once; (4096, E) activations stay in a core's
-                                # cache, which samples faster on a CPU than larger chunks
+    select: str = "plausible"   # CPU default, chosen in results/README.md's decision table
+                                # (Sec. 5.1: "h"); which candidate is returned, see GenRe.recourse
+    sample_chunk: int = 4096    # CPU default; sequences decoded at once
 
     def __post_init__(self):
         """Refuse a setting that would otherwise fail, or mislead, only minutes into training."""
         choices = dict(cost=("l1",), negatives=("paper", "code"), val_targets=("train", "heldout"),
-                       bins=("paper", "code"), select=SELECT_RULES)
+                       bins=("paper", "code"), select=SELECT_RULES, pairing=("exact", "prefilter"))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GenReConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
@@ -110,7 +104,7 @@ class GenReConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"GenReConfig.{name} must be a finite number, got {value}.")
         at_least = dict(n_bins=2, top_k=1, val_draws=1, d_model=1, n_heads=1, d_ff=1, n_enc_layers=1,
-                        n_dec_layers=1, batch_size=1, epochs=1, steps=1, feature_steps=1, n_samples=1,
+                        n_dec_layers=1, batch_size=1, epochs=1, steps=1, feature_steps=1, threads=1, n_samples=1,
                         sample_chunk=1, warmup_steps=0, eval_every=0, lam=0, sigma=0, dropout=0,
                         val_frac=0, gamma=0)
         for name, low in at_least.items():
@@ -130,7 +124,7 @@ class GenReConfig:
     @classmethod
     def paper(cls, **overrides):
         """The paper's sizes and optimiser (Table 9, App. C.2.4, code); pass batch_size=16384
-        for adult. Pairing, bins and sampling keep this file's defaults."""
+        for adult. Pairing, bins and sampling keep this file's defaults (see PAPER_SAMPLING)."""
         sizes = dict(n_heads=8, d_ff=32, n_enc_layers=16, n_dec_layers=16, dropout=0.1,
                      lr=1e-4, warmup_steps=0, decay_lr=False, batch_size=2048,
                      epochs=2000, steps=None, feature_steps=None, eval_every=0)
@@ -195,14 +189,17 @@ def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024):
 @dataclass
 class Pairs:
     """The empirical pair distribution: sources x (N-, D) and, per source, T
-    candidate partners in x_plus (N+, D) with probabilities Q (Eq. 6)."""
+    candidate partners in x_plus (N+, D) with the cumulative probabilities of
+    Q (Eq. 6), all that drawing a partner needs (8 bytes per kept partner)."""
     x: torch.Tensor          # (N-, D)
     x_plus: torch.Tensor     # (N+, D)
-    idx: torch.Tensor        # (N-, T) int32
-    prob: torch.Tensor       # (N-, T)
+    idx: torch.Tensor        # (N-, T) int32, indices into x_plus
+    cdf: torch.Tensor        # (N-, T) float32, cumsum of Q(.|x) over idx
 
-    def __post_init__(self):
-        self.cdf = self.prob.cumsum(dim=1)                                  # (N-, T), for inverse-CDF draws
+    @classmethod
+    def from_q(cls, x, x_plus, idx, prob):
+        """From pairing_distribution's idx and prob (N-, T)."""
+        return cls(x, x_plus, idx.int(), prob.float().cumsum(dim=1))
 
     def draw(self, generator):
         """One fresh partner x+ ~ Q(.|x) for every source (code: redrawn each epoch) -> (N-, D).
@@ -213,17 +210,22 @@ class Pairs:
 
 
 def make_pairs(X_src, X_dst, cfg, immutable, device):
-    """Q over the given sources and targets, computed on `device`, kept on the CPU."""
-    idx, prob, keep = pairing_distribution(X_src.to(device), X_dst.to(device), cfg.lam,
-                                           immutable.to(device), cfg.top_k)
-    return Pairs(X_src[keep.cpu()], X_dst, idx.cpu(), prob.cpu())
+    """Q over the given sources and targets (exact Eq. 6, or the prefiltered search of
+    pairing.py for large data), computed on `device`, kept on the CPU."""
+    if cfg.pairing == "prefilter":
+        from pairing import prefiltered_pairing                             # only needed for large data
+        find_pairs = prefiltered_pairing
+    else:
+        find_pairs = pairing_distribution
+    idx, prob, keep = find_pairs(X_src.to(device), X_dst.to(device), cfg.lam, immutable.to(device), cfg.top_k)
+    return Pairs.from_q(X_src[keep.cpu()], X_dst, idx.cpu(), prob.cpu())
 
 
 # -----------------------------------------------------------------------------
 # Bins, soft labels and the loss (Sec. 4.2, Eq. 7-8)
 
 def make_bins(X_pos, n_bins, mode="paper"):
-    """Fixed kernel centres mu (D, K) and widths w (D,) of the output density.
+    """Fixed kernel centres mu (D, K) and widths w (D,) of the output density (Sec. 4.2).
 
     paper: "binning the j-th attribute in D_h^+ into n_j partitions", K equal
            bins between the feature's min and max over D_h^+, mu = bin centre.
@@ -245,11 +247,15 @@ def make_bins(X_pos, n_bins, mode="paper"):
 
 
 def snap_to_observed(mu, X_pos):
-    """For each bin, the value of feature j seen in D_h^+ nearest to mu_jk. (D, K)"""
+    """For each bin, the value of feature j seen in D_h^+ nearest to mu_jk, the lower one
+    on a tie. mu (D, K), X_pos (N+, D) -> (D, K); memory O(N+), not O(K N+)."""
     values = torch.empty_like(mu)
     for j in range(mu.shape[0]):
-        seen = torch.unique(X_pos[:, j])                                    # (n_j,)
-        values[j] = seen[(mu[j, :, None] - seen).abs().argmin(dim=1)]      # (K, n_j) -> (K,)
+        seen = torch.unique(X_pos[:, j])                                    # (n_j,), sorted
+        right = torch.searchsorted(seen, mu[j]).clamp(max=len(seen) - 1)    # (K,) first seen >= mu_jk
+        left = (right - 1).clamp(min=0)                                     # (K,) the one below it
+        lower_is_nearer = (mu[j] - seen[left]).abs() <= (seen[right] - mu[j]).abs()
+        values[j] = torch.where(lower_is_nearer, seen[left], seen[right])
     return values
 
 
@@ -257,33 +263,34 @@ def snap_to_observed(mu, X_pos):
 class Bins:
     """The output density's fixed bins, and the value each bin samples as.
 
-    Paper: bin k of feature j samples as x+_j = mu_jk, its centre. Here
-    (snap=True): as x_j itself if bin k holds x_j, else as the value seen in
-    D_h^+ nearest mu_jk. Most features are counts or ages with few levels
-    (compas' priors_count has 35); a centre falls between levels, and the LOF
-    plausibility test (5 neighbours, many exact duplicates) calls such points
-    outliers; and moving x_j to the centre of the bin it is already in costs
-    up to w/2 per feature for nothing. Both values lie in the drawn bin's
-    kernel wherever the bin holds data.
+    Paper (snap=False): bin k of feature j samples as x+_j = mu_jk, its centre.
+    Here (snap=True, CPU default): as x_j itself if bin k holds x_j, else as the
+    value seen in D_h^+ nearest mu_jk. Most features are counts or ages with
+    few levels; a centre between levels looks like an outlier to the LOF
+    plausibility test, and moving x_j to the centre of the bin it is already in
+    costs up to w/2 for nothing. Both values lie in the drawn bin's kernel
+    wherever the bin holds data.
     """
     mu: torch.Tensor         # (D, K) kernel centres
     w: torch.Tensor          # (D,) kernel widths (one bin)
     lo: torch.Tensor         # (D,) left edge of bin 0
     hi: torch.Tensor         # (D,) right edge of bin K-1
-    values: torch.Tensor     # (D, K) mu, or snap_to_observed(mu)
-    keep_own: bool           # a drawn bin holding x_j gives x_j
+    observed: torch.Tensor   # (D, K) snap_to_observed(mu): the D_h^+ value nearest each centre
 
     @classmethod
-    def fit(cls, X_pos, n_bins, mode="paper", snap=True):
+    def fit(cls, X_pos, n_bins, mode="paper"):
         mu, w, lo, hi = make_bins(X_pos, n_bins, mode)
-        return cls(mu, w, lo, hi, snap_to_observed(mu, X_pos) if snap else mu, snap)
+        return cls(mu, w, lo, hi, snap_to_observed(mu, X_pos))
 
-    def index(self, x):
-        """The bin holding each value, bin k = [lo + k w, lo + (k+1) w): (B, D) -> (B, D)."""
-        return ((x - self.lo) / self.w).floor().long().clamp(0, self.mu.shape[1] - 1)
+    def index(self, x, j=slice(None)):
+        """The bin holding each value, bin k = [lo + k w, lo + (k+1) w), the last one closed:
+        x (B, D) -> (B, D), or x (B,) of feature j -> (B,). A value outside [lo, hi]
+        is in no bin: -1, so snapping never keeps it as its own bin's value."""
+        k = ((x - self.lo[j]) / self.w[j]).floor().long().clamp(0, self.mu.shape[1] - 1)
+        return torch.where((x >= self.lo[j]) & (x <= self.hi[j]), k, -1)
 
     def to(self, device):
-        return Bins(*(t.to(device) for t in (self.mu, self.w, self.lo, self.hi, self.values)), self.keep_own)
+        return Bins(*(t.to(device) for t in (self.mu, self.w, self.lo, self.hi, self.observed)))
 
 
 def soft_labels(x, mu, w):
@@ -534,8 +541,34 @@ def learning_rate(step, total, cfg):
     return cfg.lr / 10 + 0.5 * (1 + math.cos(math.pi * t)) * (cfg.lr - cfg.lr / 10)
 
 
+def training_budget(n, D, cfg):
+    """Algorithm 1's loop bounds for n sources of D features -> (batch, steps per epoch, total steps).
+
+    Paper: 2000 epochs (App. C.2.4). Here: cfg.epochs epochs, but at most
+    cfg.feature_steps / D optimiser steps, because a step costs ~D (one token per
+    feature) and data sets differ ten-fold in size. cfg.steps, if set, overrides both.
+    """
+    batch = min(cfg.batch_size, n)
+    per_epoch = math.ceil(n / batch)
+    if cfg.steps is not None:
+        return batch, per_epoch, cfg.steps
+    total = cfg.epochs * per_epoch
+    if cfg.feature_steps is not None:
+        total = min(total, max(1, round(cfg.feature_steps / D)))
+    return batch, per_epoch, total
+
+
+def validation_pairs(val, draws, generator):
+    """Partners for the validation sources, drawn once (`draws` per source) so that every
+    checkpoint is scored on the same pairs -> x, x_plus (draws * N-_val, D), or None."""
+    if val is None:
+        return None
+    return val.x.repeat(draws, 1), torch.cat([val.draw(generator) for _ in range(draws)])
+
+
 @torch.no_grad()
 def validation_loss(model, x, x_plus, mu, w, device, batch=4096):
+    """Eq. 8 averaged over the validation pairs x, x_plus (N, D)."""
     model.eval()
     total = 0.0
     for s in range(0, len(x), batch):
@@ -545,65 +578,83 @@ def validation_loss(model, x, x_plus, mu, w, device, batch=4096):
     return total / len(x)
 
 
+def train_step(model, opt, x, x_plus, mu, w, lr):
+    """One Adam step on Eq. 8 for a minibatch of pairs x, x_plus (B, D); returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss = jensen_loss(model(x, x_plus), soft_labels(x_plus, mu, w))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+class BestCheckpoint:
+    """The parameters with the lowest checked loss so far (Algorithm 1 keeps the best
+    validation loss; without a validation split, the best training-batch loss)."""
+
+    def __init__(self):
+        self.loss, self.state = math.inf, None
+
+    def update(self, model, loss):
+        if loss < self.loss:                                                # NaN never wins
+            self.loss = loss
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model):
+        if self.state is None:
+            raise ValueError("GenRe training diverged: every checked loss was NaN; try a lower lr.")
+        model.load_state_dict(self.state)
+
+
+class ProgressLog:
+    """The training history (a list of dicts), printed every few seconds if verbose."""
+
+    def __init__(self, total, verbose):
+        self.total, self.verbose, self.history = total, verbose, []
+        self.t0, self.last_print = time.time(), -math.inf
+
+    def record(self, epoch, step, train_loss, val_loss):
+        elapsed = time.time() - self.t0
+        self.history.append(dict(epoch=epoch, step=step, train_loss=train_loss,
+                                 val_loss=val_loss, seconds=elapsed))
+        if self.verbose and (elapsed - self.last_print >= 3 or step == self.total):
+            self.last_print = elapsed
+            print(f"GenRe epoch {epoch:4d} step {step:5d}/{self.total} | train {train_loss:.4f} "
+                  f"| val {val_loss:.4f} | {elapsed:6.1f}s", flush=True)
+
+
 def train_recourse_model(model, train, val, mu, w, cfg, generator, device, verbose=True):
     """Algorithm 1: Adam on Eq. 8 over minibatches of sources, each with a fresh
-    partner x+ ~ Q(.|x) per epoch; keep the parameters with the best validation loss.
-
-    Paper: 2000 epochs. Here: cfg.epochs epochs (200 by default), but at most
-    cfg.feature_steps / D optimiser steps, because data sets differ ten-fold in
-    size and a large one would otherwise take ten times as long (cfg.steps, if
-    set, overrides both).
-    Validation partners are drawn once (cfg.val_draws per source), so every
-    checkpoint is scored on the same pairs. Returns the history, a list of dicts.
-    """
+    partner x+ ~ Q(.|x) per epoch; keep the parameters with the best validation
+    loss, checked every cfg.eval_every steps. Returns the history, a list of dicts."""
     # fused: one kernel updates all ~100 small parameter tensors, instead of a loop over them
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=torch.device(device).type in ("cpu", "cuda"))
     n = len(train.x)
-    batch = min(cfg.batch_size, n)
-    per_epoch = math.ceil(n / batch)
-    total = cfg.epochs * per_epoch
-    if cfg.steps is not None:
-        total = cfg.steps
-    elif cfg.feature_steps is not None:
-        total = min(total, max(1, round(cfg.feature_steps / train.x.shape[1])))
+    batch, per_epoch, total = training_budget(n, train.x.shape[1], cfg)
     eval_every = cfg.eval_every or per_epoch
-    if val is not None:                                                     # (val_draws * N-_val, D) each
-        val_x = val.x.repeat(cfg.val_draws, 1)
-        val_x_plus = torch.cat([val.draw(generator) for _ in range(cfg.val_draws)])
-    best_loss, best_state, history = math.inf, None, []
-    step, epoch, t0, last_print = 0, 0, time.time(), -math.inf
+    val_set = validation_pairs(val, cfg.val_draws, generator)
+    best, log = BestCheckpoint(), ProgressLog(total, verbose)
+    step, epoch = 0, 0
     model.train()
     while step < total:
         order = torch.randperm(n, generator=generator)
         partners = train.draw(generator)                                    # (N-, D), fresh each epoch
         for s in range(0, n, batch):
             i = order[s:s + batch]
-            x, x_plus = train.x[i].to(device), partners[i].to(device)       # (B, D) each
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(step, total, cfg)
-            loss = jensen_loss(model(x, x_plus), soft_labels(x_plus, mu, w))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(model, opt, train.x[i].to(device), partners[i].to(device), mu, w,
+                              learning_rate(step, total, cfg))
             step += 1
             if step % eval_every == 0 or step == total:
-                val_loss = (validation_loss(model, val_x, val_x_plus, mu, w, device)
-                            if val is not None else loss.item())
-                if val_loss < best_loss:                                    # keep the best checkpoint
-                    best_loss = val_loss
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                elapsed = time.time() - t0
-                history.append(dict(epoch=epoch, step=step, train_loss=loss.item(),
-                                    val_loss=val_loss, seconds=elapsed))
-                if verbose and (elapsed - last_print >= 3 or step == total):
-                    last_print = elapsed
-                    print(f"GenRe epoch {epoch:4d} step {step:5d}/{total} | train {loss.item():.4f} "
-                          f"| val {val_loss:.4f} | {elapsed:6.1f}s", flush=True)
+                val_loss = (validation_loss(model, *val_set, mu, w, device)
+                            if val_set is not None else loss.item())
+                best.update(model, val_loss)
+                log.record(epoch, step, loss.item(), val_loss)
             if step == total:
                 break
         epoch += 1
-    model.load_state_dict(best_state)
-    return history
+    best.restore(model)
+    return log.history
 
 
 # -----------------------------------------------------------------------------
@@ -631,9 +682,71 @@ def project_one_hot(value, earlier, is_last):
     return torch.where(taken, torch.zeros_like(value), value)
 
 
+@dataclass
+class FeatureRole:
+    """What the sampling rule needs to know about feature j."""
+    immutable: bool = False
+    categorical: bool = False
+    group_before: Optional[list] = None   # a one-hot group's members before j (None: not in a group)
+    group_last: bool = False              # j is its group's last member
+
+
+def feature_roles(D, immutable, categorical, groups=()):
+    """One FeatureRole per feature, from (D,) bool lists and the one-hot groups' index lists."""
+    roles = [FeatureRole(bool(immutable[j]), bool(categorical[j])) for j in range(D)]
+    for g in groups:
+        for i, j in enumerate(g):
+            roles[j].group_before, roles[j].group_last = list(g[:i]), j == g[-1]
+    return roles
+
+
+def feature_value(j, k, x, x_plus, eps, bins, role, sigma, snap=True):
+    """x+_j for the drawn bins k (Algorithm 2, line 6, and projectCategoricals), in order:
+
+    1. an immutable feature is x_j. Paper/code: not enforced when sampling (the
+       pairs keep immutables, so the model usually copies them). Here: forced, so
+       it is guaranteed, and later features condition on the true value.
+    2. the bin's value: mu_jk (Algorithm 2); with snap, x_j if bin k holds x_j,
+       else the D_h^+ value nearest mu_jk (see Bins); then + sigma * eps.
+    3. a categorical is rounded to {0, 1} (a one-hot group kept one-hot); a
+       continuous value is clamped to the bins' range, widened to hold x_j.
+    k (B,) drawn bins; x (B, D) the rows; x_plus (B, D) features 0..j-1 drawn so far;
+    eps (B,) standard normal noise; role the feature's FeatureRole -> (B,).
+    """
+    if role.immutable:
+        return x[:, j]
+    value = bins.observed[j, k] if snap else bins.mu[j, k]
+    if snap:
+        value = torch.where(k == bins.index(x[:, j], j), x[:, j], value)
+    value = value + sigma * eps                                             # Algorithm 2, line 6
+    # Paper: projectCategoricals once, after the last feature. Here: each
+    # categorical is rounded as soon as it is drawn, and later features condition
+    # on the rounded value, because training targets only hold exact 0/1 there.
+    if role.categorical:
+        value = (value >= 0.5).to(x.dtype)
+        if role.group_before is not None:
+            value = project_one_hot(value, x_plus[:, role.group_before], role.group_last)
+        return value
+    return value.clamp(torch.minimum(bins.lo[j], x[:, j]), torch.maximum(bins.hi[j], x[:, j]))
+
+
+def sampling_noise(B, D, seed):
+    """Every random number Algorithm 2 uses for B sequences: u (B, D) uniform in (0, 1]
+    for the bins (line 5) and eps (B, D) standard normal for the noise (line 6).
+
+    Each comes from its own stream, filled row after row, so that row b's numbers are
+    the same whatever B is. eps is the inverse normal CDF of uniforms (at the
+    midpoints of float32's grid of 2^-24, so never 0 or 1): torch.randn fills
+    blocks of 16 and is not prefix-stable.
+    """
+    u = 1.0 - torch.rand(B, D, generator=torch.Generator().manual_seed(seed))
+    noise_seed = int(np.random.SeedSequence(seed).spawn(1)[0].generate_state(1)[0])
+    v = torch.rand(B, D, generator=torch.Generator().manual_seed(noise_seed)).double() + 2 ** -25
+    return u, torch.special.ndtri(v).float()
+
+
 @torch.no_grad()
-def sample_recourse(model, x, n, u, eps, bins, immutable, categorical, tau, sigma,
-                    groups=(), cached=True):
+def sample_recourse(model, x, n, u, eps, bins, roles, tau, sigma, snap=True, cached=True):
     """Algorithm 2, n samples for each of m rows: x (m, D) -> x+ (B, D), B = m * n,
     the n samples of row i at B-rows i*n .. i*n + n-1.
 
@@ -642,8 +755,7 @@ def sample_recourse(model, x, n, u, eps, bins, immutable, categorical, tau, sigm
     cached=False re-runs the decoder over the whole prefix at every step
     (O(D^2) positions); cached=True keeps each decoder layer's keys and values
     (O(D)). Either way the encoder runs once per row, not once per sample.
-    immutable, categorical: lists of D bools; groups: lists of the feature
-    indices of each one-hot group (none in the paper's data sets).
+    roles: one FeatureRole per feature (feature_roles).
     """
     model.eval()
     memory = model.encode(x)                                                # (m, D) -> (m, D, E)
@@ -652,39 +764,14 @@ def sample_recourse(model, x, n, u, eps, bins, immutable, categorical, tau, sigm
     else:
         memory = memory.repeat_interleave(n, dim=0)                         # (m, D, E) -> (B, D, E)
     x = x.repeat_interleave(n, dim=0)                                       # (m, D) -> (B, D)
-    D = x.shape[1]
-    own_bin = bins.index(x)                                                 # (B, D): the bin holding x_j
     x_plus = torch.zeros_like(x)
-    earlier = {j: g[:i] for g in groups for i, j in enumerate(g)}          # j -> members of j's group before j
-    last = {g[-1] for g in groups}
-    for j in range(D):
+    for j in range(x.shape[1]):
         if cached:
             logits = model.decode_step(caches, x_plus[:, j - 1], j)         # (B, K)
         else:
             logits = model.decode(memory, x_plus[:, :j])[:, -1]             # (B, j+1, K) -> (B, K)
         k = draw_bin(logits, u[:, j], tau)                                  # (B,)
-        value = bins.values[j, k]                                           # mu_jk (see Bins)
-        if bins.keep_own:
-            value = torch.where(k == own_bin[:, j], x[:, j], value)
-        value = value + sigma * eps[:, j]                                   # Algorithm 2, line 6
-        # Paper: projectCategoricals once, after the last feature. Here: each
-        # binary categorical is rounded as soon as it is drawn, and the rounded
-        # value is what later features condition on, because the training
-        # targets x+ only ever hold exact 0/1 there (a bin centre like 0.99 is
-        # off the training distribution) and it is the value the user gets.
-        if categorical[j]:
-            value = (value >= 0.5).to(x.dtype)
-            if j in earlier:
-                value = project_one_hot(value, x_plus[:, earlier[j]], j in last)
-        else:
-            value = value.clamp(torch.minimum(bins.lo[j], x[:, j]),             # sigma noise stays within
-                                torch.maximum(bins.hi[j], x[:, j]))             # the bins' range (or x's)
-        # Paper/code: immutables are not enforced when sampling (the pairs keep
-        # them, so the model usually copies them). Here: teacher-forced to x's
-        # value, so they are guaranteed, and later features condition on the truth.
-        if immutable[j]:
-            value = x[:, j]
-        x_plus[:, j] = value
+        x_plus[:, j] = feature_value(j, k, x, x_plus, eps[:, j], bins, roles[j], sigma, snap)
     return x_plus
 
 
@@ -729,14 +816,18 @@ def _resolve_device(device):
     return torch.device(device)
 
 
+def _seed(random_state):
+    return 0 if random_state is None else int(random_state)
+
+
 class GenRe:
     """Generative recourse: fit R_theta(x+|x) on pairs from Q (Eq. 6), then sample it.
 
     GenRe(cfg=None, random_state=0, device="auto", verbose=True)   # cfg None: GenReConfig()
     fit(X, y, h, immutable=None, categorical=None, groups=None) -> self
-    sample(X, n=None, tau=None, sigma=None) -> (M, n, D) candidates
-    recourse(X, h=None) -> (M, D), the best of cfg.n_samples candidates by h
-    save(path);  GenRe.load(path, h=None)
+    sample(X, n=None, tau=None, sigma=None, snap=None) -> (M, n, D) candidates
+    recourse(X, h=None, tau=None, sigma=None, select=None, snap=None) -> (M, D)
+    save(path, include_positives=True);  GenRe.load(path, h=None)
 
     h is the classifier: h.predict_proba(X) -> P(y = 1 | x), shape (N,).
     It is kept (as h_) for recourse() but not saved; pass h to load() or recourse().
@@ -749,18 +840,45 @@ class GenRe:
         self.verbose = verbose
 
     # -- fit ------------------------------------------------------------------
-    def _split_pairs(self, X_neg, X_pos, immutable, rng):
-        """Algorithm 1, line 3, with a validation hold-out of val_frac of the sources.
+    @staticmethod
+    def _check_fit_inputs(X, y, immutable, categorical, groups):
+        """X as float32 (N, D), y (N,), the (D,) masks, and the one-hot groups as sorted
+        index lists (their members count as categorical)."""
+        X = check_features(X, np.shape(X)[-1], "training X")
+        N, D = X.shape
+        y = np.asarray(y).reshape(-1)
+        if y.shape != (N,):
+            raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows.")
+        immutable = as_mask(immutable, D, "immutable")
+        categorical = as_mask(categorical, D, "categorical")
+        groups = [sorted(int(j) for j in g) for g in (groups if groups is not None else [])]
+        for g in groups:
+            categorical[g] = True
+        return X, y, immutable, categorical, groups
 
-        Code (val_targets="heldout"): val_frac of the targets are held out too,
-        and validation pairs join validation sources to validation targets only.
-        Here (val_targets="train", the default): the targets are not split, and
-        validation sources are paired over all of D_h^+, because the model is
-        asked for Q over all of D_h^+ at test time. Q over a tenth of the
-        targets puts partners farther away, so that loss rises as the model
-        learns the real Q and picks a checkpoint from the first few hundred
-        steps (we measured this on adult: train loss 20 -> 16, that val loss
-        22 -> 25, and the held-out-sources loss falling with the train loss).
+    @staticmethod
+    def _sources_and_targets(X, y, h, cfg):
+        """D_h^- and D_h^+ (Sec. 4.1) as float tensors (N-, D), (N+, D)."""
+        p = np.asarray(h.predict_proba(X), dtype=np.float64).reshape(-1)   # P(y = 1 | x), (N,)
+        neg, pos = training_sets(y, p, cfg.gamma, cfg.negatives)
+        if not neg.any():
+            if cfg.negatives == "code":
+                raise ValueError(f"D_h^- is empty: no training row has h(x) <= gamma = {cfg.gamma}.")
+            raise ValueError("D_h^- is empty: no training row has y = 0 and h(x) <= 0.5; "
+                             "check the labels, or try negatives='code'.")
+        if not pos.any():
+            raise ValueError(f"D_h^+ is empty: no training row has y = 1 and h(x) > gamma = {cfg.gamma}; "
+                             "try a lower gamma (>= 0.5).")
+        return torch.from_numpy(X[neg]), torch.from_numpy(X[pos])
+
+    def _split_pairs(self, X_neg, X_pos, immutable, rng):
+        """Algorithm 1, line 3: Q for the training sources, and for val_frac of the
+        sources held out for validation.
+
+        Code (val_targets="heldout"): val_frac of the targets are held out too, and
+        validation sources are paired with those only. Here (val_targets="train",
+        CPU default): validation sources are paired over all of D_h^+, the Q the
+        model is asked for at test time.
         """
         cfg, device = self.cfg_, self.device_
 
@@ -785,7 +903,8 @@ class GenRe:
         if len(train.x) == 0:
             raise ValueError("No source in D_h^- has a target in D_h^+ with the same immutable features.")
         if val is None:
-            warnings.warn("Too few pairs for a validation split; keeping the last checkpoint.")
+            warnings.warn("Too few pairs for a validation split; keeping the checkpoint with the "
+                          "lowest training-batch loss.")
         return train, val
 
     def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
@@ -795,84 +914,59 @@ class GenRe:
         t0 = time.time()
         # replace() re-runs GenReConfig's checks, so a config edited after it was made is checked too
         cfg = replace(self.cfg) if self.cfg is not None else GenReConfig()
-        X = check_features(X, np.shape(X)[-1], "training X")
-        N, D = X.shape
-        y = np.asarray(y).reshape(-1)
-        if y.shape != (N,):
-            raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows.")
-        immutable = as_mask(immutable, D, "immutable")
-        categorical = as_mask(categorical, D, "categorical")
-        groups = [sorted(int(j) for j in g) for g in (groups if groups is not None else [])]
-        for g in groups:
-            categorical[g] = True
-        seed = 0 if self.random_state is None else int(self.random_state)
+        X, y, immutable, categorical, groups = self._check_fit_inputs(X, y, immutable, categorical, groups)
+        seed = _seed(self.random_state)
         set_seed(seed)
         rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
         self.cfg_, self.device_ = cfg, _resolve_device(self.device)
 
-        # D_h^- and D_h^+ (Sec. 4.1)
-        p = np.asarray(h.predict_proba(X), dtype=np.float64).reshape(-1)   # P(y = 1 | x), (N,)
-        neg, pos = training_sets(y, p, cfg.gamma, cfg.negatives)
-        if not neg.any():
-            if cfg.negatives == "code":
-                raise ValueError(f"D_h^- is empty: no training row has h(x) <= gamma = {cfg.gamma}.")
-            raise ValueError("D_h^- is empty: no training row has y = 0 and h(x) <= 0.5; "
-                             "check the labels, or try negatives='code'.")
-        if not pos.any():
-            raise ValueError(f"D_h^+ is empty: no training row has y = 1 and h(x) > gamma = {cfg.gamma}; "
-                             "try a lower gamma (>= 0.5).")
-        X_neg, X_pos = torch.from_numpy(X[neg]), torch.from_numpy(X[pos])
-        imm = torch.from_numpy(immutable)
-
-        train, val = self._split_pairs(X_neg, X_pos, imm, rng)
-        self.bins_ = Bins.fit(X_pos, cfg.n_bins, cfg.bins, cfg.snap).to(self.device_)
-
-        self.model_ = RecourseTransformer(D, cfg).to(self.device_)
+        X_neg, X_pos = self._sources_and_targets(X, y, h, cfg)
+        train, val = self._split_pairs(X_neg, X_pos, torch.from_numpy(immutable), rng)
+        self.bins_ = Bins.fit(X_pos, cfg.n_bins, cfg.bins).to(self.device_)
+        self.model_ = RecourseTransformer(X.shape[1], cfg).to(self.device_)
         if self.verbose:
             n_params = sum(q.numel() for q in self.model_.parameters())
             print(f"GenRe: |D_h^-| = {len(X_neg)}, |D_h^+| = {len(X_pos)}, train pairs from "
                   f"{len(train.x)} sources, val from {0 if val is None else len(val.x)}; "
                   f"{n_params / 1e3:.1f}k parameters on {self.device_}", flush=True)
-        self.history_ = train_recourse_model(self.model_, train, val, self.bins_.mu, self.bins_.w, cfg,
-                                             generator, self.device_, self.verbose)
+        with torch_threads(cfg.threads if self.device_.type == "cpu" else None):
+            self.history_ = train_recourse_model(self.model_, train, val, self.bins_.mu, self.bins_.w,
+                                                 cfg, generator, self.device_, self.verbose)
         self.model_.eval()
         self.immutable_, self.categorical_, self.groups_ = immutable, categorical, groups
-        self.n_features_in_, self.h_ = D, h
+        self.n_features_in_, self.h_ = X.shape[1], h
         self.n_sources_, self.n_targets_ = len(X_neg), len(X_pos)
         self.positives_, self.lof_ = X[y == 1], None      # (P, D), for select="plausible"
         self.fit_seconds_ = time.time() - t0
         return self
 
     # -- sample -----------------------------------------------------------------
-    def sample(self, X, n=None, tau=None, sigma=None, cached=True):
+    def sample(self, X, n=None, tau=None, sigma=None, snap=None, cached=True):
         """Algorithm 2, n times per row: X (M, D) -> (M, n, D) float32 candidates,
-        categoricals in {0, 1}, immutables equal to X's. The random numbers are
-        drawn from a generator seeded with random_state at each call, so a call
-        repeats exactly, and the i-th sample of a row does not depend on M."""
+        categoricals in {0, 1}, immutables equal to X's. n, tau, sigma and snap
+        override the config's for this call. The random numbers are drawn from a
+        generator seeded with random_state at each call, so a call repeats exactly,
+        and a row's samples do not depend on the other rows of X (see sampling_noise)."""
         check_fitted(self, "model_")
         X = check_features(X, self.n_features_in_)
         cfg = self.cfg_
         n = cfg.n_samples if n is None else int(n)
         tau = cfg.tau if tau is None else tau
         sigma = cfg.sigma if sigma is None else sigma
+        snap = cfg.snap if snap is None else bool(snap)
         M, D = X.shape
-        seed = 0 if self.random_state is None else int(self.random_state)
-        g = torch.Generator().manual_seed(seed)
-        u = 1.0 - torch.rand(M * n, D, generator=g)                          # (M*n, D) in (0, 1]
-        eps = torch.randn(M * n, D, generator=g)                            # (M*n, D)
-        x = torch.from_numpy(X)
-        out = torch.empty(M * n, D)
-        imm, cat = self.immutable_.tolist(), self.categorical_.tolist()
+        u, eps = sampling_noise(M * n, D, _seed(self.random_state))         # (M*n, D) each
+        x, out = torch.from_numpy(X), torch.empty(M * n, D)
+        roles = feature_roles(D, self.immutable_, self.categorical_, self.groups_)
         rows = max(1, cfg.sample_chunk // n)                                # rows of X per chunk
         for s in range(0, M, rows):
             c = slice(s * n, (s + rows) * n)                                # their samples
             out[c] = sample_recourse(self.model_, x[s:s + rows].to(self.device_), n,
                                      u[c].to(self.device_), eps[c].to(self.device_),
-                                     self.bins_, imm, cat, tau, sigma,
-                                     self.groups_, cached=cached).cpu()
+                                     self.bins_, roles, tau, sigma, snap, cached=cached).cpu()
         return out.view(M, n, D).numpy()
 
-    def recourse(self, X, h=None, tau=None, sigma=None, select=None):
+    def recourse(self, X, h=None, tau=None, sigma=None, select=None, snap=None):
         """Draw cfg.n_samples candidates per row and return one of them. (M, D) float32.
 
         select="h" (Sec. 5.1): the candidate h rates highest.
@@ -883,12 +977,8 @@ class GenRe:
             y = 1 calls inliers; the highest by h if none is. It uses only what the
             method saw when it was fitted, and checks the plausibility goal at the
             choice, which the paper's rule leaves to the candidates alone.
-        The paper's rule favours the candidate deepest in h's positive region,
-        which is often an unusual profile: on adult (seed 1) nearly every one of
-        the 10 candidates already has h > 0.5, and the one with the highest h
-        is an LOF outlier more often than a random one. Weighting h by the
-        model's own density keeps the choice where the pairs put their mass.
-        tau, sigma and select override the config's for this call.
+        tau, sigma, select and snap override the config's for this call;
+        recourse(X, **PAPER_SAMPLING) is the paper's sampling.
         """
         check_fitted(self, "model_")
         h = h if h is not None else getattr(self, "h_", None)
@@ -897,7 +987,7 @@ class GenRe:
         select = self.cfg_.select if select is None else select
         if select not in SELECT_RULES:
             raise ValueError(f"select must be one of {SELECT_RULES}, got {select!r}")
-        S = self.sample(X, tau=tau, sigma=sigma)                            # (M, n, D), M >= 1
+        S = self.sample(X, tau=tau, sigma=sigma, snap=snap)                 # (M, n, D), M >= 1
         M, n, D = S.shape
         candidates = S.reshape(M * n, D)
         p = np.asarray(h.predict_proba(candidates), dtype=np.float64).reshape(M, n)
@@ -920,8 +1010,8 @@ class GenRe:
         if self.lof_ is None:
             from sklearn.neighbors import LocalOutlierFactor
             if self.positives_ is None:
-                raise ValueError("select='plausible' needs the training positives, which this saved "
-                                 "model lacks (saved by an older version); refit it.")
+                raise ValueError("select='plausible' needs the training positives, which this model "
+                                 "was saved without (include_positives=False); use select='h' or refit.")
             if len(self.positives_) < 2:
                 raise ValueError("select='plausible' needs at least 2 training rows with y = 1.")
             k = min(5, len(self.positives_) - 1)
@@ -941,16 +1031,20 @@ class GenRe:
         return torch.cat(out).double().numpy() if out else np.zeros(0)
 
     # -- persistence --------------------------------------------------------------
-    def save(self, path):
-        """Config, weights, bins and masks as plain tensors and dicts (loads with weights_only=True)."""
+    def save(self, path, include_positives=True):
+        """Config, weights, bins and masks as plain tensors and dicts (loads with weights_only=True).
+
+        The file also holds the training rows with y = 1 (the training positives), which
+        select="plausible" fits its LOF on; include_positives=False leaves them out, and
+        a model loaded from such a file can then only use select="h" or "density"."""
         check_fitted(self, "model_")
+        positives = torch.from_numpy(self.positives_) if include_positives else None
         torch.save(dict(config=asdict(self.cfg_), n_features=self.n_features_in_,
                         state_dict={k: v.cpu() for k, v in self.model_.state_dict().items()},
-                        bins={k: v.cpu() if torch.is_tensor(v) else v
-                              for k, v in asdict(self.bins_).items()},
+                        bins={k: v.cpu() for k, v in asdict(self.bins_).items()},
                         immutable=torch.from_numpy(self.immutable_),
                         categorical=torch.from_numpy(self.categorical_), groups=self.groups_,
-                        positives=torch.from_numpy(self.positives_),
+                        positives=positives,
                         random_state=self.random_state, fit_seconds=self.fit_seconds_), path)
 
     @classmethod
@@ -966,7 +1060,7 @@ class GenRe:
         model.bins_ = Bins(**state["bins"]).to(model.device_)
         model.immutable_, model.categorical_ = state["immutable"].numpy(), state["categorical"].numpy()
         model.groups_ = state["groups"]
-        positives = state.get("positives")                  # absent from files saved before select="plausible"
+        positives = state.get("positives")
         model.positives_, model.lof_ = None if positives is None else positives.numpy(), None
         model.n_features_in_, model.h_, model.fit_seconds_ = state["n_features"], h, state["fit_seconds"]
         return model

@@ -12,9 +12,9 @@ import torch.nn as nn
 from sklearn.exceptions import NotFittedError
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from genre import (GenRe, GenReConfig, Pairs, RecourseTransformer, jensen_loss,  # noqa: E402
-                   make_bins, pairing_distribution, snap_to_observed, soft_labels,
-                   training_sets)
+from genre import (PAPER_SAMPLING, Bins, FeatureRole, GenRe, GenReConfig, Pairs,  # noqa: E402
+                   RecourseTransformer, feature_value, jensen_loss, make_bins, make_pairs,
+                   pairing_distribution, snap_to_observed, soft_labels, training_sets)
 
 
 class LinearH(nn.Module):
@@ -151,11 +151,27 @@ def test_no_pair_breaks_an_immutable_and_orphans_are_dropped():
 
 def test_drawn_partners_follow_q():
     Xs, Xd = torch.zeros(1, 2), torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    pairs = Pairs(Xs.expand(20000, 2), Xd, torch.tensor([[0, 1, 2]] * 20000, dtype=torch.int32),
-                  torch.tensor([[0.5, 0.3, 0.2]]).expand(20000, 3))
+    pairs = Pairs.from_q(Xs.expand(20000, 2), Xd, torch.tensor([[0, 1, 2]] * 20000, dtype=torch.int32),
+                         torch.tensor([[0.5, 0.3, 0.2]]).expand(20000, 3))
     drawn = pairs.draw(torch.Generator().manual_seed(0))                 # (20000, 2)
     freq = [(drawn == Xd[t]).all(1).float().mean().item() for t in range(3)]
     np.testing.assert_allclose(freq, [0.5, 0.3, 0.2], atol=0.015)
+
+
+def test_prefiltered_pairs_equal_the_exact_ones_on_small_data():
+    """cfg.pairing="prefilter" goes through pairing.prefiltered_pairing, whose candidate
+    pool (2048) covers all 40 targets here, so it must give exactly Q."""
+    rng = np.random.default_rng(9)
+    Xs, Xd = torch.from_numpy(rng.random((30, 3)).astype(np.float32)), torch.from_numpy(rng.random((40, 3)).astype(np.float32))
+    Xs[:, 0], Xd[:, 0] = (Xs[:, 0] > 0.5).float(), (Xd[:, 0] > 0.5).float()
+    imm = torch.tensor([True, False, False])
+    q = {}
+    for pairing in ("exact", "prefilter"):
+        pairs = make_pairs(Xs, Xd, tiny_config(pairing=pairing, top_k=10), imm, "cpu")
+        prob = torch.diff(pairs.cdf, dim=1, prepend=torch.zeros(len(pairs.cdf), 1))
+        q[pairing] = dense(pairs.idx, prob, 40)
+        assert pairs.idx.dtype == torch.int32 and pairs.cdf.dtype == torch.float32
+    np.testing.assert_allclose(q["prefilter"], q["exact"], atol=1e-6)
 
 
 # -- Eq. 7-8: bins, soft labels, loss -------------------------------------------
@@ -267,7 +283,7 @@ def test_large_tau_samples_the_argmax_bin(fitted):
     with torch.no_grad():
         logits = model.model_(torch.from_numpy(X_neg), torch.from_numpy(S))  # teacher-forced on S
     k = logits.argmax(-1)                                         # (M, D) the arg-max bins
-    argmax_value = model.bins_.values[torch.arange(4), k]
+    argmax_value = model.bins_.observed[torch.arange(4), k]
     argmax_value = torch.where(k == model.bins_.index(torch.from_numpy(X_neg)),
                                torch.from_numpy(X_neg), argmax_value).numpy()   # (M, D)
     continuous = ~model.categorical_ & ~model.immutable_
@@ -304,6 +320,106 @@ def test_one_hot_groups_are_sampled_one_hot():
         S = model.sample(X[:30], n=10, tau=tau)
         assert np.array_equal(S[..., 2:].sum(-1), np.ones((30, 10), np.float32))
         assert np.isin(S[..., 2:], [0.0, 1.0]).all()
+
+
+def hand_bins(D):
+    """Five bins of width 0.2 on [0, 1] per feature, centres .1 .3 .5 .7 .9; feature 0's
+    observed D_h^+ values nearest those centres are .1 .1 .55 .55 1."""
+    mu = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9]).repeat(D, 1)                    # (D, 5)
+    observed = mu.clone()
+    observed[0] = torch.tensor([0.1, 0.1, 0.55, 0.55, 1.0])
+    return Bins(mu, torch.full((D,), 0.2), torch.zeros(D), torch.ones(D), observed)
+
+
+def test_feature_value_rule_on_hand_computed_cases():
+    bins, zero = hand_bins(4), torch.zeros(4)
+    x = torch.tensor([[0.52, 0, 1, 0], [0.52, 0, 1, 0], [0.52, 0, 1, 0], [0.95, 0, 1, 0]])
+    k = torch.tensor([2, 3, 4, 4])
+    value = lambda role, sigma=0.0, eps=zero, snap=True, x=x, k=k, j=0, x_plus=torch.zeros(4, 4): \
+        feature_value(j, k, x, x_plus, eps, bins, role, sigma, snap).tolist()
+    plain = FeatureRole()
+    # bin centres (Algorithm 2); with snap: x_j if the drawn bin holds it, else the observed value
+    np.testing.assert_allclose(value(plain, snap=False), [0.5, 0.7, 0.9, 0.9], atol=1e-6)
+    np.testing.assert_allclose(value(plain), [0.52, 0.55, 1.0, 0.95], atol=1e-6)
+    # noise, then the clamp to the bins' range [0, 1], widened to hold x_j = 1.3
+    x_far = x.clone()
+    x_far[3, 0] = 1.3
+    eps = torch.tensor([1.0, -1.0, 2.0, 5.0])
+    np.testing.assert_allclose(value(plain, 0.1, eps, snap=False, x=x_far), [0.6, 0.6, 1.0, 1.3], atol=1e-6)
+    # a value outside the bins' range [0, 1] is in no bin: it is not kept, even from the edge bin
+    x_out = torch.tensor([[-0.3, 0, 0, 0], [1.5, 0, 0, 0], [1.0, 0, 0, 0], [0.0, 0, 0, 0]])
+    np.testing.assert_allclose(value(plain, x=x_out, k=torch.tensor([0, 4, 4, 0])), [0.1, 1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(bins.index(x_out), [[-1, 0, 0, 0], [-1, 0, 0, 0], [4, 0, 0, 0], [0, 0, 0, 0]])
+    # an immutable keeps x_j whatever was drawn; a binary categorical rounds its centre
+    assert value(FeatureRole(immutable=True), 0.1, eps) == x[:, 0].tolist()
+    assert value(FeatureRole(categorical=True), snap=False, k=torch.tensor([2, 3, 1, 0])) == [1, 1, 0, 0]
+    # a one-hot group [1, 2, 3]: the first member drawn as 1 keeps it, the last is 1 if none was
+    drawn = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.float32)
+    group = lambda before, last, k: value(FeatureRole(categorical=True, group_before=before, group_last=last),
+                                          snap=False, k=torch.tensor(k), j=before[-1] + 1 if before else 1,
+                                          x_plus=drawn)
+    assert group([], False, [3, 0, 0, 4]) == [1, 0, 0, 1]                    # first member: just rounded
+    assert group([1], False, [4, 4, 0, 4]) == [0, 1, 0, 1]                   # row 0 already took member 1
+    assert group([1, 2], True, [4, 4, 0, 0]) == [0, 0, 1, 1]                 # last: 1 iff none before
+
+
+def test_a_feature_constant_in_d_h_plus_moves_to_its_value():
+    """Every bin of a feature that D_h^+ holds at one value snaps to that value, so a
+    sample must take it: no x_j outside the bins is kept as its own bin's value."""
+    rng = np.random.default_rng(8)
+    X = rng.random((300, 3)).astype(np.float32)
+    h = LinearH([4.0, 4.0, 0.0], -4.0)
+    y = (rng.random(300) < h.predict_proba(X)).astype(int)
+    X[:, 2] = np.where(y == 1, 0.8, rng.random(300) * 0.5)          # x_2 = 0.8 throughout D_h^+
+    model = GenRe(tiny_config(), verbose=False).fit(X, y, h)
+    S = model.sample(X[y == 0][:30], n=20, tau=1.0)                 # (30, 20, 3), broad draws
+    np.testing.assert_array_equal(S[..., 2], np.float32(0.8))
+
+
+def test_snap_false_samples_bin_centres_as_algorithm_2(fitted):
+    model, *_, X_neg = fitted
+    S = model.sample(X_neg, tau=1.0, snap=False)                    # (M, n, D), sigma = 0
+    mu = model.bins_.mu.numpy()                                     # (D, K)
+    for j in np.flatnonzero(~model.categorical_ & ~model.immutable_):
+        assert np.isin(S[..., j], mu[j]).all()
+        assert not np.isin(S[..., j], X_neg[:, j]).all()            # x_j is not kept as such
+    R = model.recourse(X_neg, **PAPER_SAMPLING)
+    assert PAPER_SAMPLING == dict(tau=10.0, sigma=0.0, snap=False, select="h")
+    assert np.array_equal(R, model.recourse(X_neg, tau=10.0, snap=False, select="h"))
+    assert np.isin(R[:, 2], mu[2]).all()
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.05])
+def test_a_rows_samples_do_not_depend_on_the_other_rows(fitted, sigma):
+    model, *_, X_neg = fitted
+    alone = model.sample(X_neg[:3], n=5, sigma=sigma)
+    among = model.sample(X_neg, n=5, sigma=sigma)[:3]
+    assert np.array_equal(alone, among)
+
+
+def test_training_that_diverges_says_so():
+    X, y, h, *_ = toy_data()
+    with pytest.raises(ValueError, match="training diverged.*lower lr"):
+        GenRe(tiny_config(lr=1e30, steps=3, eval_every=1), verbose=False).fit(X, y, h)
+
+
+def test_without_a_validation_split_the_best_training_loss_is_kept():
+    X, y, h, *_ = toy_data()
+    with pytest.warns(UserWarning, match="lowest training-batch loss"):
+        model = GenRe(tiny_config(steps=6, eval_every=2), verbose=False).fit(X[:20], y[:20], h)
+    assert [r["val_loss"] for r in model.history_] == [r["train_loss"] for r in model.history_]
+
+
+def test_save_can_leave_out_the_training_positives(fitted, tmp_path):
+    model, X, y, h, *_, X_neg = fitted
+    model.save(tmp_path / "with.pt")
+    model.save(tmp_path / "without.pt", include_positives=False)
+    assert np.array_equal(torch.load(tmp_path / "with.pt", weights_only=True)["positives"].numpy(), X[y == 1])
+    again = GenRe.load(tmp_path / "without.pt", h=h)
+    assert torch.load(tmp_path / "without.pt", weights_only=True)["positives"] is None
+    assert np.array_equal(again.recourse(X_neg, select="h"), model.recourse(X_neg, select="h"))
+    with pytest.raises(ValueError, match="saved without \\(include_positives=False\\)"):
+        again.recourse(X_neg, select="plausible")
 
 
 def test_cached_path_gives_exactly_the_plain_paths_samples(fitted):
@@ -427,6 +543,22 @@ def test_budget_is_epochs_capped_at_feature_steps_over_d():
         assert model.history_[-1]["step"] == expected
 
 
+def test_training_runs_on_cfg_threads_and_restores_the_setting(monkeypatch):
+    import genre
+    X, y, h, *_ = toy_data()
+    seen, train = [], genre.train_recourse_model
+    monkeypatch.setattr(genre, "train_recourse_model",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or train(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        GenRe(tiny_config(steps=2, threads=1), verbose=False).fit(X, y, h)
+        GenRe(tiny_config(steps=2, threads=None), verbose=False).fit(X, y, h)
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # -- The estimator's contract ---------------------------------------------------------
 
 def test_unfitted_model_raises_not_fitted():
@@ -466,6 +598,7 @@ def test_paper_config_has_the_papers_sizes():
 
 @pytest.mark.parametrize("setting, message", [
     (dict(select="best"), "GenReConfig.select must be one of ('h', 'density', 'plausible'), got 'best'"),
+    (dict(pairing="fast"), "GenReConfig.pairing must be one of ('exact', 'prefilter'), got 'fast'"),
     (dict(lam=float("nan")), "GenReConfig.lam must be a finite number, got nan"),
     (dict(steps=0), "GenReConfig.steps must be at least 1, got 0"),
     (dict(n_bins=1), "GenReConfig.n_bins must be at least 2, got 1"),
