@@ -116,6 +116,13 @@ def comparison(dataset: str, seeds, methods, n_test: int, cache: str, genre_conf
     return results, reuse
 
 
+def seed_model(dataset: str, seed: int, n_test: int, cache: str) -> dict:
+    """What the studies reuse, without the comparison: the seed's benchmark, its test
+    negatives, the metric's LOF and the default GenRe (from the cache when trained)."""
+    bench = prepare(dataset, seed, cache)
+    return dict(bench=bench, genre=fit_genre(bench), X_neg=pick_test_negatives(bench, n_test), lof=fit_lof(bench))
+
+
 H_BANDS = {"h <= 0.8": (0.0, 0.8), "0.8 < h <= 0.9": (0.8, 0.9), "h > 0.9": (0.9, 1.0)}
 
 
@@ -274,7 +281,7 @@ def write(out: str, fname: str, data) -> None:
     atomic_write(os.path.join(out, fname), lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
-STAGES = ("development", "comparison", "lambda", "tau_sigma")
+STAGES = ("development", "comparison", "generative", "lambda", "tau_sigma")
 
 
 def parse_args(argv=None):
@@ -284,7 +291,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods of the comparison (default: all)")
     p.add_argument("--generative-seeds", nargs="+", type=int, default=list(GENERATIVE_SEEDS),
-                   help="seeds of CCHVAE, REVISE and CRUDS, into results/<dataset>_generative.json (default 0)")
+                   help="seeds of the generative stage (CCHVAE, REVISE, CRUDS), into "
+                        "results/<dataset>_generative.json (default 0)")
     p.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE epochs (default 20, the runner's)")
@@ -325,28 +333,29 @@ def run(args) -> None:
         log(f"development study: first {dev['chosen']!r}; GenReConfig's default {dev['default']!r}")
     sweeps, studies = {}, {}
     for name in args.datasets:
-        if not {"comparison", "lambda", "tau_sigma"} & set(args.only):
-            break
         t0 = time.time()
         main_methods = [m for m in args.methods if m not in GENERATIVE]
-        results, reuse = comparison(name, args.seeds, main_methods, args.n_test, args.cache)
         if "comparison" in args.only:
+            results, reuse = comparison(name, args.seeds, main_methods, args.n_test, args.cache)
             write_json(results, args.out, published_ok=True)
-        timing[f"comparison {name}"] = (time.time() - t0) / 60
+            timing[f"comparison {name}"] = (time.time() - t0) / 60
+        elif {"lambda", "tau_sigma"} & set(args.only):
+            reuse = seed_model(name, args.seeds[0], args.n_test, args.cache)
         generative = [m for m in args.methods if m in GENERATIVE]
-        if generative and "comparison" in args.only:
+        if generative and "generative" in args.only:
             t0 = time.time()
             gen, _ = comparison(name, args.generative_seeds, generative, args.n_test, args.cache,
                                 vae_epochs=args.vae_epochs)
             write(args.out, f"{name}_generative.json", gen)
             timing[f"generative {name}"] = (time.time() - t0) / 60
         t0 = time.time()
-        if reuse["genre"] is not None and "tau_sigma" in args.only:
+        if "tau_sigma" in args.only:
             studies[name] = tau_sigma(**reuse)
-        if reuse["genre"] is not None and "lambda" in args.only:
+        if "lambda" in args.only:
             sweeps[name] = lambda_sweep(reuse["bench"], reuse["genre"], reuse["X_neg"], reuse["lof"], lambdas,
                                         with_cruds="cruds" in args.methods)
-        timing[f"studies {name}"] = (time.time() - t0) / 60
+        if {"lambda", "tau_sigma"} & set(args.only):
+            timing[f"studies {name}"] = (time.time() - t0) / 60
         log(f"[{name}] done")
     if studies:
         write(args.out, "tau_sigma.json", studies)
