@@ -57,11 +57,13 @@ def machine() -> str:
 # ----------------------------------------------------------------------------- 1-2. throughput
 
 def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 13,
-               n_neg: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """GenRe on random data labelled by a fixed linear h: (training pairs/s, samples/s).
+               n_neg: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """GenRe on random data labelled by a fixed linear h: (training pairs/s, candidate
+    samples/s, recourses/s).
 
     Training time is the optimiser loop alone (the fit's history), pairs = steps x batch.
-    Sampling draws 10 recourses for each of n_neg rows with the fast (cached) decoder.
+    Candidate samples: 10 per row for n_neg rows with the fast (cached) decoder. Recourses:
+    the whole recourse() call for n_neg rows (10 candidates each, h on them, the choice).
     """
     from genre import GenRe, GenReConfig
     rng = np.random.default_rng(seed)
@@ -77,11 +79,14 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
     cfg.steps, cfg.feature_steps, cfg.eval_every = steps, None, steps
     model = GenRe(cfg, random_state=seed, verbose=False).fit(X, y, LinearH())
     train_seconds = model.history_[-1]["seconds"]
-    model.sample(X[:10])                                                    # warm up
+    model.recourse(X[:10])                                                  # warm up (and fit the LOF)
     t0 = time.time()
     model.sample(X[:n_neg])
+    t1 = time.time()
+    model.recourse(X[:n_neg])
+    t2 = time.time()
     return (steps * min(cfg.batch_size, model.n_sources_) / train_seconds,
-            n_neg * cfg.n_samples / (time.time() - t0))
+            n_neg * cfg.n_samples / (t1 - t0), n_neg / (t2 - t1))
 
 
 def model_size(paper: bool) -> str:
@@ -95,6 +100,7 @@ def median_throughput(paper: bool, steps: int, repeats: int, n_features: int) ->
     runs = [throughput(paper, steps, n_features=n_features, seed=r) for r in range(repeats)]
     return {"pairs_per_s": statistics.median(r[0] for r in runs),
             "samples_per_s": statistics.median(r[1] for r in runs),
+            "recourses_per_s": statistics.median(r[2] for r in runs),
             "steps": steps, "n_features": n_features, "repeats": repeats, "machine": machine(),
             "model": model_size(paper)}
 
@@ -633,6 +639,65 @@ def beyond_section(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- training speed against a commit
+
+TRAIN_CHILD = """
+import sys, time, numpy as np
+sys.path.insert(0, {folder!r})
+import genre
+d = np.load({data!r})
+X, y, p = d["X"], d["y"], d["p"]
+class H:                                         # h's probabilities on the training rows, as computed once
+    def predict_proba(self, Z):
+        assert len(Z) == len(X)
+        return p
+cfg = genre.GenReConfig(steps={steps}, feature_steps=None, eval_every={steps})
+model = genre.GenRe(cfg, random_state=0, verbose=False).fit(X, y, H(), immutable=d["imm"], categorical=d["cat"])
+print("TRAIN_SECONDS", model.history_[-1]["seconds"])
+"""
+
+
+def train_speed(against: str, steps: int, repeats: int) -> dict:
+    """GenRe's training loop on adult's pairs (seed 0's drawn labels and h), this tree's genre.py
+    against genre.py at git revision `against`, interleaved in child processes: the medians and
+    their ratio. Each child runs its own genre.py with that revision's defaults (threads included)."""
+    import evaluate
+    bench = evaluate.prepare("adult", 0, cache_dir=os.path.join(HERE, "cache"), verbose=False)
+    ds = bench.ds
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "adult.npz")
+        np.savez(data, X=ds.X_train, y=ds.y_train, p=bench.h.predict_proba(ds.X_train),
+                 imm=ds.immutable, cat=ds.categorical)
+        old = os.path.join(tmp, "old")
+        os.makedirs(old)
+        for module in ("genre.py", "common.py", "datasets.py", "pairing.py"):
+            shown = subprocess.run(["git", "show", f"{against}:{module}"], cwd=HERE, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            if shown.returncode == 0:
+                with open(os.path.join(old, module), "w") as f:
+                    f.write(shown.stdout)
+        seconds = {"this tree": [], against: []}
+        for _ in range(repeats):
+            for name, folder in (("this tree", HERE), (against, old)):
+                _, _, out = run_child(TRAIN_CHILD.format(folder=folder, data=data, steps=steps))
+                seconds[name].append(float(out.split("TRAIN_SECONDS")[1].split()[0]))
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    return {"against": against, "steps": steps, "repeats": repeats, "seconds": seconds,
+            "median": med, "ratio": med[against] / med["this tree"], "load": os.getloadavg()[0]}
+
+
+def train_speed_section(r: dict, command: str) -> str:
+    return "\n".join([
+        "## GenRe training speed against an earlier commit", "",
+        f"`{command}`: GenRe's training loop on adult's pairs (seed 0), {r['steps']} optimiser steps, "
+        f"this tree's genre.py and that of commit {r['against']} alternately in child processes, "
+        f"{r['repeats']} times each; each uses its own defaults (this tree trains on one torch thread, "
+        f"`GenReConfig.threads`). Load average at the end: {r['load']:.1f}.", "",
+        "| genre.py | seconds per run | median |", "|---|---|---|",
+        *(f"| {k} | {', '.join(f'{s:.1f}' for s in v)} | {r['median'][k]:.1f} |" for k, v in r["seconds"].items()),
+        "", f"Speed-up of this tree: **{r['ratio']:.2f}x** (ratio of the medians, measured in one run)."])
+
+
 # ----------------------------------------------------------------------------- BENCHMARKS.md
 
 def report(res: dict, gpu: dict | None, args) -> str:
@@ -642,13 +707,17 @@ def report(res: dict, gpu: dict | None, args) -> str:
     if "throughput" in res:
         out += ["## GenRe throughput (synthetic data, 20,000 rows, D features)", "",
                 f"Median of {args.repeats} runs. Training: pairs per second of the optimiser loop "
-                "(steps x batch / loop time). Sampling: 2,000 negatives x 10 samples, cached decoder.", "",
-                "| config | model | D | training pairs/s | samples/s | steps timed |", "|---|---|---|---|---|---|"]
+                "(steps x batch / loop time). Candidate samples/s: 2,000 negatives x 10 samples, cached "
+                "decoder. Recourses/s: the whole `GenRe.recourse()` call for 2,000 negatives (10 "
+                "candidates each, h on them, the plausible choice).", "",
+                "| config | model | D | training pairs/s | candidate samples/s | recourses/s | steps timed |",
+                "|---|---|---|---|---|---|---|"]
         rows = list(res["throughput"].items()) + [(f"{k}, GPU", r) for k, r in (gpu or {}).items()]
         for name, r in rows:
             model = r.get("model", model_size(True) if name.startswith("paper") else OLD_DEFAULT)
+            recourses = f"{r['recourses_per_s']:,.0f}" if "recourses_per_s" in r else "not measured"
             out.append(f"| {name.split(' D=')[0]} | {model} | {r.get('n_features', 13)} | {r['pairs_per_s']:,.0f} "
-                       f"| {r['samples_per_s']:,.0f} | {r['steps']} |")
+                       f"| {r['samples_per_s']:,.0f} | {recourses} | {r['steps']} |")
         if gpu:
             out += ["", f"GPU rows: {next(iter(gpu.values()))['machine']}; measured by "
                     "`python bench.py --only throughput --json gpu.json` on that machine."]
@@ -661,7 +730,7 @@ def report(res: dict, gpu: dict | None, args) -> str:
                 f"process {r['peak_mb']:.0f} MB (data, oracle and h included).", ""]
     if "end_to_end" in res:
         out += ["## `python evaluate.py --dataset D --seeds 0`, cold cache", "",
-                f"All five methods, 200 test negatives; median of {args.e2e_repeats} run(s). "
+                f"evaluate.py's default methods, 200 test negatives; median of {args.e2e_repeats} run(s). "
                 "Stage seconds are wall times recorded by evaluate.py.", ""]
         names = list(res["end_to_end"])
         stages = list(res["end_to_end"][names[0]]["stages"])
@@ -703,13 +772,20 @@ def main(argv=None) -> int:
                         "top K, and its speed-up, for 2,000 sources of the synthetic table (N = 100k "
                         "and 1M at d = 13, 100k at d = 21)")
     p.add_argument("--n-candidates", type=int, default=2048, help="the prefilter's candidates per source")
+    p.add_argument("--train-speed", metavar="REV",
+                   help="time GenRe's training on adult against genre.py at git revision REV (side by side)")
+    p.add_argument("--train-steps", type=int, default=300, help="optimiser steps per --train-speed run")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in --pairing-error and each --scaling/--million child (default 1: on this shared "
                         "2-core machine, 2 threads ran GenRe's training 10x slower than 1)")
     args = p.parse_args(argv)
     out_path = os.path.join(HERE, args.out)
     command = "python bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    studies = args.scaling or args.million or args.pairing_error
+    studies = args.scaling or args.million or args.pairing_error or args.train_speed
+    if args.train_speed:
+        res = train_speed(args.train_speed, args.train_steps, args.repeats)
+        write_section(out_path, "train-speed", train_speed_section(res, command))
+        print(json.dumps(res, indent=1))
     if args.pairing_error:
         torch.set_num_threads(args.threads)
         rows = [pairing_error(n, d, args.n_candidates, args.repeats) for n, d in ERROR_TABLES]

@@ -323,6 +323,12 @@ class _LatentRecourse:
     """What the three share: fit() keeps h and the feature roles and trains (or loads) the
     generative model; recourse() checks X, runs the method's search, counts failures."""
 
+    def _store(self, arguments: dict) -> None:
+        """What __init__ does: store its arguments as attributes, nothing else (scikit-learn)."""
+        for name, value in arguments.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
     def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
         check_mode(self.mode)
         X = check_features(X, np.shape(X)[-1], "training X")
@@ -384,15 +390,7 @@ class CCHVAE(_LatentRecourse):
     def __init__(self, mode: str = "designed", random_state: int = 0, vae_epochs: int = 20,
                  cache_dir=None, verbose: bool = False, n_search_samples: int = 100,
                  step: float = 0.1, max_iter: int = 1000, vae_layers=(512, 256, 8)):
-        self.mode = mode
-        self.random_state = random_state
-        self.vae_epochs = vae_epochs
-        self.cache_dir = cache_dir
-        self.verbose = verbose
-        self.n_search_samples = n_search_samples
-        self.step = step
-        self.max_iter = max_iter
-        self.vae_layers = vae_layers
+        self._store(locals())
 
     def _fit_model(self, X, y):
         return self._vae(X, y)
@@ -438,15 +436,7 @@ class REVISE(_LatentRecourse):
     def __init__(self, mode: str = "designed", random_state: int = 0, vae_epochs: int = 20,
                  cache_dir=None, verbose: bool = False, lam: float = 0.5, lr: float = 0.1,
                  n_iter: int = 1500, vae_layers=(512, 256, 8)):
-        self.mode = mode
-        self.random_state = random_state
-        self.vae_epochs = vae_epochs
-        self.cache_dir = cache_dir
-        self.verbose = verbose
-        self.lam = lam
-        self.lr = lr
-        self.n_iter = n_iter
-        self.vae_layers = vae_layers
+        self._store(locals())
 
     def _fit_model(self, X, y):
         return self._vae(X, y)
@@ -478,15 +468,7 @@ class CRUDS(_LatentRecourse):
     def __init__(self, mode: str = "designed", random_state: int = 0, vae_epochs: int = 20,
                  cache_dir=None, verbose: bool = False, lam: float = 0.001, lr: float = 0.008,
                  n_iter: int = 2000, vae_layers=(512, 256, 8)):
-        self.mode = mode
-        self.random_state = random_state
-        self.vae_epochs = vae_epochs
-        self.cache_dir = cache_dir
-        self.verbose = verbose
-        self.lam = lam
-        self.lr = lr
-        self.n_iter = n_iter
-        self.vae_layers = vae_layers
+        self._store(locals())
 
     def _fit_model(self, X, y):
         cfg = layer_config(CSVAEConfig(epochs=self.vae_epochs), self.vae_layers)
