@@ -10,7 +10,7 @@ import torch
 
 import generative
 from baselines import l1_shell_sample
-from common import project_categoricals
+from common import project_categoricals, torch_threads
 from generative import CCHVAE, CRUDS, REVISE, VAEConfig, train_vae
 
 D = 7
@@ -56,7 +56,7 @@ X_NEG = X_TEST[H.predict_proba(X_TEST) <= 0.5][:12]
 @pytest.fixture(autouse=True, scope="module")
 def single_thread():
     """Tiny networks: one torch thread is fastest (two fight on a busy 2-core CPU)."""
-    with generative.one_thread():
+    with torch_threads(1):
         yield
 
 
