@@ -469,15 +469,6 @@ def write_section(path: str, name: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(new.encode()))
 
 
-def marked_sections(path: str) -> str:
-    """Every <!-- bench:NAME --> ... <!-- /bench:NAME --> block of the file, in order."""
-    import re
-    if not os.path.exists(path):
-        return ""
-    return "\n\n".join(re.findall(r"<!-- bench:(?:\S+) -->.*?<!-- /bench:\S+ -->", open(path).read(),
-                                  flags=re.S))
-
-
 def growth_exponent(ns, values) -> float:
     """b in value ~ a N^b, the least-squares slope in log-log."""
     return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
@@ -700,12 +691,13 @@ def train_speed_section(r: dict, command: str) -> str:
 
 # ----------------------------------------------------------------------------- BENCHMARKS.md
 
-def report(res: dict, gpu: dict | None, args) -> str:
-    out = ["# Benchmarks", "", "Written by `python bench.py` "
-           f"(`--repeats {args.repeats} --e2e-repeats {args.e2e_repeats}`); do not edit by hand.", "",
-           f"Machine: {machine()}.", ""]
+def report(res: dict, gpu: dict | None, args) -> dict:
+    """BENCHMARKS.md's sections for the parts measured in `res`: {section name: markdown}."""
+    sections = {}
+    command = f"`python bench.py --repeats {args.repeats} --e2e-repeats {args.e2e_repeats}" + \
+        (f" --only {args.only}`" if args.only else "`")
     if "throughput" in res:
-        out += ["## GenRe throughput (synthetic data, 20,000 rows, D features)", "",
+        out = ["## GenRe throughput (synthetic data, 20,000 rows, D features)", "",
                 f"Median of {args.repeats} runs. Training: pairs per second of the optimiser loop "
                 "(steps x batch / loop time). Candidate samples/s: 2,000 negatives x 10 samples, cached "
                 "decoder. Recourses/s: the whole `GenRe.recourse()` call for 2,000 negatives (10 "
@@ -721,15 +713,16 @@ def report(res: dict, gpu: dict | None, args) -> str:
         if gpu:
             out += ["", f"GPU rows: {next(iter(gpu.values()))['machine']}; measured by "
                     "`python bench.py --only throughput --json gpu.json` on that machine."]
-        out.append("")
+        sections["throughput"] = "\n".join(out + ["", f"Machine: {machine()}; {command}."])
     if "pairing" in res:
         r = res["pairing"]
-        out += ["## Pairing distribution Q for adult", "",
-                f"|D_h^-| = {r['n_neg']}, |D_h^+| = {r['n_pos']}, top K = 1000, chunks of 1024 sources: "
-                f"**{r['seconds']:.2f} s** (median of {r['repeats']}), peak resident memory of the "
-                f"process {r['peak_mb']:.0f} MB (data, oracle and h included).", ""]
+        sections["pairing"] = "\n".join([
+            "## Pairing distribution Q for adult", "",
+            f"|D_h^-| = {r['n_neg']}, |D_h^+| = {r['n_pos']}, top K = 1000, chunks of 1024 sources: "
+            f"**{r['seconds']:.2f} s** (median of {r['repeats']}), peak resident memory of the "
+            f"process {r['peak_mb']:.0f} MB (data, oracle and h included). Machine: {machine()}; {command}."])
     if "end_to_end" in res:
-        out += ["## `python evaluate.py --dataset D --seeds 0`, cold cache", "",
+        out = ["## `python evaluate.py --dataset D --seeds 0`, cold cache", "",
                 f"evaluate.py's default methods, 200 test negatives; median of {args.e2e_repeats} run(s). "
                 "Stage seconds are wall times recorded by evaluate.py.", ""]
         names = list(res["end_to_end"])
@@ -740,8 +733,8 @@ def report(res: dict, gpu: dict | None, args) -> str:
         for label, key, fmt in (("**total seconds**", "total", "{:.0f}"), ("peak memory MB", "peak_mb", "{:.0f}"),
                                 ("GenRe Score", "genre_score", "{:.3f}")):
             out.append(f"| {label} | " + " | ".join(fmt.format(res['end_to_end'][n][key]) for n in names) + " |")
-        out.append("")
-    return "\n".join(out)
+        sections["end-to-end"] = "\n".join(out + ["", f"Machine: {machine()}; {command}."])
+    return sections
 
 
 def main(argv=None) -> int:
@@ -829,12 +822,9 @@ def main(argv=None) -> int:
     if args.gpu_json:
         with open(args.gpu_json) as f:
             gpu = json.load(f)["throughput"]
-    text = report(res, gpu, args)
-    if not args.only:                         # the studies' sections above are kept as they are
-        from common import atomic_write
-        text = text.rstrip("\n") + "\n\n" + marked_sections(out_path) + "\n"
-        atomic_write(out_path, lambda f: f.write(text.encode()))
-    print(text)
+    for name, text in report(res, gpu, args).items():       # each part replaces its own section
+        write_section(out_path, name, text)
+        print(text)
     return 0
 
 
