@@ -128,6 +128,7 @@ def atomic_write(path: str, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o644)                                        # mkstemp's 0600 -> a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

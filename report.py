@@ -253,7 +253,8 @@ def novel_section(results: dict) -> list[str]:
                  ("genre", "genre_paper", "nnr_dhplus")]
         out.append(f"| {name} | {kept} of {res['n_test']} | " + " | ".join(cells) + " |")
     best = {name: max((m for m in res["methods"] if "novel" in res["methods"][m]),
-                      key=lambda m: res["methods"][m]["novel"]["score"]) for name, res in results.items()}
+                      key=lambda m: res["methods"][m]["novel"]["score"]) for name, res in results.items()
+            if any("novel" in r for r in res["methods"].values())}
     return out + ["", "Highest Score on these rows: " + ", ".join(f"{n}: {m}" for n, m in best.items()) + ".", ""]
 
 

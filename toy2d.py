@@ -48,12 +48,12 @@ import torch.nn as nn
 
 import evaluate
 from baselines import NNR, PROBE, Wachter
-from common import atomic_write, child_seed
+from common import atomic_write, child_seed, set_seed
+from datasets import TOYS
 from generative import CRUDS
 from genre import (BinHead, EncoderBlock, FeatureEmbedding, GenRe, GenReConfig, jensen_loss,
-                   kernel_log_density, learning_rate, set_seed, soft_labels)
+                   kernel_log_density, learning_rate, soft_labels)
 
-TOYS = ("moons", "circles", "corr")
 SCORE_KEYS = ("cost", "validity", "lof", "score")                          # per method in the JSON
 SCRATCH = os.path.join(tempfile.gettempdir(), "toy2d")                     # where non-default runs write
 
