@@ -102,8 +102,8 @@ def test_pipeline_is_deterministic_and_cached(tmp_path, capsys):
     assert third["h_test_accuracy"] == first["h_test_accuracy"]
 
 
-def test_test_negatives_have_h_at_most_half(tmp_path):
-    bench = prepare("moons", 0, cache_dir=str(tmp_path), verbose=False)
+def test_test_negatives_have_h_at_most_half(moons_cache):
+    bench = prepare("moons", 0, cache_dir=moons_cache, verbose=False)
     X = pick_test_negatives(bench, 20)
     assert len(X) == min(20, (bench.h.predict_proba(bench.ds.X_test) <= 0.5).sum())
     assert np.all(bench.h.predict_proba(X) <= 0.5)
@@ -209,8 +209,8 @@ class Spy:
         return X.copy()
 
 
-def test_no_method_sees_the_oracle_the_test_labels_or_the_metrics_lof(tmp_path, monkeypatch):
-    bench = prepare("moons", 0, cache_dir=str(tmp_path), verbose=False)
+def test_no_method_sees_the_oracle_the_test_labels_or_the_metrics_lof(moons_cache, monkeypatch):
+    bench = prepare("moons", 0, cache_dir=moons_cache, verbose=False)
     monkeypatch.setattr(evaluate, "make_method", lambda *a, **k: Spy())
     Spy.seen = []
     scores, fitted, X_neg, lof = evaluate.evaluate_seed(dataclasses.replace(bench, cache_dir=None),
@@ -226,9 +226,9 @@ def test_no_method_sees_the_oracle_the_test_labels_or_the_metrics_lof(tmp_path, 
             assert np.array_equal(call[1], X_neg)                 # only the test negatives' features
 
 
-def test_development_split_never_touches_the_test_split(tmp_path):
-    full = prepare("moons", 0, cache_dir=str(tmp_path), verbose=False)
-    dev = evaluate.development("moons", 0, cache_dir=str(tmp_path), verbose=False)
+def test_development_split_never_touches_the_test_split(moons_cache):
+    full = prepare("moons", 0, cache_dir=moons_cache, verbose=False)
+    dev = evaluate.development("moons", 0, cache_dir=moons_cache, verbose=False)
     train_rows = {r.tobytes() for r in full.ds.X_train}
     test_rows = {r.tobytes() for r in full.ds.X_test} - train_rows
     for X in (dev.ds.X_train, dev.ds.X_test):                     # fit rows and development rows
@@ -257,10 +257,10 @@ def test_a_csv_named_like_a_benchmark_gets_the_default_classifier(tmp_path):
     assert evaluate.classifier_config(load("moons")).hidden == (4, 4)
 
 
-def test_genre_paper_is_the_same_model_sampled_as_the_paper(tmp_path):
+def test_genre_paper_is_the_same_model_sampled_as_the_paper(moons_cache):
     """One training serves both rows: genre_paper = genre's model with genre.PAPER_SAMPLING."""
     from genre import PAPER_SAMPLING
-    bench = dataclasses.replace(prepare("moons", 0, cache_dir=str(tmp_path), verbose=False), cache_dir=None)
+    bench = dataclasses.replace(prepare("moons", 0, cache_dir=moons_cache, verbose=False), cache_dir=None)
     tiny = GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10, feature_steps=None, eval_every=5)
     scores, fitted, X_neg, lof = evaluate.evaluate_seed(bench, ["genre", "genre_paper"], 20, tiny, verbose=False)
     assert fitted["genre_paper"].genre is fitted["genre"]
@@ -269,8 +269,8 @@ def test_genre_paper_is_the_same_model_sampled_as_the_paper(tmp_path):
     assert scores["genre_paper"]["score"] == score(X_neg, expected, bench.oracle, lof, bench.ds.immutable)["score"]
 
 
-def test_cached_genre_is_the_fitted_one_with_the_sampling_asked_for(tmp_path):
-    bench = prepare("moons", 0, cache_dir=str(tmp_path), verbose=False)
+def test_cached_genre_is_the_fitted_one_with_the_sampling_asked_for(tmp_path, moons_cache):
+    bench = dataclasses.replace(prepare("moons", 0, cache_dir=moons_cache, verbose=False), cache_dir=str(tmp_path))
     tiny = GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10, feature_steps=None, eval_every=5)
     first = evaluate.fit_genre(bench, tiny, verbose=False)
     (path,) = tmp_path.glob("genre_moons_*.pt")
