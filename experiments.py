@@ -3,6 +3,7 @@
     python experiments.py            # everything, from a cold cache (see results/README.md for the time)
     python experiments.py --quick    # one seed, three lambdas, into runs/quick/ (not results/)
 
+Stages (--only): development, comparison, generative, lambda, tau_sigma.
 1. Development study (no test rows): GenRe's CPU choices where the paper is
    silent or too slow for a CPU (tau, snapping to observed values, the
    plausibility filter, the step budget), each scored on a development split
@@ -11,7 +12,9 @@
 2. Comparison (Table 2 and Table 3): every method of evaluate.METHODS (GenRe
    as ours and as the paper sampled it, the Table 2 baselines as designed and as
    the paper ran them, the three NNR variants) on adult, compas and heloc,
-   seeds 0, 1, 2 -> results/<dataset>.json (the format of evaluate.py).
+   seeds 0, 1, 2 -> results/<dataset>.json (the format of evaluate.py); the
+   generative baselines (CCHVAE, REVISE, CRUDS) on --generative-seeds (default 0)
+   -> results/<dataset>_generative.json.
 3. The lambda study (Sec. 5.3, Figure 4): GenRe retrained and CRUDS re-run for
    lambda in {0.5, 1, 2.5, 5, 10} (seed 0) -> results/lambda_sweep.json and
    figures/lambda_sweep.png.
@@ -306,7 +309,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.out, args.figures = [0], os.path.join("runs", "quick"), os.path.join("runs", "quick", "figures")
-    check_methods(args.methods)
+    try:
+        check_methods(args.methods)
+    except ValueError as e:
+        p.error(str(e))                                           # one line and exit 2, argparse's way
     return args
 
 
@@ -348,14 +354,15 @@ def run(args) -> None:
                                 vae_epochs=args.vae_epochs)
             write(args.out, f"{name}_generative.json", gen)
             timing[f"generative {name}"] = (time.time() - t0) / 60
-        t0 = time.time()
         if "tau_sigma" in args.only:
+            t0 = time.time()
             studies[name] = tau_sigma(**reuse)
+            timing[f"tau_sigma {name}"] = (time.time() - t0) / 60
         if "lambda" in args.only:
+            t0 = time.time()
             sweeps[name] = lambda_sweep(reuse["bench"], reuse["genre"], reuse["X_neg"], reuse["lof"], lambdas,
                                         with_cruds="cruds" in args.methods)
-        if {"lambda", "tau_sigma"} & set(args.only):
-            timing[f"studies {name}"] = (time.time() - t0) / 60
+            timing[f"lambda {name}"] = (time.time() - t0) / 60
         log(f"[{name}] done")
     if studies:
         write(args.out, "tau_sigma.json", studies)

@@ -68,7 +68,7 @@ class GenReConfig:
                                 # (Algorithm 2: False); what a drawn bin samples as, see Bins
     # transformer (Sec. 4.2; Table 9's sizes are in paper())
     d_model: int = 32           # Table 9
-    n_heads: int = 1            # CPU default, chosen in results/README.md's decision table (Table 9: 8)
+    n_heads: int = 1            # CPU default for speed: a CPU runs one small kernel per head (Table 9: 8)
     d_ff: int = 32              # Table 9
     n_enc_layers: int = 2       # CPU default (Table 9: 16)
     n_dec_layers: int = 2       # CPU default (Table 9: 16)

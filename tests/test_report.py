@@ -42,7 +42,8 @@ def test_paper_rows_follow_the_last_mode_of_a_method():
     res = fake_results({"genre": [1, 1, 1], "genre_paper": [1, 1, 1], "dice": [1, 1, 1], "dice_paper": [1, 1, 1],
                         "nnr": [1, 1, 1]})
     names = [row[0] for row in report.method_rows(res, with_paper=True)]
-    assert names == ["genre", "genre_paper", "genre (paper)", "dice", "dice_paper", "dice (paper)", "nnr"]
+    assert names == ["genre", "genre_paper", report.paper_label("genre"), "dice", "dice_paper",
+                     report.paper_label("dice"), "nnr"]
 
 
 def block(text: str, marker: str) -> str:
