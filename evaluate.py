@@ -473,7 +473,7 @@ def fit_method(name: str, bench: Benchmark, genre_config=None, verbose: bool = T
 
 
 def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config=None,
-               verbose: bool = True, fitted=None, vae_epochs: int | None = None):
+               verbose: bool = True, fitted=None, vae_epochs: int | None = None, novel=None):
     """Fit one method, give recourse to X_neg, score it. Returns (scores, fitted method).
 
     fit_seconds is the training time even when the model came from the cache (GenRe
@@ -485,7 +485,8 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
         X_plus = method.recourse(X_neg)
     t2 = time.time()
     result = score(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable)
-    novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)
+    if novel is None:                                               # (M,) bool, usually given by evaluate_seed
+        novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)
     if novel.any():
         result["novel"] = score(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable)
     genre = getattr(method, "genre", method)
@@ -534,12 +535,13 @@ def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, ver
     t0 = time.time()
     lof = fit_lof(bench)
     bench.seconds["lof"] = time.time() - t0
+    novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)      # the same rows for every method
     scores, fitted = {}, {}
     for m in methods:
         tag = f"[{bench.ds.name} seed {bench.seed}] {m}"
         if verbose:
             log(f"{tag} ...")
-        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_config, verbose, fitted, vae_epochs)
+        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_config, verbose, fitted, vae_epochs, novel)
         if m == "genre_paper":
             fitted.setdefault("genre", fitted[m].genre)
         if verbose:
