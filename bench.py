@@ -297,19 +297,12 @@ def stage(name: str, fn, out: dict):
     return result
 
 
-# Exact pairing is used when |D_h^-| x |D_h^+| is at most this many costs (adult's 1.6e8
-# take ~4 s here, so this is under a minute); larger tables use pairing.prefiltered_pairing.
-EXACT_PAIRS = 2e9
-
-
-def pairing_mode(n_neg: int, n_pos: int) -> str:
-    return "exact" if n_neg * n_pos <= EXACT_PAIRS else "prefilter"
-
-
-def genre_config(mode: str):
-    """GenReConfig() with Eq. 6 computed by `mode` ("exact" or "prefilter")."""
+def pairing_mode(n_src: int, n_pos: int, cfg) -> str:
+    """What make_pairs does for n_src sources and n_pos targets under cfg.pairing."""
     import genre
-    return genre.GenReConfig(pairing=mode)
+    if cfg.pairing != "auto":
+        return cfg.pairing
+    return "exact" if n_src * n_pos <= genre.EXACT_COSTS else "prefilter"
 
 
 def load_stage(X: np.ndarray, y: np.ndarray, out: dict) -> None:
@@ -330,18 +323,17 @@ def load_stage(X: np.ndarray, y: np.ndarray, out: dict) -> None:
         os.unlink(path)
 
 
-def pairing_stage(X, y, h, immutable, out: dict) -> str:
-    """Eq. 6 over all of D_h^- and D_h^+ of the table, exact or prefiltered (pairing_mode)."""
+def pairing_stage(X, y, h, immutable, out: dict) -> None:
+    """Eq. 6 as GenRe.fit builds it with the default config: for at most max_sources rows of
+    D_h^- (a uniform subsample), over all of D_h^+, exact or prefiltered (pairing="auto")."""
     import genre
-    import pairing
     cfg = genre.GenReConfig()
     neg, pos = genre.training_sets(y, h.predict_proba(X), cfg.gamma, cfg.negatives)
-    src, dst, imm = torch.from_numpy(X[neg]), torch.from_numpy(X[pos]), torch.from_numpy(immutable)
-    mode = pairing_mode(len(src), len(dst))
-    fn = genre.pairing_distribution if mode == "exact" else pairing.prefiltered_pairing
-    stage("pairing", lambda: fn(src, dst, cfg.lam, imm, cfg.top_k), out)
-    out["pairing"].update(mode=mode, n_neg=len(src), n_pos=len(dst))
-    return mode
+    order = np.random.default_rng(0).permutation(int(neg.sum()))[:cfg.max_sources]
+    src, dst, imm = torch.from_numpy(X[neg][order]), torch.from_numpy(X[pos]), torch.from_numpy(immutable)
+    stage("pairing", lambda: genre.make_pairs(src, dst, cfg, imm, "cpu"), out)
+    out["pairing"].update(mode=pairing_mode(len(src), len(dst), cfg), n_neg=int(neg.sum()), n_src=len(src),
+                          n_pos=len(dst))
 
 
 def scaling_run(n: int, d: int, threads: int = 1) -> None:
@@ -353,11 +345,9 @@ def scaling_run(n: int, d: int, threads: int = 1) -> None:
     out = dict(n=n, d=d)
     load_stage(X, y, out)
     h = SmallMLP(X, y)
-    mode = pairing_stage(X, y, h, immutable, out)
-    cfg = genre_config(mode)
-    model = stage("training", lambda: genre.GenRe(cfg, verbose=False).fit(X, y, h, immutable, categorical),
-                  out)
-    out["training"].update(mode=mode, loop_seconds=model.history_[-1]["seconds"],
+    pairing_stage(X, y, h, immutable, out)
+    model = stage("training", lambda: genre.GenRe(verbose=False).fit(X, y, h, immutable, categorical), out)
+    out["training"].update(loop_seconds=model.history_[-1]["seconds"],
                            steps=model.history_[-1]["step"])
     X_neg = test_negatives(h, d)
     X_plus = stage("1,000 recourses", lambda: model.recourse(X_neg), out)
@@ -365,17 +355,21 @@ def scaling_run(n: int, d: int, threads: int = 1) -> None:
     print("RESULT", json.dumps(out))
 
 
-def million_run(n: int, mode: str, threads: int = 1) -> None:
-    """GenRe.fit on the first n rows of the 1M table (pairing `mode`) plus 1,000 recourses,
-    timed and measured as one stage, then scored; prints RESULT {json}."""
+MILLION_CONFIGS = {"default": {}, "exact": dict(pairing="exact", max_sources=None)}
+
+
+def million_run(n: int, config: str, threads: int = 1) -> None:
+    """GenRe.fit on the first n rows of the 1M table plus 1,000 recourses, timed and measured
+    as one stage, then scored; config: "default" (GenReConfig()) or "exact" (Eq. 6 exactly
+    for every source). Prints RESULT {json}."""
     import genre
     torch.set_num_threads(threads)
     X, y = synthetic(1_000_000, 13)
     X, y = X[:n], y[:n]
     immutable, categorical = synthetic_masks(13)
-    h, out = SmallMLP(X, y), dict(n=n, mode=mode)
+    h, out = SmallMLP(X, y), dict(n=n, config=config)
     X_neg = test_negatives(h, 13)
-    cfg = genre_config(mode)
+    cfg = genre.GenReConfig(**MILLION_CONFIGS[config])
 
     def fit_and_recourse():
         model = genre.GenRe(cfg, verbose=False).fit(X, y, h, immutable, categorical)
@@ -416,9 +410,9 @@ def million(n: int, subsample: int, threads: int) -> dict:
     """The prefiltered fit on n rows and the exact fit on the first `subsample` rows, in two
     child processes run side by side."""
     from concurrent.futures import ThreadPoolExecutor
-    print(f"million: prefilter on {n:,} rows, exact on {subsample:,} rows ...", flush=True)
+    print(f"million: default config on {n:,} rows, exact pairing on {subsample:,} rows ...", flush=True)
     with ThreadPoolExecutor(2) as pool:
-        big = pool.submit(child_result, f"import bench; bench.million_run({n}, 'prefilter', {threads})")
+        big = pool.submit(child_result, f"import bench; bench.million_run({n}, 'default', {threads})")
         small = pool.submit(child_result, f"import bench; bench.million_run({subsample}, 'exact', {threads})")
         return dict(big=big.result(), small=small.result())
 
@@ -484,16 +478,17 @@ def scaling_section(runs: list[dict], command: str) -> str:
            "(no repeats): wall seconds [CPU seconds of the process, one torch thread] and the "
            "process's peak resident memory during that stage "
            "(VmHWM reset before it; data held from earlier stages counts). Loading: the table written "
-           "to a CSV, read by `datasets.from_csv`. Pairing: Eq. 6 over all of D_h^- x D_h^+, "
+           "to a CSV, read by `datasets.from_csv`. Pairing: Eq. 6 as `GenRe.fit` builds it by default, "
+           "for min(|D_h^-|, max_sources = 100,000) sources drawn uniformly, each over all of D_h^+, "
            "exact up to 2e9 costs, else `pairing.prefiltered_pairing`. Training: `GenRe.fit` with "
-           "the default budget (its pairing included; loop = the optimiser loop alone). "
+           "the default config (its pairing included; loop = the optimiser loop alone). "
            "Recourses: `GenRe.recourse` on 1,000 fresh rows with h <= 0.5 (includes the first fit of "
            "the plausibility LOF on the training positives); Val under the generator's rule f > 0.", "",
-           "| N | d | D_h^- x D_h^+ | loading s | MB | pairing s | MB | training s (loop) | MB "
+           "| N | d | sources x D_h^+ | loading s | MB | pairing s | MB | training s (loop) | MB "
            "| recourses s | MB | Val |", "|---" * 12 + "|"]
     for r in runs:
         p, t, rc = r["pairing"], r["training"], r["1,000 recourses"]
-        out.append(f"| {r['n']:,} | {r['d']} | {p['n_neg']:,} x {p['n_pos']:,} "
+        out.append(f"| {r['n']:,} | {r['d']} | {p['n_src']:,} x {p['n_pos']:,} "
                    f"| {r['loading']['seconds']:.1f} [{r['loading']['cpu_seconds']:.1f}] | {r['loading']['peak_mb']:,.0f} "
                    f"| {p['seconds']:.1f} [{p['cpu_seconds']:.1f}] {p['mode']} | {p['peak_mb']:,.0f} "
                    f"| {t['seconds']:.0f} [{t['cpu_seconds']:.0f}] (loop {t['loop_seconds']:.0f}, {t['steps']} steps) "
@@ -546,15 +541,17 @@ def million_section(res: dict, command: str, load_before: float) -> str:
         "## A million rows on one machine", "",
         f"Written by `{command}`; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
         f"(other work shared the 2 cores). Machine: {machine()}.", "",
-        "`GenRe.fit` (default config, Eq. 6 by `pairing.prefiltered_pairing`) on the 1,000,000-row "
-        "synthetic table, then `GenRe.recourse` for 1,000 fresh rows with h <= 0.5, timed as one run in "
-        "a child process with its peak resident memory and CPU seconds; compared with the exact pairing "
-        "fitted on the table's first 100,000 rows (same h, same 1,000 rows), run side by side. Val: the generator's rule f(x+) > 0; "
+        "`GenRe.fit` with the default config on the 1,000,000-row synthetic table (Eq. 6 for "
+        "max_sources = 100,000 sources of D_h^- drawn uniformly, over all of D_h^+, by "
+        "`pairing.prefiltered_pairing`), then `GenRe.recourse` for 1,000 fresh rows with h <= 0.5, "
+        "timed as one run in a child process with its peak resident memory and CPU seconds; compared "
+        "with GenRe fitted on the table's first 100,000 rows with Eq. 6 exact for every source "
+        "(same h, same 1,000 rows), run side by side. Val: the generator's rule f(x+) > 0; "
         "LOF: inliers of an LOF(5) of 20,000 fresh rows the rule accepts; Cost: L1; "
         "Score = Val + LOF - Cost / 13.", "",
         "| fit | rows | fit s | fit + recourse s | CPU s | peak MB | Val | LOF | Cost | Score |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        row(big, "prefilter"), row(small, "exact"), "",
+        row(big, "default"), row(small, "exact, every source"), "",
         f"Bounds: {big[key]['seconds'] / 60:.1f} min wall, {big[key]['cpu_seconds'] / 60:.1f} min of "
         f"CPU on one torch thread (<= 15: {'met' if ok_time else 'NOT met'} by the wall time), "
         f"{big[key]['peak_mb'] / 1024:.2f} GB (< 8: {'met' if ok_mem else 'NOT met'}); Score gap "
@@ -642,9 +639,10 @@ class H:                                         # h's probabilities on the trai
     def predict_proba(self, Z):
         assert len(Z) == len(X)
         return p
-cfg = genre.GenReConfig(steps={steps}, feature_steps=None, eval_every={steps})
+steps = {steps}                                  # None: the revision's own default budget
+cfg = genre.GenReConfig() if steps is None else genre.GenReConfig(steps=steps, feature_steps=None, eval_every=steps)
 model = genre.GenRe(cfg, random_state=0, verbose=False).fit(X, y, H(), immutable=d["imm"], categorical=d["cat"])
-print("TRAIN_SECONDS", model.history_[-1]["seconds"])
+print("TRAIN_SECONDS", model.history_[-1]["seconds"], "STEPS", model.history_[-1]["step"])
 """
 
 
@@ -667,25 +665,28 @@ def train_speed(against: str, steps: int, repeats: int) -> dict:
             if shown.returncode == 0:
                 with open(os.path.join(old, module), "w") as f:
                     f.write(shown.stdout)
-        seconds = {"this tree": [], against: []}
+        seconds, n_steps = {"this tree": [], against: []}, {}
         for _ in range(repeats):
             for name, folder in (("this tree", HERE), (against, old)):
                 _, _, out = run_child(TRAIN_CHILD.format(folder=folder, data=data, steps=steps))
                 seconds[name].append(float(out.split("TRAIN_SECONDS")[1].split()[0]))
+                n_steps[name] = int(out.split("STEPS")[1].split()[0])
     med = {k: statistics.median(v) for k, v in seconds.items()}
-    return {"against": against, "steps": steps, "repeats": repeats, "seconds": seconds,
+    return {"against": against, "steps": steps, "n_steps": n_steps, "repeats": repeats, "seconds": seconds,
             "median": med, "ratio": med[against] / med["this tree"], "load": os.getloadavg()[0]}
 
 
 def train_speed_section(r: dict, command: str) -> str:
     return "\n".join([
         "## GenRe training speed against an earlier commit", "",
-        f"`{command}`: GenRe's training loop on adult's pairs (seed 0), {r['steps']} optimiser steps, "
-        f"this tree's genre.py and that of commit {r['against']} alternately in child processes, "
-        f"{r['repeats']} times each; each uses its own defaults (this tree trains on one torch thread, "
-        f"`GenReConfig.threads`). Load average at the end: {r['load']:.1f}.", "",
-        "| genre.py | seconds per run | median |", "|---|---|---|",
-        *(f"| {k} | {', '.join(f'{s:.1f}' for s in v)} | {r['median'][k]:.1f} |" for k, v in r["seconds"].items()),
+        f"`{command}`: GenRe's training loop on adult's pairs (seed 0), "
+        + ("each revision's default budget" if r["steps"] is None else f"{r['steps']} optimiser steps")
+        + f", this tree's genre.py and that of commit {r['against']} alternately in child processes, "
+        f"{r['repeats']} times each; each uses its own defaults (threads, batch, step budget). "
+        f"Load average at the end: {r['load']:.1f}.", "",
+        "| genre.py | steps | seconds per run | median |", "|---|---|---|---|",
+        *(f"| {k} | {r['n_steps'][k]:,} | {', '.join(f'{s:.1f}' for s in v)} | {r['median'][k]:.1f} |"
+          for k, v in r["seconds"].items()),
         "", f"Speed-up of this tree: **{r['ratio']:.2f}x** (ratio of the medians, measured in one run)."])
 
 
@@ -767,7 +768,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-candidates", type=int, default=2048, help="the prefilter's candidates per source")
     p.add_argument("--train-speed", metavar="REV",
                    help="time GenRe's training on adult against genre.py at git revision REV (side by side)")
-    p.add_argument("--train-steps", type=int, default=300, help="optimiser steps per --train-speed run")
+    p.add_argument("--train-steps", type=int, help="optimiser steps per --train-speed run (default: "
+                   "each revision's own default budget)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in --pairing-error and each --scaling/--million child (default 1: on this shared "
                         "2-core machine, 2 threads ran GenRe's training 10x slower than 1)")

@@ -1,20 +1,21 @@
 """Reproduce the paper's evidence on the three benchmarks, and publish it in results/.
 
     python experiments.py            # everything, from a cold cache (see results/README.md for the time)
-    python experiments.py --quick    # one seed, three lambdas, into runs/quick/ (not results/)
+    python experiments.py --quick    # a preview: one seed, three lambdas, 100 test negatives,
+                                     # VAEs 10 epochs, into runs/quick/ (not results/)
 
 Stages (--only): development, comparison, generative, lambda, tau_sigma.
 1. Development study (no test rows): GenRe's CPU choices where the paper is
    silent or too slow for a CPU (tau, snapping to observed values, the
    plausibility filter, the step budget), each scored on a development split
    carved from the training rows (evaluate.development) -> results/development.json.
-   The defaults of genre.GenReConfig are the candidate this study ranks first.
+   The defaults of genre.GenReConfig are the candidate it chooses: the cheapest
+   budget within SAME_QUALITY of the first.
 2. Comparison (Table 2 and Table 3): every method of evaluate.METHODS (GenRe
    as ours and as the paper sampled it, the Table 2 baselines as designed and as
    the paper ran them, the three NNR variants) on adult, compas and heloc,
    seeds 0, 1, 2 -> results/<dataset>.json (the format of evaluate.py); the
-   generative baselines (CCHVAE, REVISE, CRUDS) on --generative-seeds (default 0)
-   -> results/<dataset>_generative.json.
+   generative baselines (CCHVAE, REVISE, CRUDS), same seeds -> results/<dataset>_generative.json.
 3. The lambda study (Sec. 5.3, Figure 4): GenRe retrained and CRUDS re-run for
    lambda in {0.5, 1, 2.5, 5, 10} (seed 0) -> results/lambda_sweep.json and
    figures/lambda_sweep.png.
@@ -23,6 +24,9 @@ Stages (--only): development, comparison, generative, lambda, tau_sigma.
 5. Where GenRe's Score comes from: its 10 candidates and 10 exact draws from Q
    (Eq. 6), each chosen in four ways -> the "choice" entry of results/<dataset>.json.
 Then report.py writes results/README.md and the README's tables from those files.
+
+The run is cut into units (a stage on one data set) that --jobs worker processes
+(default 2, one core each) run side by side; they share only the cache folder.
 """
 from __future__ import annotations
 
@@ -48,8 +52,8 @@ LAMBDAS = (0.5, 1.0, 2.5, 5.0, 10.0)      # Sec. 5.3
 TAUS = (5.0, 10.0, 15.0)                  # Table 11
 SIGMAS = (0.0, 2e-4, 2e-2)                # Table 11 (a subset of its 2e-7 ... 2e-2)
 DEV_SEEDS = (0, 1)                        # development study seeds (its own split of the training rows)
+QUICK_N_TEST, QUICK_VAE_EPOCHS = 100, 10  # --quick: half the test negatives and VAE epochs (about 15 minutes)
 GENERATIVE = ("cchvae", "cchvae_paper", "revise", "revise_paper", "cruds", "cruds_paper")
-GENERATIVE_SEEDS = (0,)                   # their VAEs take most of a run's time on a CPU: one seed by default
 
 
 # ----------------------------------------------------------------------------- 1. development study
@@ -68,29 +72,49 @@ def candidate_name(sampling: dict, budget: int) -> str:
     return ", ".join(parts)
 
 
-def development_study(datasets, seeds, n_test: int, cache: str, base=None) -> dict:
-    """Score every candidate on the development split of each data set and seed; rank them by
-    the mean Score over data sets and seeds. The test split is never touched."""
+SAME_QUALITY = 0.01                       # a Score gap this small counts as a tie (issue 21's "same quality")
+
+
+def development_scores(name: str, seeds, n_test: int, cache: str, base=None) -> dict:
+    """Score every candidate on the development split of one data set, for each seed:
+    {candidate: {"budget": feature_steps, "scores": [score dict per seed]}}. The test split
+    is never touched."""
     base = base or GenReConfig()
-    rows = {}                                                     # candidate -> data set -> [scores]
-    for name in datasets:
-        for seed in seeds:
-            bench = development(name, seed, cache)
-            X_dev, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
-            for budget in BUDGETS:
-                genre = fit_genre(bench, dataclasses.replace(base, feature_steps=budget))
-                for sampling in SAMPLINGS:
-                    r = score(X_dev, genre.recourse(X_dev, **sampling), bench.oracle, lof, bench.ds.immutable)
-                    rows.setdefault(candidate_name(sampling, budget), {}).setdefault(name, []).append(r)
-                log(f"[{name} dev seed {seed}] {budget} / d steps done")
+    rows = {}
+    for seed in seeds:
+        bench = development(name, seed, cache)
+        X_dev, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
+        for budget in BUDGETS:
+            genre = fit_genre(bench, dataclasses.replace(base, feature_steps=budget))
+            for sampling in SAMPLINGS:
+                r = score(X_dev, genre.recourse(X_dev, **sampling), bench.oracle, lof, bench.ds.immutable)
+                row = rows.setdefault(candidate_name(sampling, budget), {"budget": budget, "scores": []})
+                row["scores"].append(r)
+            log(f"[{name} dev seed {seed}] {budget} / d steps done")
+    return rows
+
+
+def rank_candidates(scores: dict, seeds, n_test: int, base=None) -> dict:
+    """Rank the candidates by their mean development Score over data sets and seeds.
+
+    scores: {data set: development_scores(...)}. The chosen candidate is the cheapest one
+    (fewest training steps) within SAME_QUALITY of the first, the first of those by rank:
+    a budget that buys less than that is not worth its training time.
+    """
+    base = base or GenReConfig()
     table = []
-    for cand, per_data in rows.items():
-        means = {n: {k: float(np.mean([r[k] for r in rs])) for k in report.METRICS} for n, rs in per_data.items()}
-        table.append({"candidate": cand, "datasets": means,
+    for cand in next(iter(scores.values())):
+        means = {name: {k: float(np.mean([r[k] for r in per_cand[cand]["scores"]])) for k in report.METRICS}
+                 for name, per_cand in scores.items()}
+        budget = next(iter(scores.values()))[cand]["budget"]
+        table.append({"candidate": cand, "budget": budget, "datasets": means,
                       "mean_score": float(np.mean([m["score"] for m in means.values()]))})
     table.sort(key=lambda row: -row["mean_score"])
+    ties = [row for row in table if row["mean_score"] >= table[0]["mean_score"] - SAME_QUALITY]
+    chosen = min(ties, key=lambda row: row["budget"])             # min keeps the first of equal budgets
     return {"seeds": list(seeds), "n_test": n_test, "split": "train split cut 80/20 (evaluate.development)",
-            "candidates": table, "chosen": table[0]["candidate"],
+            "same_quality": SAME_QUALITY, "candidates": table, "first": table[0]["candidate"],
+            "chosen": chosen["candidate"],
             "default": candidate_name(dict(tau=base.tau, snap=base.snap, select=base.select), base.feature_steps)}
 
 
@@ -151,7 +175,7 @@ def dh_plus_validity(bench, gamma: float) -> dict:
 
 # ----------------------------------------------------------------------------- 3. lambda study
 
-def lambda_sweep(bench, genre_default, X_neg, lof, lambdas=LAMBDAS, with_cruds=True) -> dict:
+def lambda_sweep(bench, genre_default, X_neg, lof, lambdas=LAMBDAS, with_cruds=True, vae_epochs=None) -> dict:
     """Figure 4: GenRe retrained for each lambda of Eq. 6, and CRUDS (its CSVAE trained once)
     searched with each lambda; seed of `bench`. Returns {"genre": rows, "cruds": rows}."""
     out = {"genre": [], **({"cruds": []} if with_cruds else {})}
@@ -160,7 +184,7 @@ def lambda_sweep(bench, genre_default, X_neg, lof, lambdas=LAMBDAS, with_cruds=T
         cfg = dataclasses.replace(genre_default.cfg_, lam=lam)
         runs = {"genre": genre_default if lam == genre_default.cfg_.lam else fit_genre(bench, cfg)}
         if with_cruds:
-            cruds = make_method("cruds", bench.seed, cache_dir=bench.cache_dir, verbose=False)
+            cruds = make_method("cruds", bench.seed, cache_dir=bench.cache_dir, verbose=False, vae_epochs=vae_epochs)
             cruds.lam = lam                                       # its CSVAE does not depend on lambda: cached
             runs["cruds"] = fit_one(cruds, bench)
         for name, method in runs.items():
@@ -169,6 +193,19 @@ def lambda_sweep(bench, genre_default, X_neg, lof, lambdas=LAMBDAS, with_cruds=T
             log(f"[{bench.ds.name}] {name} lambda {lam}: cost {r['cost']:.3f}  val {r['validity']:.3f}  "
                 f"lof {r['lof']:.3f}  score {r['score']:.3f}")
     return out
+
+
+def label_groups(x, y, lams, tol) -> list[tuple[float, float, list]]:
+    """Points within tol = (dx, dy) of a group's first point join its label, so lambdas whose
+    points coincide read "0.5, 1, 2.5" once instead of overprinting: [(x, y, lambdas)]."""
+    groups = []
+    for xi, yi, lam in zip(x, y, lams):
+        near = next((g for g in groups if abs(g[0] - xi) <= tol[0] and abs(g[1] - yi) <= tol[1]), None)
+        if near is None:
+            groups.append((xi, yi, [lam]))
+        else:
+            near[2].append(lam)
+    return groups
 
 
 def plot_lambda(sweeps: dict, path: str) -> None:
@@ -186,10 +223,12 @@ def plot_lambda(sweeps: dict, path: str) -> None:
                 x = [-r["cost"] / r["n_features"] for r in rows]
                 y = [r[key] for r in rows]
                 ax.plot(x, y, "o-", color=colours.get(method), label="GenRe" if method == "genre" else "CRUDS")
-                for j, (xi, yi, r) in enumerate(zip(x, y, rows)):   # alternate above/below, per method
-                    dy = (10 if j % 2 else -14) * (1 if i == 0 else -1)
-                    ax.annotate(f"{r['lam']:g}", (xi, yi), textcoords="offset points", xytext=(3, dy),
-                                fontsize=7, color=colours.get(method))
+                span = max(max(x) - min(x), 0.05)
+                for j, (xi, yi, lams) in enumerate(label_groups(x, y, [r["lam"] for r in rows],
+                                                                (0.06 * span, 0.06))):
+                    dy = (10 if j % 2 else -14) * (1 if i == 0 else -1)   # alternate above/below, per method
+                    ax.annotate(", ".join(f"{lam:g}" for lam in lams), (xi, yi), textcoords="offset points",
+                                xytext=(3, dy), fontsize=7, color=colours.get(method))
             ax.set_ylim(-0.05, 1.1)
             ax.set_xlabel("-Cost / d")
             ax.set_ylabel(label)
@@ -293,9 +332,11 @@ def parse_args(argv=None):
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods of the comparison (default: all)")
-    p.add_argument("--generative-seeds", nargs="+", type=int, default=list(GENERATIVE_SEEDS),
+    p.add_argument("--generative-seeds", nargs="+", type=int,
                    help="seeds of the generative stage (CCHVAE, REVISE, CRUDS), into "
-                        "results/<dataset>_generative.json (default 0)")
+                        "results/<dataset>_generative.json (default: --seeds)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="units run side by side, one core each (default: 2, or 1 on one core)")
     p.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE epochs (default 20, the runner's)")
@@ -303,12 +344,17 @@ def parse_args(argv=None):
     p.add_argument("--figures", default="figures", help="folder for lambda_sweep.png")
     p.add_argument("--cache", default="cache", help="folder for cached oracle, h and fitted models")
     p.add_argument("--quick", action="store_true",
-                   help="one seed, lambdas {1, 5, 10}, into runs/quick/ and runs/quick/figures (not results/)")
+                   help=f"a preview: one seed, lambdas {{1, 5, 10}}, {QUICK_N_TEST} test negatives, VAEs "
+                        f"{QUICK_VAE_EPOCHS} epochs, into runs/quick/ and runs/quick/figures (not results/)")
     p.add_argument("--report-only", action="store_true",
                    help="only re-render results/README.md and README.md's tables from the result files")
     args = p.parse_args(argv)
-    if args.quick:
-        args.seeds, args.out, args.figures = [0], os.path.join("runs", "quick"), os.path.join("runs", "quick", "figures")
+    if args.quick:                                                # a preview of every stage, not the published run
+        args.seeds, args.n_test, args.vae_epochs = [0], QUICK_N_TEST, args.vae_epochs or QUICK_VAE_EPOCHS
+        args.out, args.figures = os.path.join("runs", "quick"), os.path.join("runs", "quick", "figures")
+    args.generative_seeds = args.generative_seeds or args.seeds
+    if args.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {args.jobs}")
     try:
         check_methods(args.methods)
     except ValueError as e:
@@ -325,53 +371,104 @@ def main(argv=None) -> int:
     return 0
 
 
-def run(args) -> None:
-    """Run the chosen stages and write their JSON files (each written whole as it finishes);
-    the minutes of each stage go to <out>/timing.json beside the command that ran it."""
-    lambdas = (1.0, 5.0, 10.0) if args.quick else LAMBDAS
-    command = "python experiments.py " + " ".join(sys.argv[1:])
-    timing = {}
+# ----------------------------------------------------------------------------- the run, in units
+
+def plan(args) -> list[tuple[str, str]]:
+    """The run as independent units (stage, data set), roughly longest first so that --jobs
+    workers finish together: the generative baselines (four VAEs per seed), then the
+    comparison with its studies, then the development study. Units share only the cache
+    folder (each cached file is written whole), so any order gives the same numbers."""
+    generative = [m for m in args.methods if m in GENERATIVE]
+    units = [("generative", name) for name in args.datasets if generative and "generative" in args.only]
+    if {"comparison", "lambda", "tau_sigma"} & set(args.only):
+        units += [("comparison", name) for name in args.datasets]
     if "development" in args.only:
-        t0 = time.time()
-        dev = development_study(args.datasets, DEV_SEEDS[:1] if args.quick else DEV_SEEDS, args.n_test, args.cache)
+        units += [("development", name) for name in args.datasets]
+    return units
+
+
+def run_unit(unit: tuple[str, str], args) -> dict:
+    """One unit of the run; returns what its files need, and its wall-clock minutes."""
+    t0, (stage, name) = time.time(), unit
+    if stage == "development":
+        out = {"scores": development_scores(name, args.dev_seeds, args.n_test, args.cache)}
+    elif stage == "generative":
+        out = {"results": comparison(name, args.generative_seeds, [m for m in args.methods if m in GENERATIVE],
+                                     args.n_test, args.cache, vae_epochs=args.vae_epochs)[0]}
+    else:
+        out = comparison_and_studies(name, args)
+    log(f"[{name}] {stage} done")
+    return {**out, "minutes": (time.time() - t0) / 60}
+
+
+def comparison_and_studies(name: str, args) -> dict:
+    """Table 2 for the methods that are not generative, then the lambda and tau/sigma studies,
+    which reuse its seed-0 GenRe."""
+    out, main_methods = {}, [m for m in args.methods if m not in GENERATIVE]
+    if "comparison" in args.only:
+        out["results"], reuse = comparison(name, args.seeds, main_methods, args.n_test, args.cache)
+    else:
+        reuse = seed_model(name, args.seeds[0], args.n_test, args.cache)
+    if "tau_sigma" in args.only:
+        out["tau_sigma"] = tau_sigma(**reuse)
+    if "lambda" in args.only:
+        out["lambda"] = lambda_sweep(reuse["bench"], reuse["genre"], reuse["X_neg"], reuse["lof"], args.lambdas,
+                                     with_cruds="cruds" in args.methods, vae_epochs=args.vae_epochs)
+    return out
+
+
+def run_all(units, args):
+    """Yield (unit, output) as units finish: in this process for --jobs 1, else in worker processes."""
+    if args.jobs == 1:
+        for unit in units:
+            yield unit, run_unit(unit, args)
+        return
+    import concurrent.futures
+    import multiprocessing
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=torch.set_num_threads, initargs=(1,)) as pool:  # a core each
+        futures = {pool.submit(run_unit, unit, args): unit for unit in units}
+        for done in concurrent.futures.as_completed(futures):
+            yield futures[done], done.result()
+
+
+def run(args) -> None:
+    """Run the chosen stages and write their JSON files (each written whole as its unit
+    finishes); each unit's minutes and the whole run's go to <out>/timing.json."""
+    args.lambdas = (1.0, 5.0, 10.0) if args.quick else LAMBDAS
+    args.dev_seeds = DEV_SEEDS[:1] if args.quick else DEV_SEEDS
+    command = "python experiments.py " + " ".join(sys.argv[1:])
+    t0, timing, dev_scores, sweeps, studies = time.time(), {}, {}, {}, {}
+    units = plan(args)
+    log(f"{len(units)} units on {args.jobs} worker(s): " + ", ".join(f"{s} {n}" for s, n in units))
+    for (stage, name), out in run_all(units, args):
+        timing[f"{stage} {name}"] = {"minutes": out["minutes"], "command": command}
+        if stage == "development":
+            dev_scores[name] = out["scores"]
+        elif stage == "generative":
+            write(args.out, f"{name}_generative.json", out["results"])
+        else:
+            if "results" in out:
+                write_json(out["results"], args.out, published_ok=True)
+            studies.update({name: out["tau_sigma"]} if "tau_sigma" in out else {})
+            sweeps.update({name: out["lambda"]} if "lambda" in out else {})
+    in_order = lambda d: {n: d[n] for n in args.datasets if n in d}
+    if dev_scores:
+        dev = rank_candidates(in_order(dev_scores), args.dev_seeds, args.n_test)
         write(args.out, "development.json", dev)
-        timing["development"] = (time.time() - t0) / 60
-        log(f"development study: first {dev['chosen']!r}; GenReConfig's default {dev['default']!r}")
-    sweeps, studies = {}, {}
-    for name in args.datasets:
-        t0 = time.time()
-        main_methods = [m for m in args.methods if m not in GENERATIVE]
-        if "comparison" in args.only:
-            results, reuse = comparison(name, args.seeds, main_methods, args.n_test, args.cache)
-            write_json(results, args.out, published_ok=True)
-            timing[f"comparison {name}"] = (time.time() - t0) / 60
-        elif {"lambda", "tau_sigma"} & set(args.only):
-            reuse = seed_model(name, args.seeds[0], args.n_test, args.cache)
-        generative = [m for m in args.methods if m in GENERATIVE]
-        if generative and "generative" in args.only:
-            t0 = time.time()
-            gen, _ = comparison(name, args.generative_seeds, generative, args.n_test, args.cache,
-                                vae_epochs=args.vae_epochs)
-            write(args.out, f"{name}_generative.json", gen)
-            timing[f"generative {name}"] = (time.time() - t0) / 60
-        if "tau_sigma" in args.only:
-            t0 = time.time()
-            studies[name] = tau_sigma(**reuse)
-            timing[f"tau_sigma {name}"] = (time.time() - t0) / 60
-        if "lambda" in args.only:
-            t0 = time.time()
-            sweeps[name] = lambda_sweep(reuse["bench"], reuse["genre"], reuse["X_neg"], reuse["lof"], lambdas,
-                                        with_cruds="cruds" in args.methods)
-            timing[f"lambda {name}"] = (time.time() - t0) / 60
-        log(f"[{name}] done")
+        log(f"development study: first {dev['first']!r}, chosen {dev['chosen']!r}; "
+            f"GenReConfig's default {dev['default']!r}")
     if studies:
-        write(args.out, "tau_sigma.json", studies)
+        write(args.out, "tau_sigma.json", in_order(studies))
     if sweeps:
-        write(args.out, "lambda_sweep.json", sweeps)
-        plot_lambda(sweeps, os.path.join(args.figures, "lambda_sweep.png"))
+        write(args.out, "lambda_sweep.json", in_order(sweeps))
+        plot_lambda(in_order(sweeps), os.path.join(args.figures, "lambda_sweep.png"))
+    timing["run"] = {"minutes": (time.time() - t0) / 60, "command": command, "jobs": args.jobs}
     path = os.path.join(args.out, "timing.json")
-    old = report.load_json(path) if os.path.exists(path) else {}
-    write(args.out, "timing.json", {**old, **{k: {"minutes": v, "command": command} for k, v in timing.items()}})
+    whole = set(args.only) == set(STAGES) and set(args.datasets) == set(DATASETS)
+    old = report.load_json(path) if os.path.exists(path) and not whole else {}
+    write(args.out, "timing.json", {**old, **timing})
+    log(f"run done in {timing['run']['minutes']:.1f} minutes")
 
 
 if __name__ == "__main__":

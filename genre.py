@@ -53,7 +53,10 @@ class GenReConfig:
     lam: float = 5.0            # Sec. 5.1; lambda in Q(x+|x) ~ exp(-lambda C(x, x+))
     gamma: float = 0.7          # Sec. 4.1, code; D_h^+ needs h(x+) > gamma
     top_k: int = 1000           # code; Q keeps each source's K most likely targets
-    pairing: str = "exact"      # "exact": Eq. 6 over all of D_h^+; "prefilter": pairing.prefiltered_pairing
+    pairing: str = "auto"       # "exact": Eq. 6 over all of D_h^+; "prefilter": pairing.prefiltered_pairing;
+                                # "auto": exact up to EXACT_COSTS source-target costs, else prefilter
+    max_sources: Optional[int] = 100_000  # large data: Q for a uniform subsample of this many of
+                                # D_h^- (None: all). Training draws ~steps x batch_size pairs whatever N-
     cost: str = "l1"            # Sec. 5.1; C = L1 distance (the only cost implemented)
     negatives: str = "paper"    # Sec. 4.1 "paper": D_h^- = {y = 0, h <= 0.5}; "code": {h <= gamma}, any y
     val_frac: float = 0.1       # code; share of the sources held out for validation
@@ -79,7 +82,7 @@ class GenReConfig:
     decay_lr: bool = True       # CPU default (paper: constant lr); cosine decay to lr / 10
     batch_size: int = 512       # CPU default (App. C.2.4: 2048, 16384 for adult)
     epochs: int = 200           # CPU default (App. C.2.4: 2000)
-    feature_steps: Optional[int] = 28000  # CPU default, chosen in results/README.md's decision
+    feature_steps: Optional[int] = 14000  # CPU default, chosen in results/README.md's decision
                                 # table: at most feature_steps / D steps (None: no cap)
     steps: Optional[int] = None # if set: exactly this many optimiser steps (overrides the two above)
     eval_every: int = 250       # CPU default: steps between validation checks (0: every epoch, code)
@@ -91,12 +94,14 @@ class GenReConfig:
     n_samples: int = 10         # Sec. 5.1; n candidates per x, one returned
     select: str = "plausible"   # CPU default, chosen in results/README.md's decision table
                                 # (Sec. 5.1: "h"); which candidate is returned, see GenRe.recourse
+    lof_rows: Optional[int] = 50_000  # large data: select="plausible"'s LOF is fitted on a uniform
+                                # subsample of this many training positives (None: all)
     sample_chunk: int = 4096    # CPU default; sequences decoded at once
 
     def __post_init__(self):
         """Refuse a setting that would otherwise fail, or mislead, only minutes into training."""
         choices = dict(cost=("l1",), negatives=("paper", "code"), val_targets=("train", "heldout"),
-                       bins=("paper", "code"), select=SELECT_RULES, pairing=("exact", "prefilter"))
+                       bins=("paper", "code"), select=SELECT_RULES, pairing=("auto", "exact", "prefilter"))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"GenReConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
@@ -105,11 +110,12 @@ class GenReConfig:
                 raise ValueError(f"GenReConfig.{name} must be a finite number, got {value}.")
         at_least = dict(n_bins=2, top_k=1, val_draws=1, d_model=1, n_heads=1, d_ff=1, n_enc_layers=1,
                         n_dec_layers=1, batch_size=1, epochs=1, steps=1, feature_steps=1, threads=1, n_samples=1,
+                        max_sources=1, lof_rows=2,
                         sample_chunk=1, warmup_steps=0, eval_every=0, lam=0, sigma=0, dropout=0,
                         val_frac=0, gamma=0)
         for name, low in at_least.items():
             value = getattr(self, name)
-            if value is not None and value < low:                         # steps, feature_steps may be None
+            if value is not None and value < low:                         # steps, feature_steps, ... may be None
                 raise ValueError(f"GenReConfig.{name} must be at least {low}, got {value}.")
         for name in ("lr", "tau"):
             if getattr(self, name) <= 0:
@@ -209,10 +215,16 @@ class Pairs:
         return self.x_plus[self.idx.gather(1, choice).squeeze(1).long()]
 
 
+# pairing="auto" computes Eq. 6 exactly up to this many source-target costs (adult's 1.5e8
+# take ~4 s on one core), and with pairing.prefiltered_pairing beyond (BENCHMARKS.md).
+EXACT_COSTS = 2e9
+
+
 def make_pairs(X_src, X_dst, cfg, immutable, device):
     """Q over the given sources and targets (exact Eq. 6, or the prefiltered search of
     pairing.py for large data), computed on `device`, kept on the CPU."""
-    if cfg.pairing == "prefilter":
+    exact = cfg.pairing == "exact" or (cfg.pairing == "auto" and len(X_src) * len(X_dst) <= EXACT_COSTS)
+    if not exact:
         from pairing import prefiltered_pairing                             # only needed for large data
         find_pairs = prefiltered_pairing
     else:
@@ -820,6 +832,14 @@ def _seed(random_state):
     return 0 if random_state is None else int(random_state)
 
 
+def subsample_rows(X_pos, n, seed):
+    """At most n rows of X_pos (P, D), a uniform subsample drawn from the seed if there are
+    more (an LOF's fit is a k-nearest-neighbour search over its rows)."""
+    if n is None or len(X_pos) <= n:
+        return X_pos
+    return X_pos[np.sort(np.random.default_rng(seed).choice(len(X_pos), n, replace=False))]
+
+
 class GenRe:
     """Generative recourse: fit R_theta(x+|x) on pairs from Q (Eq. 6), then sample it.
 
@@ -882,12 +902,13 @@ class GenRe:
         """
         cfg, device = self.cfg_, self.device_
 
-        def split(n, frac):
-            n_val = int(round(frac * n)) if n >= 10 else 0
-            order = torch.from_numpy(rng.permutation(n))
+        def split(n, frac, keep=None):
+            """A random permutation of range(n), its first `keep` cut into (train, val)."""
+            order = torch.from_numpy(rng.permutation(n))[:keep]
+            n_val = int(round(frac * len(order))) if len(order) >= 10 else 0
             return order[n_val:], order[:n_val]
 
-        src_train, src_val = split(len(X_neg), cfg.val_frac)
+        src_train, src_val = split(len(X_neg), cfg.val_frac, keep=cfg.max_sources)   # uniform subsample
         if cfg.val_targets == "heldout":
             dst_train, dst_val = split(len(X_pos), cfg.val_frac)
         else:                                                               # "train" (GenReConfig checks)
@@ -936,7 +957,7 @@ class GenRe:
         self.immutable_, self.categorical_, self.groups_ = immutable, categorical, groups
         self.n_features_in_, self.h_ = X.shape[1], h
         self.n_sources_, self.n_targets_ = len(X_neg), len(X_pos)
-        self.positives_, self.lof_ = X[y == 1], None      # (P, D), for select="plausible"
+        self.positives_, self.lof_ = subsample_rows(X[y == 1], cfg.lof_rows, seed), None   # (P, D), select="plausible"
         self.fit_seconds_ = time.time() - t0
         return self
 

@@ -1,4 +1,5 @@
-"""experiments.py's study of where GenRe's Score comes from: exact draws from Q, and the choices."""
+"""experiments.py: the study of where GenRe's Score comes from (exact draws from Q, the choices),
+the development choice, and the plan of a run."""
 import dataclasses
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from common import child_seed
 from datasets import load_toy
 from evaluate import Benchmark, dh_plus, pick_test_negatives, score, train_classifier, ClassifierConfig
+import experiments
 from experiments import H_BANDS, choice_study, dh_plus_validity, draw_from_q
 from genre import GenRe, GenReConfig
 from test_evaluate import StubLOF, StubOracle       # valid iff x_0 > 0.5; inlier iff x_1 < 0.5
@@ -106,3 +108,33 @@ def test_dh_plus_validity_counts_the_oracles_yes_row_by_row_and_per_band():
     for band, (lo, hi) in H_BANDS.items():
         inside = [x[0] > 0.5 for x, _ in rows if lo < x[1] <= hi]
         assert shares[band] == pytest.approx(np.mean(inside))
+
+
+def test_development_choice_is_the_cheapest_budget_within_same_quality_of_the_first():
+    """rank_candidates: ranked by mean Score over data sets and seeds; chosen = the fewest
+    steps among those within SAME_QUALITY of the first, the first of them by rank."""
+    metrics = lambda s: {"cost": 0.0, "validity": 1.0, "lof": s - 1.0, "score": s}
+    def scores(by_name):                                  # one data set, two seeds with the same Score
+        return {name: {"budget": b, "scores": [metrics(s), metrics(s)]} for name, (b, s) in by_name.items()}
+    gap = experiments.SAME_QUALITY
+    close = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 - gap / 2), "c 14000": (14000, 1.90 - gap / 4)})
+    dev = experiments.rank_candidates({"x": close, "y": close}, seeds=(0, 1), n_test=5)
+    assert [r["candidate"] for r in dev["candidates"]] == ["a 28000", "c 14000", "b 14000"]
+    assert (dev["first"], dev["chosen"]) == ("a 28000", "c 14000")
+    far = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 - 2 * gap)})
+    dev = experiments.rank_candidates({"x": far}, seeds=(0, 1), n_test=5)
+    assert dev["first"] == dev["chosen"] == "a 28000"
+
+
+def test_plan_runs_each_stage_once_per_data_set_and_quick_uses_one_seed():
+    args = experiments.parse_args(["--quick", "--datasets", "compas", "heloc", "--only", "comparison", "lambda"])
+    assert experiments.plan(args) == [("comparison", "compas"), ("comparison", "heloc")]
+    assert args.seeds == args.generative_seeds == [0] and args.out != "results"
+    args = experiments.parse_args(["--methods", "genre", "cruds", "--datasets", "adult"])
+    assert experiments.plan(args) == [("generative", "adult"), ("comparison", "adult"), ("development", "adult")]
+    assert args.generative_seeds == [0, 1, 2]
+
+
+def test_lambda_labels_of_coinciding_points_are_joined():
+    groups = experiments.label_groups([0.0, 0.01, 1.0, 0.02], [0.5, 0.52, 0.5, 0.9], [0.5, 1, 2.5, 5], (0.05, 0.05))
+    assert groups == [(0.0, 0.5, [0.5, 1]), (1.0, 0.5, [2.5]), (0.02, 0.9, [5])]

@@ -12,6 +12,7 @@ import torch.nn as nn
 from sklearn.exceptions import NotFittedError
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import genre  # noqa: E402
 from genre import (PAPER_SAMPLING, Bins, FeatureRole, GenRe, GenReConfig, Pairs,  # noqa: E402
                    RecourseTransformer, feature_value, jensen_loss, make_bins, make_pairs,
                    pairing_distribution, snap_to_observed, soft_labels, training_sets)
@@ -173,6 +174,47 @@ def test_prefiltered_pairs_equal_the_exact_ones_on_small_data():
         assert pairs.idx.dtype == torch.int32 and pairs.cdf.dtype == torch.float32
     np.testing.assert_allclose(q["prefilter"], q["exact"], atol=1e-6)
 
+
+
+def test_auto_pairing_is_exact_up_to_exact_costs_and_prefiltered_beyond(monkeypatch):
+    import pairing
+    calls = []
+    spy = lambda *a, **k: calls.append(len(a[0]) * len(a[1])) or pairing_distribution(*a[:5])
+    monkeypatch.setattr(pairing, "prefiltered_pairing", spy)
+    Xs, Xd, imm = torch.rand(30, 3), torch.rand(40, 3), torch.zeros(3, dtype=torch.bool)
+    monkeypatch.setattr(genre, "EXACT_COSTS", 30 * 40)
+    make_pairs(Xs, Xd, tiny_config(pairing="auto", top_k=10), imm, "cpu")
+    assert calls == []                                                    # 1,200 costs: exact
+    monkeypatch.setattr(genre, "EXACT_COSTS", 30 * 40 - 1)
+    make_pairs(Xs, Xd, tiny_config(pairing="auto", top_k=10), imm, "cpu")
+    assert calls == [30 * 40]                                             # one more than allowed: prefilter
+
+
+def test_max_sources_pairs_a_uniform_subsample_and_changes_nothing_when_not_reached():
+    """Q is built for max_sources rows of D_h^- (train + validation), distinct rows of it;
+    a cap at or above |D_h^-| gives the same pairs as no cap (the same random draws)."""
+    X_neg, X_pos = torch.rand(200, 3), torch.rand(50, 3)
+    imm = torch.zeros(3, dtype=torch.bool)
+
+    def pairs(max_sources):
+        model = GenRe(tiny_config(max_sources=max_sources))
+        model.cfg_, model.device_ = model.cfg, "cpu"
+        return model._split_pairs(X_neg, X_pos, imm, np.random.default_rng(0))
+
+    capped = pairs(30)
+    sources = torch.cat([capped[0].x, capped[1].x])                       # (30, D)
+    assert len(sources) == 30 and len(torch.unique(sources, dim=0)) == 30
+    assert all((X_neg == s).all(1).any() for s in sources)                # rows of D_h^-
+    for a, b in zip(pairs(None), pairs(200)):
+        assert torch.equal(a.x, b.x) and torch.equal(a.idx, b.idx) and torch.equal(a.cdf, b.cdf)
+
+
+def test_the_plausibility_lof_sees_a_uniform_subsample_of_the_positives_only_beyond_lof_rows():
+    X = np.arange(60, dtype=np.float32).reshape(30, 2)
+    assert genre.subsample_rows(X, None, 0) is X and genre.subsample_rows(X, 30, 0) is X
+    sub = genre.subsample_rows(X, 10, 0)
+    assert len(sub) == 10 and len(np.unique(sub[:, 0])) == 10 and np.isin(sub[:, 0], X[:, 0]).all()
+    assert np.array_equal(sub, genre.subsample_rows(X, 10, 0))               # the seed fixes it
 
 # -- Eq. 7-8: bins, soft labels, loss -------------------------------------------
 
@@ -598,7 +640,8 @@ def test_paper_config_has_the_papers_sizes():
 
 @pytest.mark.parametrize("setting, message", [
     (dict(select="best"), "GenReConfig.select must be one of ('h', 'density', 'plausible'), got 'best'"),
-    (dict(pairing="fast"), "GenReConfig.pairing must be one of ('exact', 'prefilter'), got 'fast'"),
+    (dict(pairing="fast"), "GenReConfig.pairing must be one of ('auto', 'exact', 'prefilter'), got 'fast'"),
+    (dict(max_sources=0), "GenReConfig.max_sources must be at least 1, got 0"),
     (dict(lam=float("nan")), "GenReConfig.lam must be a finite number, got nan"),
     (dict(steps=0), "GenReConfig.steps must be at least 1, got 0"),
     (dict(n_bins=1), "GenReConfig.n_bins must be at least 2, got 1"),
