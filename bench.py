@@ -165,12 +165,16 @@ def pairing(cache: str, repeats: int) -> dict:
             "n_neg": int(n_neg), "n_pos": int(n_pos), "repeats": repeats}
 
 
+E2E_METHODS = ("genre", "genre_paper", "nnr_dhplus")      # the README's quick start
+
+
 def end_to_end(dataset: str, repeats: int) -> dict:
-    """`python evaluate.py --dataset D --seeds 0` from an empty cache: stage seconds and peak memory."""
+    """`python evaluate.py --dataset D --seeds 0 --methods E2E_METHODS` from an empty cache:
+    stage seconds and peak memory."""
     runs = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            argv = ["evaluate.py", "--dataset", dataset, "--seeds", "0", "--quiet",
+            argv = ["evaluate.py", "--dataset", dataset, "--seeds", "0", "--quiet", "--methods", *E2E_METHODS,
                     "--cache", os.path.join(tmp, "cache"), "--out", tmp]
             sec, rss, _ = run_child(RUN_SCRIPT.format(argv=argv))
             with open(os.path.join(tmp, f"{dataset}.json")) as f:
@@ -583,47 +587,37 @@ def pairing_error_section(rows: list[dict], command: str) -> str:
 def beyond_section(runs: list[dict]) -> str:
     """"Past one machine": the largest N measured per stage, and the arithmetic of going further."""
     big = max(runs, key=lambda r: (r["n"], -r["d"]))
-    n, d, p = big["n"], big["d"], big["pairing"]
-    gb = 1024
-    pairs_gb = p["n_neg"] * 1000 * 8 / 1e9
+    n, d, p, t, rc = big["n"], big["d"], big["pairing"], big["training"], big["1,000 recourses"]
     from genre import GenReConfig, RecourseTransformer
     c = GenReConfig()
     n_params = sum(q.numel() for q in RecourseTransformer(d, c).parameters())
     steps = round(c.feature_steps / d)
+    q_gb = min(p["n_neg"], c.max_sources) * c.top_k * 8 / 1e9           # int32 index + float32 CDF per partner
+    per_source_ms = 1e3 * p["cpu_seconds"] / p["n_src"]
     lines = ["## Past one machine", "",
-             f"Measured here (`python bench.py --scaling`, table above): every stage ran at N = {n:,} "
-             f"rows, d = {d}, on 2 cores and 24 GB: loading {big['loading']['seconds']:.0f} s / "
-             f"{big['loading']['peak_mb'] / gb:.1f} GB, pairing ({p['mode']}) {p['seconds']:.0f} s / "
-             f"{p['peak_mb'] / gb:.1f} GB, training {big['training']['seconds']:.0f} s / "
-             f"{big['training']['peak_mb'] / gb:.1f} GB, 1,000 recourses "
-             f"{big['1,000 recourses']['seconds']:.0f} s / {big['1,000 recourses']['peak_mb'] / gb:.1f} GB. "
-             "Larger N was not run; the arithmetic below says which stage meets a wall first.", "",
-             f"- **Storage of Q.** Each source keeps T = 1000 partners in `genre.Pairs`: an int32 index "
-             f"and a float32 CDF, 8 kB per source (12 kB while the pairing's probabilities are turned "
-             f"into the CDF). At N = {n:,}, "
-             f"|D_h^-| = {p['n_neg']:,} ({p['n_neg'] / n:.0%} of the rows) needs {pairs_gb:.1f} GB; "
-             f"the 24 GB of this machine end near {24 / pairs_gb * n / 1e6:.0f}M rows, before the other stages.",
-             f"- **Pairing work.** Exact Eq. 6 is N- x N+ x d costs, {p['n_neg'] * p['n_pos'] * d:.1e} "
-             f"here (x 3 flops: subtract, abs, add), plus a top-K over N+ per source, which on a CPU costs "
-             "more than the costs. The prefilter searches one immutable group (a quarter of D_h^+ here) by "
-             "a matmul (2 d flops a pair) and a top-C, then re-ranks C = 2048 candidates by L1: still "
-             "O(N- N+ / groups), so quadratic in N. It is embarrassingly parallel over source rows: "
-             "shard D_h^- into S blocks, give every worker all of D_h^+ (N+ x d x 4 bytes, "
-             f"{p['n_pos'] * d * 4 / 1e6:.1f} MB here) and its block; each writes its (N-/S, T) idx and prob, "
-             "and the shards are concatenated. No communication; S workers cut the time S-fold. Past that, "
-             "an inverted-file index (k-means cells of D_h^+, search the nearest cells) makes each source "
-             "O(sqrt(N+) + C) instead of O(N+).",
-             f"- **Training.** The step count is min({c.epochs} epochs, {c.feature_steps} / d steps) = {steps:,} "
-             f"steps of {c.batch_size} pairs at d = {d}, reached once |D_h^-| > {steps * c.batch_size // c.epochs:,}: "
-             "it does not grow with N (the table's training "
-             "seconds are flat; what grows is the pairing inside `fit`). With PyTorch's "
-             "DistributedDataParallel, each of W workers holds its shard of Q (8 kB per source / W), draws "
-             "partners locally, runs a batch of B / W (or B with the learning rate scaled), and "
+             f"Measured here (`python bench.py --scaling`, table above): every stage ran at N = {n:,} rows, "
+             f"d = {d}, on 2 cores and 24 GB: loading {big['loading']['seconds']:.0f} s / "
+             f"{big['loading']['peak_mb'] / 1024:.1f} GB, pairing ({p['mode']}, {p['n_src']:,} sources) "
+             f"{p['seconds']:.0f} s / {p['peak_mb'] / 1024:.1f} GB, training {t['seconds']:.0f} s / "
+             f"{t['peak_mb'] / 1024:.1f} GB, 1,000 recourses {rc['seconds']:.0f} s / {rc['peak_mb'] / 1024:.1f} GB. "
+             "What grows with N, and what to do past this machine:", "",
+             f"- **Storage of Q.** Each source keeps T = {c.top_k} partners (an int32 index and a float32 "
+             f"CDF, 8 kB), and at most max_sources = {c.max_sources:,} sources are paired: {q_gb:.1f} GB "
+             "whatever N. Loading holds the table itself (N x d x 4 bytes once read).",
+             f"- **Pairing work** is sources x N+ distances: with the source count capped it grows like N+ "
+             f"(here {per_source_ms:.2f} CPU ms per source over {p['n_pos']:,} targets). It is "
+             "embarrassingly parallel over sources: shard them into S blocks, give every worker all of "
+             f"D_h^+ ({p['n_pos'] * d * 4 / 1e6:.0f} MB here) and its block; each writes its (sources / S, T) "
+             "index and probabilities, and the shards are concatenated, with no communication. Past "
+             "~10M targets an inverted-file index (k-means cells of D_h^+, search the nearest cells) makes "
+             "each source O(sqrt(N+) + C) instead of O(N+).",
+             f"- **Training** runs min({c.epochs} epochs, {c.feature_steps} / d) = {steps:,} steps of "
+             f"{c.batch_size} pairs at d = {d}: flat in N. With PyTorch's DistributedDataParallel, each of "
+             "W workers holds its shard of Q, draws partners locally, runs a batch of B / W, and "
              f"all-reduces the gradients each step: the default model's {n_params / 1e3:.0f}k parameters "
              f"are {n_params * 4 / 1e3:.0f} kB, so the all-reduce is cheap next to the step.",
-             "- **Recourse.** Sampling is independent per row: shard the rows. The plausibility LOF "
-             "(select='plausible') is fitted once on the training positives, a k-NN build that grows "
-             "as P log P; a subsample of the positives bounds it."]
+             f"- **Recourse** is independent per row: shard the rows. The plausibility LOF is fitted once "
+             f"on at most lof_rows = {c.lof_rows:,} training positives, so it stops growing there."]
     return "\n".join(lines)
 
 
@@ -723,8 +717,8 @@ def report(res: dict, gpu: dict | None, args) -> dict:
             f"**{r['seconds']:.2f} s** (median of {r['repeats']}), peak resident memory of the "
             f"process {r['peak_mb']:.0f} MB (data, oracle and h included). Machine: {machine()}; {command}."])
     if "end_to_end" in res:
-        out = ["## `python evaluate.py --dataset D --seeds 0`, cold cache", "",
-                f"evaluate.py's default methods, 200 test negatives; median of {args.e2e_repeats} run(s). "
+        out = ["## `python evaluate.py --dataset D --seeds 0 --methods " + " ".join(E2E_METHODS) + "`, cold cache", "",
+                f"GenRe (both rows) and NNR (D_h^+), 200 test negatives; median of {args.e2e_repeats} run(s). "
                 "Stage seconds are wall times recorded by evaluate.py.", ""]
         names = list(res["end_to_end"])
         stages = list(res["end_to_end"][names[0]]["stages"])
@@ -795,6 +789,10 @@ def main(argv=None) -> int:
         def report_scaling(runs):
             write_section(out_path, "scaling", scaling_section(runs, command))
             write_section(out_path, "past-one-machine", beyond_section(runs))
+            if args.out == "BENCHMARKS.md":                      # the README's copy of the same section
+                import report
+                report.replace_block(os.path.join(HERE, "README.md"), "scale",
+                                     beyond_section(runs).replace("## Past one machine", "", 1).strip())
             plot_scaling(runs, os.path.join(HERE, args.figure))
             print(json.dumps(runs[-1]), flush=True)
         scaling(set(args.scaling_n), args.threads, report_scaling)

@@ -491,6 +491,9 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
         result["novel"] = score(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable)
     genre = getattr(method, "genre", method)
     fit_seconds = getattr(genre, "fit_seconds_", t1 - t0)
+    result["h_valid"] = float((bench.h.predict_proba(X_plus) > 0.5).mean())   # what the method aimed at
+    if hasattr(method, "active_units_"):
+        result["active_units"] = method.active_units_                    # generative.py: latent health
     result.update(failed=getattr(method, "n_failed_", 0), n_novel=int(novel.sum()),
                   fit_seconds=fit_seconds, recourse_seconds=t2 - t1, seconds=fit_seconds + t2 - t1,
                   score_seconds=time.time() - t2)
@@ -516,6 +519,9 @@ def aggregate(per_seed: list[dict]) -> dict:
         out[key], out[key + "_std"], out[key + "_per_seed"] = float(values.mean()), spread(values), values.tolist()
     out["immutable_violations"] = int(sum(r["immutable_violations"] for r in per_seed))
     out["failed"] = int(sum(r["failed"] for r in per_seed))
+    out["h_valid"] = float(np.mean([r["h_valid"] for r in per_seed]))
+    if all("active_units" in r for r in per_seed):
+        out["active_units_per_seed"] = [r["active_units"] for r in per_seed]
     for key in ("seconds", "fit_seconds", "recourse_seconds", "score_seconds"):
         out[key] = float(np.mean([r[key] for r in per_seed]))
     out["seconds_per_seed"] = [float(r["seconds"]) for r in per_seed]

@@ -317,6 +317,16 @@ def cached_model(build, train, X, y, settings: dict, cache_dir, name: str, verbo
     return model
 
 
+def active_units(model, X, threshold: float = 0.01) -> int:
+    """Latent units the encoder uses (Burda et al. 2016): unit u is active if the variance
+    over the rows of X of its posterior mean, Var_x E_q[z_u | x], exceeds 0.01. A VAE whose
+    posterior collapsed to its prior has none: every x encodes to the same code."""
+    with torch.no_grad():
+        encode = model.encode if isinstance(model, VAE) else model.encode_z
+        mu = encode(torch.as_tensor(X))[0]                                      # (N, L)
+    return int((mu.var(dim=0) > threshold).sum())
+
+
 # ----------------------------------------------------------------------------- the estimators
 
 class _LatentRecourse:
@@ -345,6 +355,7 @@ class _LatentRecourse:
         # As designed, only the mutables are encoded; the fork encodes every feature.
         self.encoded_ = ~self.immutable_ if self.mode == "designed" else np.ones_like(self.immutable_)
         self.model_ = self._fit_model(X, y.astype(np.int64))
+        self.active_units_ = active_units(self.model_, X)
         return self
 
     def recourse(self, X) -> np.ndarray:

@@ -131,7 +131,7 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
 def test_aggregate_over_seeds():
     """Means and sample stds (ddof = 1) by hand; per-seed values kept in seed order; counts summed."""
     rows = [dict(cost=c, validity=v, lof=l, score=v + l - c / 2, immutable_violations=i, failed=f,
-                 seconds=s, fit_seconds=s - 1, recourse_seconds=0.5, score_seconds=0.5)
+                 seconds=s, fit_seconds=s - 1, recourse_seconds=0.5, score_seconds=0.5, h_valid=v, active_units=i)
             for c, v, l, i, f, s in [(1.0, 0.5, 1.0, 0, 1, 3.0), (3.0, 1.0, 0.5, 2, 0, 5.0)]]
     out = evaluate.aggregate(rows)
     assert out["cost"] == 2.0 and out["cost_per_seed"] == [1.0, 3.0]
@@ -141,6 +141,7 @@ def test_aggregate_over_seeds():
     assert out["validity"] == 0.75 and out["lof_per_seed"] == [1.0, 0.5]
     assert (out["immutable_violations"], out["failed"], out["seconds"]) == (2, 1, 4.0)
     assert out["seconds_per_seed"] == [3.0, 5.0] and out["fit_seconds"] == 3.0
+    assert out["h_valid"] == 0.75 and out["active_units_per_seed"] == [0, 2]
     assert evaluate.aggregate(rows[:1])["score_std"] is None   # one seed: no spread to report
 
 

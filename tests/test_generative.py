@@ -202,3 +202,14 @@ def test_bad_input_is_a_one_line_value_error():
     method = fit(CCHVAE, "designed", vae_epochs=1)
     with pytest.raises(ValueError, match="features"):
         method.recourse(X_NEG[:, :5])
+
+
+def test_active_units_count_the_latent_dimensions_whose_mean_varies_with_x():
+    from generative import VAE, VAEConfig, active_units
+    X = np.random.default_rng(0).random((64, 5)).astype(np.float32)
+    vae = VAE(np.ones(5, bool), VAEConfig(hidden=(16,), latent=4)).eval()
+    with torch.no_grad():
+        vae.mu.weight.zero_()                                   # every x encodes to the bias: collapsed
+        assert active_units(vae, X) == 0
+        vae.mu.weight[:2] = 100.0                               # two units read the encoder's features
+    assert active_units(vae, X) == 2
