@@ -203,6 +203,29 @@ def development_section(dev: dict) -> list[str]:
     return out + [""]
 
 
+def budget_section(budgets: dict, results: dict, dev: dict) -> list[str]:
+    """The chosen step budget against the development study's first row, on the test seeds."""
+    if not budgets:
+        return []
+    chosen = next(row["budget"] for row in dev["candidates"] if row["candidate"] == dev["chosen"])
+    out = ["## The chosen training budget on the test seeds", "",
+           f"`genre` trains with {chosen} / d steps (the development choice); the development study's first "
+           f"row trains with {next(iter(budgets.values()))['budget']} / d. Both sampled with the defaults, "
+           "same seeds, streams and test negatives (`python experiments.py --only budget`); fit seconds "
+           "are GenRe's pairing plus training, mean over seeds.", "",
+           "| data set | budget | Score per seed | mean Score | fit seconds |", "|---|---|---|---|---|"]
+    for name, b in budgets.items():
+        g = results[name]["methods"]["genre"]
+        rows = [(b["budget"], b["score_per_seed"], sum(b["fit_seconds_per_seed"]) / len(b["fit_seconds_per_seed"])),
+                (chosen, g["score_per_seed"], g["fit_seconds"])]
+        for budget, per_seed, secs in rows:
+            out.append(f"| {name} | {budget} / d | {', '.join(f'{s:.3f}' for s in per_seed)} | "
+                       f"{sum(per_seed) / len(per_seed):.3f} | {secs:.0f} |")
+        gap = sum(g["score_per_seed"]) / len(g["score_per_seed"]) - sum(b["score_per_seed"]) / len(b["score_per_seed"])
+        out.append(f"| {name} | change | | {gap:+.3f} | {rows[0][2] / rows[1][2]:.2f}x faster |")
+    return out + [""]
+
+
 def classifier_section(results: dict) -> list[str]:
     bands = list(next(iter(results.values()))["dh_plus_valid_by_h"])
     out = ["## The oracle and the classifier h (paper Tables 6 and 7)", "",
@@ -246,6 +269,33 @@ def generative_section(generative: dict) -> list[str]:
     for name, res in generative.items():
         out += [f"### {name}", "", comparison_table(res, with_paper=True), ""]
     return out
+
+
+def agreement_section(results: dict) -> list[str]:
+    """For each method: the share of its recourses h accepts beside the share the oracle
+    accepts, and for the generative baselines the latent units their VAE uses, per seed."""
+    names = [n for n, res in results.items() if all("h_valid" in r for r in res["methods"].values())]
+    if not names:
+        return []
+    methods = list(dict.fromkeys(m for n in names for m in results[n]["methods"]))
+    out = ["## What h accepts and what the oracle accepts", "",
+           "Each cell: the share of a method's recourses that h accepts (h(x+) > 0.5, what every "
+           "search aims at) / the share the oracle accepts (Val), mean over seeds. A method whose "
+           "first share is near one and second low stops where h and the oracle disagree. For "
+           "CCHVAE, REVISE and CRUDS, 'units' gives the latent units their VAE (CSVAE: "
+           "z) uses, per seed, of 8 (active units, Var_x E[z_u | x] > 0.01, Burda et al. 2016): 0 is "
+           "posterior collapse, where every x encodes to the same code.", "",
+           "| method | " + " | ".join(f"{n} h accepts / Val" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+    for m in methods:
+        cells = []
+        for n in names:
+            r = results[n]["methods"].get(m)
+            cell = "" if r is None else f"{r['h_valid']:.2f} / {r['validity']:.2f}"
+            if r is not None and "active_units_per_seed" in r:
+                cell += f" (units {r['active_units_per_seed']})"
+            cells.append(cell)
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def novel_section(results: dict) -> list[str]:
@@ -324,12 +374,15 @@ def results_readme(folder: str) -> str:
            "", *timing_table(timing), ""]
     if os.path.exists(path("development.json")):
         out += development_section(load_json(path("development.json")))
+        if os.path.exists(path("budget.json")) and results:
+            out += budget_section(load_json(path("budget.json")), results, load_json(path("development.json")))
     generative = {n: load_json(path(f"{n}_generative.json")) for n in results
                   if os.path.exists(path(f"{n}_generative.json"))}
     fewer_seeds = {n: g for n, g in generative.items() if g["seeds"] != results[n]["seeds"]}
     if results:
         out += classifier_section(results) + comparison_section(with_generative(results, folder))
-        out += generative_section(fewer_seeds) + novel_section(results) + choice_section(results)
+        out += generative_section(fewer_seeds) + agreement_section(with_generative(results, folder))
+        out += novel_section(results) + choice_section(results)
     if os.path.exists(path("lambda_sweep.json")):
         out += lambda_section(load_json(path("lambda_sweep.json")))
     if os.path.exists(path("tau_sigma.json")):

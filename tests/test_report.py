@@ -62,3 +62,23 @@ def test_readme_tables_are_the_results_files_rendered():
     assert block(readme, "toy2d") == report.toy_table(toys).strip()
     # and the published results/README.md is the rendering of the same files
     assert open(os.path.join(folder, "README.md")).read() == report.results_readme(folder)
+
+
+def test_agreement_table_shows_h_acceptance_beside_val_and_latent_units_per_seed():
+    res = {"compas": {"methods": {"cruds_paper": {"h_valid": 1.0, "validity": 0.29, "active_units_per_seed": [0, 3, 8]},
+                                  "wachter": {"h_valid": 0.995, "validity": 0.5}}}}
+    lines = report.agreement_section(res)
+    assert "| cruds_paper | 1.00 / 0.29 (units [0, 3, 8]) |" in lines and "| wachter | 0.99 / 0.50 |" in lines
+    old = {"compas": {"methods": {"wachter": {"validity": 0.5}}}}       # results from before h_valid: no table
+    assert report.agreement_section(old) == []
+
+
+def test_budget_table_sets_the_chosen_budget_beside_the_first_row_seed_by_seed():
+    dev = {"first": "a", "chosen": "b", "candidates": [{"candidate": "a", "budget": 28000},
+                                                       {"candidate": "b", "budget": 14000}]}
+    budgets = {"compas": {"budget": 28000, "score_per_seed": [1.90, 1.92], "fit_seconds_per_seed": [40.0, 60.0]}}
+    results = {"compas": {"methods": {"genre": {"score_per_seed": [1.89, 1.90], "fit_seconds": 25.0}}}}
+    lines = report.budget_section(budgets, results, dev)
+    assert "| compas | 28000 / d | 1.900, 1.920 | 1.910 | 50 |" in lines
+    assert "| compas | 14000 / d | 1.890, 1.900 | 1.895 | 25 |" in lines
+    assert "| compas | change | | -0.015 | 2.00x faster |" in lines
