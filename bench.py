@@ -398,14 +398,20 @@ ERROR_TABLES = [(100_000, 13), (100_000, 21), (1_000_000, 13)]
 STAGES = ("loading", "pairing", "training", "1,000 recourses")
 
 
-def scaling(sizes, threads: int, report) -> list[dict]:
-    """Every (n, d) of SCALING with n in sizes, each in its own child process;
-    report(runs) after each, so a run cut short keeps what it measured."""
+def scaling(sizes, threads: int, report, jobs: int = 2) -> list[dict]:
+    """Every (n, d) of SCALING with n in sizes, each in its own child process, `jobs` children
+    side by side (one core each), the longest first; report(runs) as each finishes, so a run
+    cut short keeps what it measured."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    todo = sorted(((n, d) for n, d in SCALING if n in sizes), key=lambda nd: -nd[0] * nd[1])
     runs = []
-    for n, d in SCALING:
-        if n in sizes:
-            print(f"scaling: n = {n:,}, d = {d} ...", flush=True)
-            runs.append(child_result(f"import bench; bench.scaling_run({n}, {d}, {threads})"))
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(child_result, f"import bench; bench.scaling_run({n}, {d}, {threads})")
+                   for n, d in todo]
+        for done in as_completed(futures):
+            run = done.result()
+            print(f"scaling: n = {run['n']:,}, d = {run['d']} done", flush=True)
+            runs = sorted(runs + [run], key=lambda r: (r["d"], r["n"]))
             report(runs)
     return runs
 
@@ -478,7 +484,8 @@ def scaling_section(runs: list[dict], command: str) -> str:
            f"other work shared the CPU). Machine: {machine()}.", "",
            "The table comes from `bench.synthetic` (2 immutable binaries, 2-3 mutable binaries, "
            "correlated continuous features, label y ~ Bernoulli(sigmoid(3 f(x))) with a nonlinear f); "
-           "h is a (32, 32) MLP fitted on 20,000 rows. One child process per row; each stage is one run "
+           "h is a (32, 32) MLP fitted on 20,000 rows. One child process per row, two side by side "
+           "(one core each); each stage is one run "
            "(no repeats): wall seconds [CPU seconds of the process, one torch thread] and the "
            "process's peak resident memory during that stage "
            "(VmHWM reset before it; data held from earlier stages counts). Loading: the table written "

@@ -4,7 +4,7 @@
     python experiments.py --quick    # a preview: one seed, three lambdas, 100 test negatives,
                                      # VAEs 10 epochs, into runs/quick/ (not results/)
 
-Stages (--only): development, comparison, generative, lambda, tau_sigma.
+Stages (--only): development, comparison, generative, lambda, tau_sigma, budget.
 1. Development study (no test rows): GenRe's CPU choices where the paper is
    silent or too slow for a CPU (tau, snapping to observed values, the
    plausibility filter, the step budget), each scored on a development split
@@ -23,6 +23,8 @@ Stages (--only): development, comparison, generative, lambda, tau_sigma.
    sigma, no retraining -> results/tau_sigma.json.
 5. Where GenRe's Score comes from: its 10 candidates and 10 exact draws from Q
    (Eq. 6), each chosen in four ways -> the "choice" entry of results/<dataset>.json.
+6. The budget check: GenRe trained with the development study's first-row budget on
+   the test seeds, beside `genre` (the chosen, cheaper budget) -> results/budget.json.
 Then report.py writes results/README.md and the README's tables from those files.
 
 The run is cut into units (a stage on one data set) that --jobs worker processes
@@ -451,7 +453,10 @@ def run_all(units, args):
 def budget_stage(args, timing: dict, command: str) -> dict:
     """After the development study: GenRe with its first row's budget on the test seeds
     (budget_check), when the chosen budget differs; {data set: budget_check(...)}."""
-    dev = report.load_json(os.path.join(args.out, "development.json"))
+    path = os.path.join(args.out, "development.json")
+    if not os.path.exists(path):
+        sys.exit(f"experiments.py: the budget stage needs {path}; run the development stage first")
+    dev = report.load_json(path)
     first = next(row["budget"] for row in dev["candidates"] if row["candidate"] == dev["first"])
     if dev["first"] == dev["chosen"]:
         return {}
