@@ -610,14 +610,17 @@ def beyond_section(runs: list[dict]) -> str:
              "What grows with N, and what to do past this machine:", "",
              f"- **Storage of Q.** Each source keeps T = {c.top_k} partners (an int32 index and a float32 "
              f"CDF, 8 kB), and at most max_sources = {c.max_sources:,} sources are paired: {q_gb:.1f} GB "
-             "whatever N. Loading holds the table itself (N x d x 4 bytes once read).",
+             f"whatever N. Loading holds the table itself: {big['loading']['peak_mb'] / 1024:.1f} GB at "
+             f"{n:,} rows, so this machine's 24 GB end near {24 * 1024 / big['loading']['peak_mb'] * n / 1e6:.0f}M "
+             "rows, first of all stages; past that, read the CSV in row blocks into a memory-mapped array.",
              f"- **Pairing work** is sources x N+ distances: with the source count capped it grows like N+ "
              f"(here {per_source_ms:.2f} CPU ms per source over {p['n_pos']:,} targets). It is "
              "embarrassingly parallel over sources: shard them into S blocks, give every worker all of "
              f"D_h^+ ({p['n_pos'] * d * 4 / 1e6:.0f} MB here) and its block; each writes its (sources / S, T) "
-             "index and probabilities, and the shards are concatenated, with no communication. Past "
-             "~10M targets an inverted-file index (k-means cells of D_h^+, search the nearest cells) makes "
-             "each source O(sqrt(N+) + C) instead of O(N+).",
+             "index and probabilities, and the shards are concatenated, with no communication. At 10x "
+             f"these rows the same sources would take about {10 * per_source_ms * p['n_src'] / 60000:.0f} "
+             "CPU minutes here; beyond that an inverted-file index (k-means cells of D_h^+, search the "
+             "nearest cells) makes each source O(sqrt(N+) + C) instead of O(N+).",
              f"- **Training** runs min({c.epochs} epochs, {c.feature_steps} / d) = {steps:,} steps of "
              f"{c.batch_size} pairs at d = {d}: flat in N. With PyTorch's DistributedDataParallel, each of "
              "W workers holds its shard of Q, draws partners locally, runs a batch of B / W, and "
@@ -688,7 +691,9 @@ def train_speed_section(r: dict, command: str) -> str:
         "| genre.py | steps | seconds per run | median |", "|---|---|---|---|",
         *(f"| {k} | {r['n_steps'][k]:,} | {', '.join(f'{s:.1f}' for s in v)} | {r['median'][k]:.1f} |"
           for k, v in r["seconds"].items()),
-        "", f"Speed-up of this tree: **{r['ratio']:.2f}x** (ratio of the medians, measured in one run)."])
+        "", f"Speed-up of this tree: **{r['ratio']:.2f}x** (ratio of the medians, measured in one run). "
+        "The Score of both budgets on the test seeds 0-2 is in results/README.md, \"The chosen training "
+        "budget on the test seeds\" (`python experiments.py --only budget`)."])
 
 
 # ----------------------------------------------------------------------------- BENCHMARKS.md
@@ -799,9 +804,10 @@ def main(argv=None) -> int:
             if args.out == "BENCHMARKS.md":                      # the README's copy of the same section
                 import report
                 report.replace_block(os.path.join(HERE, "README.md"), "scale",
-                                     beyond_section(runs).replace("## Past one machine", "", 1).strip())
+                                     beyond_section(runs).replace("## Past one machine", "", 1)
+                                     .replace("table above", "BENCHMARKS.md's scaling table").strip())
             plot_scaling(runs, os.path.join(HERE, args.figure))
-            print(json.dumps(runs[-1]), flush=True)
+            print(json.dumps(runs), flush=True)                  # every run so far, to redo the report
         scaling(set(args.scaling_n), args.threads, report_scaling)
     if studies and not args.only:
         return 0

@@ -356,18 +356,22 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE epochs (default 20, the runner's)")
-    p.add_argument("--out", default="results", help="folder for the JSON files and README.md")
+    p.add_argument("--out", help="folder for the JSON files and README.md (default results, "
+                                  "or runs/quick with --quick)")
     p.add_argument("--figures", default="figures", help="folder for lambda_sweep.png")
     p.add_argument("--cache", default="cache", help="folder for cached oracle, h and fitted models")
     p.add_argument("--quick", action="store_true",
                    help=f"a preview: one seed, lambdas {{1, 5, 10}}, {QUICK_N_TEST} test negatives, VAEs "
-                        f"{QUICK_VAE_EPOCHS} epochs, into runs/quick/ and runs/quick/figures (not results/)")
+                        f"{QUICK_VAE_EPOCHS} epochs, into runs/quick/ and its figures/ (or --out; "
+                        "results/quick/ holds the published preview)")
     p.add_argument("--report-only", action="store_true",
                    help="only re-render results/README.md and README.md's tables from the result files")
     args = p.parse_args(argv)
     if args.quick:                                                # a preview of every stage, not the published run
         args.seeds, args.n_test, args.vae_epochs = [0], QUICK_N_TEST, args.vae_epochs or QUICK_VAE_EPOCHS
-        args.out, args.figures = os.path.join("runs", "quick"), os.path.join("runs", "quick", "figures")
+        args.out = args.out or os.path.join("runs", "quick")
+        args.figures = os.path.join(args.out, "figures")
+    args.out = args.out or "results"
     args.generative_seeds = args.generative_seeds or args.seeds
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
