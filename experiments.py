@@ -447,8 +447,9 @@ def run_all(units, args):
         return
     import concurrent.futures
     import multiprocessing
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=torch.set_num_threads, initargs=(1,)) as pool:  # a core each
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=torch.set_num_threads,
+                                                initargs=(1,)) as pool:               # one core each
         futures = {pool.submit(run_unit, unit, args): unit for unit in units}
         for done in concurrent.futures.as_completed(futures):
             yield futures[done], done.result()
@@ -506,12 +507,13 @@ def run(args) -> None:
     if sweeps:
         write(args.out, "lambda_sweep.json", in_order(sweeps))
         plot_lambda(in_order(sweeps), os.path.join(args.figures, "lambda_sweep.png"))
-    timing["run"] = {"minutes": (time.time() - t0) / 60, "command": command, "jobs": args.jobs}
     path = os.path.join(args.out, "timing.json")
     whole = set(args.only) == set(STAGES) and set(args.datasets) == set(DATASETS)
+    key = "run" if whole else "run: --only " + " ".join(args.only)      # "run" is the whole run's alone
+    timing[key] = {"minutes": (time.time() - t0) / 60, "command": command, "jobs": args.jobs}
     old = report.load_json(path) if os.path.exists(path) and not whole else {}
     write(args.out, "timing.json", {**old, **timing})
-    log(f"run done in {timing['run']['minutes']:.1f} minutes")
+    log(f"run done in {timing[key]['minutes']:.1f} minutes")
 
 
 if __name__ == "__main__":

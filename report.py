@@ -400,9 +400,11 @@ def results_readme(folder: str) -> str:
 def timing_table(timing: dict, quick: dict | None = None) -> list[str]:
     """Minutes per unit of experiments.py, then the whole run's wall clock (its "run" entry),
     and that of the --quick preview (results/quick/timing.json) when given."""
-    units = {k: t for k, t in timing.items() if k != "run"}
+    units = {k: t for k, t in timing.items() if not k.startswith("run")}
     rows = [[k, f"{t['minutes']:.1f}", f"`{t['command'].strip()}`"] for k, t in units.items()]
     rows.append(["sum of the units", f"{sum(t['minutes'] for t in units.values()):.1f}", ""])
+    rows += [[f"later command, {t['jobs']} job(s), wall clock", f"{t['minutes']:.1f}", f"`{t['command'].strip()}`"]
+             for k, t in timing.items() if k.startswith("run:")]
     if "run" in timing:
         run = timing["run"]
         rows.append([f"**whole run, {run['jobs']} job(s), wall clock**", f"**{run['minutes']:.1f}**",
