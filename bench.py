@@ -301,14 +301,6 @@ def stage(name: str, fn, out: dict):
     return result
 
 
-def pairing_mode(n_src: int, n_pos: int, cfg) -> str:
-    """What make_pairs does for n_src sources and n_pos targets under cfg.pairing."""
-    import genre
-    if cfg.pairing != "auto":
-        return cfg.pairing
-    return "exact" if n_src * n_pos <= genre.EXACT_COSTS else "prefilter"
-
-
 def load_stage(X: np.ndarray, y: np.ndarray, out: dict) -> None:
     """Write the table to a CSV in /tmp (untimed) and time datasets.from_csv on it."""
     import datasets
@@ -336,8 +328,8 @@ def pairing_stage(X, y, h, immutable, out: dict) -> None:
     order = np.random.default_rng(0).permutation(int(neg.sum()))[:cfg.max_sources]
     src, dst, imm = torch.from_numpy(X[neg][order]), torch.from_numpy(X[pos]), torch.from_numpy(immutable)
     stage("pairing", lambda: genre.make_pairs(src, dst, cfg, imm, "cpu"), out)
-    out["pairing"].update(mode=pairing_mode(len(src), len(dst), cfg), n_neg=int(neg.sum()), n_src=len(src),
-                          n_pos=len(dst))
+    out["pairing"].update(mode=genre.pairing_method(cfg.pairing, len(src), len(dst)), n_neg=int(neg.sum()),
+                          n_src=len(src), n_pos=len(dst))
 
 
 def scaling_run(n: int, d: int, threads: int = 1) -> None:

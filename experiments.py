@@ -104,12 +104,11 @@ def rank_candidates(scores: dict, seeds, n_test: int, base=None) -> dict:
     a budget that buys less than that is not worth its training time.
     """
     base = base or GenReConfig()
-    table = []
-    for cand in next(iter(scores.values())):
+    table, first_data = [], next(iter(scores.values()))
+    for cand, row in first_data.items():
         means = {name: {k: float(np.mean([r[k] for r in per_cand[cand]["scores"]])) for k in report.METRICS}
                  for name, per_cand in scores.items()}
-        budget = next(iter(scores.values()))[cand]["budget"]
-        table.append({"candidate": cand, "budget": budget, "datasets": means,
+        table.append({"candidate": cand, "budget": row["budget"], "datasets": means,
                       "mean_score": float(np.mean([m["score"] for m in means.values()]))})
     table.sort(key=lambda row: -row["mean_score"])
     ties = [row for row in table if row["mean_score"] >= table[0]["mean_score"] - SAME_QUALITY]
@@ -462,10 +461,9 @@ def budget_stage(args, timing: dict, command: str) -> dict:
     if not os.path.exists(path):
         sys.exit(f"experiments.py: the budget stage needs {path}; run the development stage first")
     dev = report.load_json(path)
-    first = next(row["budget"] for row in dev["candidates"] if row["candidate"] == dev["first"])
     if dev["first"] == dev["chosen"]:
         return {}
-    args.first_budget = first
+    args.first_budget = next(row["budget"] for row in dev["candidates"] if row["candidate"] == dev["first"])
     out = {}
     for (stage, name), result in run_all([("budget", name) for name in args.datasets], args):
         timing[f"{stage} {name}"] = {"minutes": result["minutes"], "command": command}

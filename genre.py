@@ -220,11 +220,17 @@ class Pairs:
 EXACT_COSTS = 2e9
 
 
+def pairing_method(pairing: str, n_src: int, n_dst: int) -> str:
+    """What GenReConfig.pairing means for n_src sources and n_dst targets: "exact" or "prefilter"."""
+    if pairing != "auto":
+        return pairing
+    return "exact" if n_src * n_dst <= EXACT_COSTS else "prefilter"
+
+
 def make_pairs(X_src, X_dst, cfg, immutable, device):
     """Q over the given sources and targets (exact Eq. 6, or the prefiltered search of
     pairing.py for large data), computed on `device`, kept on the CPU."""
-    exact = cfg.pairing == "exact" or (cfg.pairing == "auto" and len(X_src) * len(X_dst) <= EXACT_COSTS)
-    if not exact:
+    if pairing_method(cfg.pairing, len(X_src), len(X_dst)) == "prefilter":
         from pairing import prefiltered_pairing                             # only needed for large data
         find_pairs = prefiltered_pairing
     else:

@@ -216,15 +216,16 @@ def budget_section(budgets: dict, results: dict, dev: dict) -> list[str]:
            "same seeds, streams and test negatives (`python experiments.py --only budget`); fit seconds "
            "are GenRe's pairing plus training, mean over seeds.", "",
            "| data set | budget | Score per seed | mean Score | fit seconds |", "|---|---|---|---|---|"]
+    mean = lambda xs: sum(xs) / len(xs)
     for name, b in budgets.items():
         g = results[name]["methods"]["genre"]
-        rows = [(b["budget"], b["score_per_seed"], sum(b["fit_seconds_per_seed"]) / len(b["fit_seconds_per_seed"])),
-                (chosen, g["score_per_seed"], g["fit_seconds"])]
-        for budget, per_seed, secs in rows:
+        first_secs, chosen_secs = mean(b["fit_seconds_per_seed"]), g["fit_seconds"]
+        for budget, per_seed, secs in ((b["budget"], b["score_per_seed"], first_secs),
+                                       (chosen, g["score_per_seed"], chosen_secs)):
             out.append(f"| {name} | {budget} / d | {', '.join(f'{s:.3f}' for s in per_seed)} | "
-                       f"{sum(per_seed) / len(per_seed):.3f} | {secs:.0f} |")
-        gap = sum(g["score_per_seed"]) / len(g["score_per_seed"]) - sum(b["score_per_seed"]) / len(b["score_per_seed"])
-        out.append(f"| {name} | change | | {gap:+.3f} | {rows[0][2] / rows[1][2]:.2f}x faster |")
+                       f"{mean(per_seed):.3f} | {secs:.0f} |")
+        gap = mean(g["score_per_seed"]) - mean(b["score_per_seed"])
+        out.append(f"| {name} | change | | {gap:+.3f} | {first_secs / chosen_secs:.2f}x faster |")
     return out + [""]
 
 
@@ -376,15 +377,17 @@ def results_readme(folder: str) -> str:
            "", *timing_table(timing, load_json(path("quick/timing.json")) if os.path.exists(path("quick/timing.json"))
                              else None), ""]
     if os.path.exists(path("development.json")):
-        out += development_section(load_json(path("development.json")))
+        dev = load_json(path("development.json"))
+        out += development_section(dev)
         if os.path.exists(path("budget.json")) and results:
-            out += budget_section(load_json(path("budget.json")), results, load_json(path("development.json")))
+            out += budget_section(load_json(path("budget.json")), results, dev)
     generative = {n: load_json(path(f"{n}_generative.json")) for n in results
                   if os.path.exists(path(f"{n}_generative.json"))}
     fewer_seeds = {n: g for n, g in generative.items() if g["seeds"] != results[n]["seeds"]}
     if results:
-        out += classifier_section(results) + comparison_section(with_generative(results, folder))
-        out += generative_section(fewer_seeds) + agreement_section(with_generative(results, folder))
+        whole_table = with_generative(results, folder)
+        out += classifier_section(results) + comparison_section(whole_table)
+        out += generative_section(fewer_seeds) + agreement_section(whole_table)
         out += novel_section(results) + choice_section(results)
     if os.path.exists(path("lambda_sweep.json")):
         out += lambda_section(load_json(path("lambda_sweep.json")))
@@ -405,14 +408,11 @@ def timing_table(timing: dict, quick: dict | None = None) -> list[str]:
     rows.append(["sum of the units", f"{sum(t['minutes'] for t in units.values()):.1f}", ""])
     rows += [[f"later command, {t['jobs']} job(s), wall clock", f"{t['minutes']:.1f}", f"`{t['command'].strip()}`"]
              for k, t in timing.items() if k.startswith("run:")]
-    if "run" in timing:
-        run = timing["run"]
-        rows.append([f"**whole run, {run['jobs']} job(s), wall clock**", f"**{run['minutes']:.1f}**",
-                     f"`{run['command'].strip()}`"])
-    if quick and "run" in quick:
-        run = quick["run"]
-        rows.append([f"**--quick preview, {run['jobs']} job(s), wall clock**", f"**{run['minutes']:.1f}**",
-                     f"`{run['command'].strip()}`"])
+    for label, whole in (("whole run", timing), ("--quick preview", quick or {})):
+        if "run" in whole:
+            run = whole["run"]
+            rows.append([f"**{label}, {run['jobs']} job(s), wall clock**", f"**{run['minutes']:.1f}**",
+                         f"`{run['command'].strip()}`"])
     return table("| unit | minutes | command |", rows)
 
 
