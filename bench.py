@@ -684,7 +684,7 @@ def train_speed_section(r: dict, command: str) -> str:
         *(f"| {k} | {r['n_steps'][k]:,} | {', '.join(f'{s:.1f}' for s in v)} | {r['median'][k]:.1f} |"
           for k, v in r["seconds"].items()),
         "", f"Speed-up of this tree: **{r['ratio']:.2f}x** (ratio of the medians, measured in one run). "
-        "The Score of both budgets on the test seeds 0-2 is in results/README.md, \"The chosen training "
+        "The Score of each setting on the test seeds 0-2 is in results/README.md, \"The chosen training "
         "budget on the test seeds\" (`python experiments.py --only budget`)."])
 
 

@@ -67,8 +67,8 @@ class GenReConfig:
     n_bins: int = 50            # Table 9
     bins: str = "paper"         # Sec. 4.2 "paper": K equal bins over D_h^+, value = centre;
                                 # "code": K fixed bins on [0, 1], value = left edge
-    snap: bool = True           # CPU default, chosen in results/README.md's decision table
-                                # (Algorithm 2: False); what a drawn bin samples as, see Bins
+    snap: bool = False          # Algorithm 2, and the choice of results/README.md's decision
+                                # table; True: a drawn bin samples an observed value, see Bins
     # transformer (Sec. 4.2; Table 9's sizes are in paper())
     d_model: int = 32           # Table 9
     n_heads: int = 1            # CPU default for speed: a CPU runs one small kernel per head (Table 9: 8)
@@ -82,7 +82,7 @@ class GenReConfig:
     decay_lr: bool = True       # CPU default (paper: constant lr); cosine decay to lr / 10
     batch_size: int = 512       # CPU default (App. C.2.4: 2048, 16384 for adult)
     epochs: int = 200           # CPU default (App. C.2.4: 2000)
-    feature_steps: Optional[int] = 14000  # CPU default, chosen in results/README.md's decision
+    feature_steps: Optional[int] = 10000  # CPU default, chosen in results/README.md's decision
                                 # table: at most feature_steps / D steps (None: no cap)
     steps: Optional[int] = None # if set: exactly this many optimiser steps (overrides the two above)
     eval_every: int = 250       # CPU default: steps between validation checks (0: every epoch, code)
@@ -281,8 +281,8 @@ def snap_to_observed(mu, X_pos):
 class Bins:
     """The output density's fixed bins, and the value each bin samples as.
 
-    Paper (snap=False): bin k of feature j samples as x+_j = mu_jk, its centre.
-    Here (snap=True, CPU default): as x_j itself if bin k holds x_j, else as the
+    Paper and default (snap=False): bin k of feature j samples as x+_j = mu_jk,
+    its centre. With snap=True: as x_j itself if bin k holds x_j, else as the
     value seen in D_h^+ nearest mu_jk. Most features are counts or ages with
     few levels; a centre between levels looks like an outlier to the LOF
     plausibility test, and moving x_j to the centre of the bin it is already in
@@ -585,8 +585,9 @@ def validation_pairs(val, draws, generator):
 
 
 @torch.no_grad()
-def validation_loss(model, x, x_plus, mu, w, device, batch=4096):
-    """Eq. 8 averaged over the validation pairs x, x_plus (N, D)."""
+def validation_loss(model, x, x_plus, mu, w, device, batch=512):
+    """Eq. 8 averaged over the validation pairs x, x_plus (N, D), in training-size batches
+    (on a CPU, larger ones are slower per pair: their activations leave the cache)."""
     model.eval()
     total = 0.0
     for s in range(0, len(x), batch):

@@ -66,8 +66,8 @@ def toy_config(quick=False):
 
     Paper: the same recipe as for the benchmarks (Table 9: lambda 5, 50 bins,
     tau 10, sigma 0, bin centres, best of 10 by h). Here: the paper's sampling
-    exactly (not the benchmarks' CPU default of tau 5, snapping and the plausible
-    choice), with a small transformer and a short step budget, because D = 2 and
+    exactly (not the benchmarks' CPU default of tau 5 and the plausible choice),
+    with a small transformer and a short step budget, because D = 2 and
     |D_h^-| is a few hundred rows, so the whole script fits in a few CPU minutes.
     --quick shrinks it further to a smoke test (the figures will look rough).
     """

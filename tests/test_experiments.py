@@ -112,7 +112,7 @@ def test_dh_plus_validity_counts_the_oracles_yes_row_by_row_and_per_band():
 
 def test_development_choice_is_the_cheapest_budget_within_same_quality_of_the_first():
     """rank_candidates: ranked by mean Score over data sets and seeds; chosen = the fewest
-    steps among those within SAME_QUALITY of the first, the first of them by rank."""
+    steps among those within SAME_QUALITY of the first on every data set, the first of them by rank."""
     metrics = lambda s: {"cost": 0.0, "validity": 1.0, "lof": s - 1.0, "score": s}
     def scores(by_name):                                  # one data set, two seeds with the same Score
         return {name: {"budget": b, "scores": [metrics(s), metrics(s)]} for name, (b, s) in by_name.items()}
@@ -124,6 +124,12 @@ def test_development_choice_is_the_cheapest_budget_within_same_quality_of_the_fi
     far = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 - 2 * gap)})
     dev = experiments.rank_candidates({"x": far}, seeds=(0, 1), n_test=5)
     assert dev["first"] == dev["chosen"] == "a 28000"
+    # close on the mean over data sets, but more than SAME_QUALITY below the first on y: not a tie
+    up = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 + gap)})
+    down = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 - 1.5 * gap)})
+    dev = experiments.rank_candidates({"x": up, "y": down}, seeds=(0, 1), n_test=5)
+    assert [r["candidate"] for r in dev["candidates"]] == ["a 28000", "b 14000"]
+    assert dev["chosen"] == "a 28000"
 
 
 def test_plan_runs_each_stage_once_per_data_set_and_quick_uses_one_seed():
@@ -138,3 +144,17 @@ def test_plan_runs_each_stage_once_per_data_set_and_quick_uses_one_seed():
 def test_lambda_labels_of_coinciding_points_are_joined():
     groups = experiments.label_groups([0.0, 0.01, 1.0, 0.02], [0.5, 0.52, 0.5, 0.9], [0.5, 1, 2.5, 5], (0.05, 0.05))
     assert groups == [(0.0, 0.5, [0.5, 1]), (1.0, 0.5, [2.5]), (0.02, 0.9, [5])]
+
+
+def test_budget_references_are_the_first_row_the_earlier_defaults_and_todays_budget_sampled_the_earlier_way(
+        monkeypatch):
+    dev = {"first": "a", "chosen": "b", "candidates": [{"candidate": "a", "budget": 28000},
+                                                       {"candidate": "b", "budget": 14000}]}
+    monkeypatch.setattr(experiments, "EARLIER_DEFAULT", dict(feature_steps=28000, tau=7.0))
+    refs = experiments.budget_references(dev)
+    assert list(refs.values()) == [dict(feature_steps=28000), dict(feature_steps=28000, tau=7.0), dict(tau=7.0)]
+    assert "tau 7" in list(refs)[2] and f"{GenReConfig().feature_steps} / d steps" in list(refs)[2]
+    assert list(experiments.budget_references({**dev, "chosen": "a"}).values())[0] == dict(feature_steps=28000, tau=7.0)
+    today = dict(feature_steps=GenReConfig().feature_steps, tau=GenReConfig().tau)
+    monkeypatch.setattr(experiments, "EARLIER_DEFAULT", today)
+    assert experiments.budget_references({**dev, "chosen": "a"}) == {}

@@ -268,6 +268,20 @@ def test_jensen_loss_equals_hand_computed_cross_entropy():
     assert jensen_loss(logits2, s2).item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
+
+def test_validation_loss_is_the_mean_of_eq_8_over_pairs_whatever_the_batch():
+    torch.manual_seed(0)
+    D, K, N = 3, 10, 37
+    model = genre.RecourseTransformer(D, tiny_config(n_bins=K)).eval()
+    x, x_plus = torch.rand(N, D), torch.rand(N, D)
+    mu, w = torch.linspace(0, 1, K).repeat(D, 1), torch.full((D,), 1 / K)
+    with torch.no_grad():                                   # one pair at a time, by hand
+        per_pair = [jensen_loss(model(x[i:i + 1], x_plus[i:i + 1]), soft_labels(x_plus[i:i + 1], mu, w)).item()
+                    for i in range(N)]
+    for batch in (1, 5, 16, N, 4096):                       # uneven last batches included
+        assert genre.validation_loss(model, x, x_plus, mu, w, "cpu", batch=batch) == pytest.approx(
+            np.mean(per_pair), rel=1e-5)
+
 # -- Sec. 4.2: the transformer ----------------------------------------------------
 
 def test_decoder_is_causal():
@@ -318,16 +332,20 @@ def test_tiny_model_learns_a_single_fixed_pair():
     np.testing.assert_allclose(S, np.broadcast_to(expected, S.shape), atol=1e-6)
 
 
-def test_large_tau_samples_the_argmax_bin(fitted):
+@pytest.mark.parametrize("snap", [False, True])
+def test_large_tau_samples_the_argmax_bin(fitted, snap):
     model, X, *_ = fitted
     X_neg = fitted[-1]
-    S = model.sample(X_neg, n=1, tau=1e4)[:, 0]                    # (M, D)
+    S = model.sample(X_neg, n=1, tau=1e4, snap=snap)[:, 0]         # (M, D)
     with torch.no_grad():
         logits = model.model_(torch.from_numpy(X_neg), torch.from_numpy(S))  # teacher-forced on S
     k = logits.argmax(-1)                                         # (M, D) the arg-max bins
-    argmax_value = model.bins_.observed[torch.arange(4), k]
-    argmax_value = torch.where(k == model.bins_.index(torch.from_numpy(X_neg)),
-                               torch.from_numpy(X_neg), argmax_value).numpy()   # (M, D)
+    if snap:                                                      # observed value, or x_j in its own bin
+        argmax_value = model.bins_.observed[torch.arange(4), k]
+        argmax_value = torch.where(k == model.bins_.index(torch.from_numpy(X_neg)),
+                                   torch.from_numpy(X_neg), argmax_value).numpy()   # (M, D)
+    else:                                                         # the bin's centre (Algorithm 2)
+        argmax_value = model.bins_.mu[torch.arange(4), k].numpy()
     continuous = ~model.categorical_ & ~model.immutable_
     np.testing.assert_allclose(S[:, continuous], argmax_value[:, continuous], atol=1e-6)
 
@@ -343,7 +361,7 @@ def test_samples_project_categoricals_and_keep_immutables(fitted):
     lo, hi = model.bins_.lo.numpy(), model.bins_.hi.numpy()
     lo, hi = np.minimum(lo, X_neg)[:, None], np.maximum(hi, X_neg)[:, None]
     assert (S[..., 2:] >= lo[..., 2:] - 1e-6).all() and (S[..., 2:] <= hi[..., 2:] + 1e-6).all()
-    S = model.sample(X_neg, n=7, tau=1.0)                        # sigma = 0: x's value or one seen in D_h^+
+    S = model.sample(X_neg, n=7, tau=1.0, snap=True)             # sigma = 0: x's value or one seen in D_h^+
     X_pos = X[(y == 1) & (h.predict_proba(X) > 0.7)]
     for j in (2, 3):
         own = S[..., j] == X_neg[:, None, j]
@@ -414,7 +432,7 @@ def test_a_feature_constant_in_d_h_plus_moves_to_its_value():
     y = (rng.random(300) < h.predict_proba(X)).astype(int)
     X[:, 2] = np.where(y == 1, 0.8, rng.random(300) * 0.5)          # x_2 = 0.8 throughout D_h^+
     model = GenRe(tiny_config(), verbose=False).fit(X, y, h)
-    S = model.sample(X[y == 0][:30], n=20, tau=1.0)                 # (30, 20, 3), broad draws
+    S = model.sample(X[y == 0][:30], n=20, tau=1.0, snap=True)      # (30, 20, 3), broad draws
     np.testing.assert_array_equal(S[..., 2], np.float32(0.8))
 
 

@@ -73,12 +73,14 @@ def test_agreement_table_shows_h_acceptance_beside_val_and_latent_units_per_seed
     assert report.agreement_section(old) == []
 
 
-def test_budget_table_sets_the_chosen_budget_beside_the_first_row_seed_by_seed():
+def test_budget_table_sets_the_chosen_budget_beside_each_reference_seed_by_seed():
     dev = {"first": "a", "chosen": "b", "candidates": [{"candidate": "a", "budget": 28000},
                                                        {"candidate": "b", "budget": 14000}]}
-    budgets = {"compas": {"budget": 28000, "score_per_seed": [1.90, 1.92], "fit_seconds_per_seed": [40.0, 60.0]}}
+    budgets = {"compas": {"first": {"config": {"feature_steps": 28000}, "score_per_seed": [1.90, 1.92],
+                                    "fit_seconds_per_seed": [40.0, 60.0]}}}
     results = {"compas": {"methods": {"genre": {"score_per_seed": [1.89, 1.90], "fit_seconds": 25.0}}}}
     lines = report.budget_section(budgets, results, dev)
-    assert "| compas | 28000 / d | 1.900, 1.920 | 1.910 | 50 |" in lines
-    assert "| compas | 14000 / d | 1.890, 1.900 | 1.895 | 25 |" in lines
-    assert "| compas | change | | -0.015 | 2.00x faster |" in lines
+    assert "| compas | first | 1.900, 1.920 | 1.910 | 50 | -0.015 | 2.00x |" in lines
+    assert "| compas | **14000 / d steps (genre)** | 1.890, 1.900 | 1.895 | 25 | | |" in lines
+    old = {"compas": {"budget": 28000, "score_per_seed": [1.9], "fit_seconds_per_seed": [40.0]}}
+    assert report.budget_section(old, results, dev) == []              # an older budget.json: no table
