@@ -23,8 +23,9 @@ Stages (--only): development, comparison, generative, lambda, tau_sigma, budget.
    sigma, no retraining -> results/tau_sigma.json.
 5. Where GenRe's Score comes from: its 10 candidates and 10 exact draws from Q
    (Eq. 6), each chosen in four ways -> the "choice" entry of results/<dataset>.json.
-6. The budget check: GenRe trained with the development study's first-row budget on
-   the test seeds, beside `genre` (the chosen, cheaper budget) -> results/budget.json.
+6. The budget check: GenRe trained with the development study's first-row budget, with
+   the earlier defaults and with today's budget sampled the earlier way, on the test
+   seeds beside `genre` (the chosen, cheaper budget) -> results/budget.json.
 Then report.py writes results/README.md and the README's tables from those files.
 
 The run is cut into units (a stage on one data set) that --jobs worker processes
@@ -123,8 +124,7 @@ def budget_references(dev: dict) -> dict:
     development study's first row (its budget, sampled with the defaults) unless it is the
     choice; the earlier defaults unless they are today's; and, where their sampling differs
     from today's, today's budget sampled the earlier way, which splits the change in two."""
-    today, refs = GenReConfig(), {}
-    name = lambda cfg: report.candidate_name(dict(tau=cfg.tau, snap=cfg.snap, select=cfg.select), cfg.feature_steps)
+    today, refs, name = GenReConfig(), {}, report.config_candidate
     first = next(row["budget"] for row in dev["candidates"] if row["candidate"] == dev["first"])
     if dev["first"] != dev["chosen"]:
         refs[name(dataclasses.replace(today, feature_steps=first)) + " (the study's first row)"] = \

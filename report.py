@@ -187,16 +187,20 @@ def candidate_name(sampling: dict, budget: int) -> str:
     return ", ".join(parts)
 
 
+def config_candidate(cfg) -> str:
+    """The candidate name of a GenReConfig: its sampling settings and step budget."""
+    return candidate_name(dict(tau=cfg.tau, snap=cfg.snap, select=cfg.select), cfg.feature_steps)
+
+
 def default_candidate() -> str:
     """The candidate genre.GenReConfig() is today (read when the page is written, not stored)."""
     from genre import GenReConfig
-    cfg = GenReConfig()
-    return candidate_name(dict(tau=cfg.tau, snap=cfg.snap, select=cfg.select), cfg.feature_steps)
+    return config_candidate(GenReConfig())
 
 
 def development_section(dev: dict) -> list[str]:
     """The decision table of the development study (experiments.rank_candidates)."""
-    names = list(dev["candidates"][0]["datasets"])
+    names, default = list(dev["candidates"][0]["datasets"]), default_candidate()
     out = ["## How the defaults were chosen: the development split", "",
            f"Every candidate was scored on a development split of the training rows "
            f"({dev['split']}; seeds {dev['seeds']}, up to {dev['n_test']} development negatives each): "
@@ -207,8 +211,8 @@ def development_section(dev: dict) -> list[str]:
            f"the cheapest budget within {dev['same_quality']} of the first row's Score on every data set "
            "(a smaller gap counts as the same quality), the first such row.", "",
            f"The first row is **{dev['first']}**; the choice is **{dev['chosen']}**; "
-           f"`genre.GenReConfig()` samples and trains with **{default_candidate()}**"
-           + (" (the choice)." if dev["chosen"] == default_candidate() else
+           f"`genre.GenReConfig()` samples and trains with **{default}**"
+           + (" (the choice)." if dev["chosen"] == default else
               " (NOT the choice: rerun after updating the defaults)."), "",
            "| candidate | mean dev Score | " + " | ".join(f"{n} Cost / Val / LOF / Score" for n in names) + " |",
            "|---|---|" + "---|" * len(names)]

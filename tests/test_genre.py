@@ -268,7 +268,6 @@ def test_jensen_loss_equals_hand_computed_cross_entropy():
     assert jensen_loss(logits2, s2).item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
-
 def test_validation_loss_is_the_mean_of_eq_8_over_pairs_whatever_the_batch():
     torch.manual_seed(0)
     D, K, N = 3, 10, 37
@@ -281,6 +280,7 @@ def test_validation_loss_is_the_mean_of_eq_8_over_pairs_whatever_the_batch():
     for batch in (1, 5, 16, N, 4096):                       # uneven last batches included
         assert genre.validation_loss(model, x, x_plus, mu, w, "cpu", batch=batch) == pytest.approx(
             np.mean(per_pair), rel=1e-5)
+
 
 # -- Sec. 4.2: the transformer ----------------------------------------------------
 
