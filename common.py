@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
+import subprocess
 import tempfile
 
 import numpy as np
@@ -133,3 +135,29 @@ def atomic_write(path: str, write) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+# ----------------------------------------------------------------------------- provenance
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def provenance() -> dict:
+    """What a result was computed with: the versions of Python and of every package that
+    computes a number, the CPU architecture, and the git commit of this code ("dirty": the
+    code differed from that commit; results/, figures/, runs/ and cache/ do not count)."""
+    import scipy
+    import sklearn
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, timeout=10)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = git("status", "--porcelain", "--", ".", ":!results", ":!figures", ":!runs", ":!cache")
+    return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__},
+            "machine": platform.machine(), "commit": git("rev-parse", "HEAD"),
+            "dirty": None if status is None else bool(status)}

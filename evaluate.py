@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import atomic_write, child_seed, set_seed, torch_threads
+from common import atomic_write, child_seed, provenance, set_seed, torch_threads
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
 from genre import PAPER_SAMPLING, GenRe, GenReConfig, training_sets
 import report
 
-CACHE_VERSION = 4   # bump when the oracle, labels or h change, to invalidate old caches
+CACHE_VERSION = 5   # bump when the oracle, labels or h change, to invalidate old caches
 
 
 def log(msg: str) -> None:
@@ -65,7 +65,13 @@ def fit_oracle(ds: Dataset, seed: int):
     y = np.concatenate([ds.y_train, ds.y_test])
     forest = RandomForestClassifier(random_state=child_seed(seed, "oracle"), n_jobs=-1)
     oracle = CalibratedClassifierCV(forest, method="isotonic")
-    return oracle.fit(X, y, sample_weight=compute_sample_weight("balanced", y))
+    oracle.fit(X, y, sample_weight=compute_sample_weight("balanced", y))
+    # The trees are grown in parallel (each from its own seed: the same forest at any n_jobs), but a
+    # parallel predict_proba adds the trees' votes in whatever order the threads finish, which moves
+    # the last bits from call to call. One thread adds them in tree order: the same answer every time.
+    for calibrated in oracle.calibrated_classifiers_:
+        calibrated.estimator.n_jobs = 1
+    return oracle
 
 
 def oracle_proba(oracle, X: np.ndarray) -> np.ndarray:
@@ -479,7 +485,7 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
     fit_seconds is the training time even when the model came from the cache (GenRe
     keeps its own); `novel` scores the rows of X_neg that are not copies of a training row."""
     t0 = time.time()
-    with torch_threads(None if name.startswith("genre") else 1):     # searches: small tensors (torch_threads)
+    with torch_threads(1):          # every method on one thread: the same numbers whatever the machine's setting
         method = fit_method(name, bench, genre_config, verbose, fitted, vae_epochs)
         t1 = time.time()
         X_plus = method.recourse(X_neg)
@@ -578,6 +584,7 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
         "oracle": {k: float(np.mean([o[k] for o in oracle_m])) for k in oracle_m[0]},
         "stage_seconds": {k: float(np.mean([b.seconds.get(k, 0.0) for b in benches])) for k in benches[0].seconds},
         "methods": {m: aggregate([s[m] for s in per_seed_scores]) for m in methods},
+        "provenance": provenance(),
     }
     if {"genre", "genre_paper"} & set(methods):
         results["genre_config"] = dataclasses.asdict(genre_config or GenReConfig())

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import report
-from common import atomic_write, child_seed
+from common import atomic_write, child_seed, provenance
 from evaluate import (METHODS, SAMPLING_FIELDS, check_methods, development, dh_plus, evaluate_seed, fit_genre,
                       fit_lof, fit_one, log, make_method, oracle_proba, pick_test_negatives, prepare, score,
                       score_rows, summarise, summarise_rows, write_json)
@@ -356,7 +356,9 @@ def draw_from_q(X, X_pos, lam, immutable, top_k, n, seed) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- command line
 
-def write(out: str, fname: str, data) -> None:
+def write(out: str, fname: str, data: dict) -> None:
+    """<out>/<fname>, written whole, with the versions and commit it was computed with."""
+    data = {**data, "provenance": provenance()}
     atomic_write(os.path.join(out, fname), lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 

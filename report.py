@@ -174,8 +174,12 @@ def toy_table(toys: dict) -> str:
 
 
 def load_json(path: str):
+    """A results file's content; its "provenance" (versions and commit) is read by provenance_of."""
     with open(path) as f:
-        return json.load(f)
+        data = json.load(f)
+    if isinstance(data, dict):
+        data.pop("provenance", None)
+    return data
 
 
 # ----------------------------------------------------------------------------- results/README.md
