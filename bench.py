@@ -75,9 +75,9 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
             return torch.sigmoid(5 * (torch.as_tensor(X) - 0.5) @ w).numpy()
 
     y = (rng.random(n_rows) < LinearH().predict_proba(X)).astype(int)
-    cfg = GenReConfig.paper() if paper else GenReConfig()
-    cfg.steps, cfg.feature_steps, cfg.eval_every = steps, None, steps
-    model = GenRe(cfg, random_state=seed, verbose=False).fit(X, y, LinearH())
+    from engine import Settings
+    cfg = GenReConfig.paper_sizes(steps=steps) if paper else GenReConfig(steps=steps)
+    model = GenRe(cfg, random_state=seed, verbose=False, settings=Settings(eval_every=steps)).fit(X, y, LinearH())
     train_seconds = model.history_[-1]["seconds"]
     model.recourse(X[:10])                                                  # warm up (and fit the LOF)
     t0 = time.time()
@@ -92,7 +92,7 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
 def model_size(paper: bool) -> str:
     """The timed config's transformer, in words (recorded beside its throughput)."""
     from genre import GenReConfig
-    c = GenReConfig.paper() if paper else GenReConfig()
+    c = GenReConfig.paper_sizes() if paper else GenReConfig()
     return f"{c.n_enc_layers}+{c.n_dec_layers} layers, {c.n_heads} head{'s' * (c.n_heads > 1)}, d_model {c.d_model}"
 
 
@@ -145,7 +145,7 @@ PAIRING_CHILD = """
 import time, torch, evaluate, genre
 cfg, b = genre.GenReConfig(), evaluate.prepare("adult", 0, cache_dir=%r, verbose=False)
 ds = b.ds
-neg, pos = genre.training_sets(ds.y_train, b.h.predict_proba(ds.X_train), cfg.gamma, cfg.negatives)
+neg, pos = genre.training_sets(ds.y_train, b.h.predict_proba(ds.X_train), cfg.gamma)
 neg, pos = torch.from_numpy(ds.X_train[neg]), torch.from_numpy(ds.X_train[pos])    # D_h^-, D_h^+
 t0 = time.time()
 genre.pairing_distribution(neg, pos, cfg.lam, torch.from_numpy(ds.immutable), cfg.top_k)
@@ -323,12 +323,13 @@ def pairing_stage(X, y, h, immutable, out: dict) -> None:
     """Eq. 6 as GenRe.fit builds it with the default config: for at most max_sources rows of
     D_h^- (a uniform subsample), over all of D_h^+, exact or prefiltered (pairing="auto")."""
     import genre
-    cfg = genre.GenReConfig()
-    neg, pos = genre.training_sets(y, h.predict_proba(X), cfg.gamma, cfg.negatives)
-    order = np.random.default_rng(0).permutation(int(neg.sum()))[:cfg.max_sources]
+    import engine
+    cfg, settings = genre.GenReConfig(), engine.Settings()
+    neg, pos = genre.training_sets(y, h.predict_proba(X), cfg.gamma)
+    order = np.random.default_rng(0).permutation(int(neg.sum()))[:settings.max_sources]
     src, dst, imm = torch.from_numpy(X[neg][order]), torch.from_numpy(X[pos]), torch.from_numpy(immutable)
-    stage("pairing", lambda: genre.make_pairs(src, dst, cfg, imm, "cpu"), out)
-    out["pairing"].update(mode=genre.pairing_method(cfg.pairing, len(src), len(dst)), n_neg=int(neg.sum()),
+    stage("pairing", lambda: engine.make_pairs(src, dst, cfg.lam, imm, cfg.top_k, settings.pairing), out)
+    out["pairing"].update(mode=engine.pairing_method(settings.pairing, len(src), len(dst)), n_neg=int(neg.sum()),
                           n_src=len(src), n_pos=len(dst))
 
 
@@ -365,10 +366,11 @@ def million_run(n: int, config: str, threads: int = 1) -> None:
     immutable, categorical = synthetic_masks(13)
     h, out = SmallMLP(X, y), dict(n=n, config=config)
     X_neg = test_negatives(h, 13)
-    cfg = genre.GenReConfig(**MILLION_CONFIGS[config])
+    import engine
+    settings = engine.Settings(**MILLION_CONFIGS[config])
 
     def fit_and_recourse():
-        model = genre.GenRe(cfg, verbose=False).fit(X, y, h, immutable, categorical)
+        model = genre.GenRe(verbose=False, settings=settings).fit(X, y, h, immutable, categorical)
         out["fit_seconds"] = model.fit_seconds_
         return model.recourse(X_neg)
 
@@ -429,7 +431,7 @@ def pairing_error(n: int, d: int, n_candidates: int, repeats: int, n_rows: int =
     X, y = synthetic(n, d)
     immutable, _ = synthetic_masks(d)
     cfg, h = genre.GenReConfig(), SmallMLP(X, y)
-    neg, pos = genre.training_sets(y, h.predict_proba(X), cfg.gamma, cfg.negatives)
+    neg, pos = genre.training_sets(y, h.predict_proba(X), cfg.gamma)
     rows = np.random.default_rng(0).choice(int(neg.sum()), min(n_rows, int(neg.sum())), replace=False)
     src, dst = torch.from_numpy(X[neg][rows]), torch.from_numpy(X[pos])
     imm = torch.from_numpy(immutable)

@@ -1,6 +1,6 @@
 """The paper's benchmark protocol (Sec. 5.1, Appendix C) and its command line.
 
-    python evaluate.py --dataset compas --methods genre genre_paper nnr_dhplus --seeds 0 1 2
+    python evaluate.py --dataset compas --methods genre genre_plausible nnr_dhplus --seeds 0 1 2
 
 For each seed the pipeline is:
   1. oracle:  a calibrated random forest fitted on train+test with the data set's
@@ -39,7 +39,7 @@ from torch import nn
 from common import atomic_write, child_seed, provenance, set_seed, torch_threads
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
-from genre import PAPER_SAMPLING, GenRe, GenReConfig, training_sets
+from genre import GenRe, GenReConfig, training_sets
 import report
 
 CACHE_VERSION = 5   # bump when the oracle, labels or h change, to invalidate old caches
@@ -371,23 +371,20 @@ def summarise_rows(cost, valid, inlier, d: int) -> dict:
 # (NAME) or as the paper's runner ran it (NAME_paper), see baselines.py and generative.py.
 MODED = ("wachter", "gs", "dice", "roar", "probe", "tap", "cchvae", "revise", "cruds")
 NNR_POOLS = {"nnr": "label", "nnr_h": "h", "nnr_dhplus": "dhplus"}      # Sec. 5.5
-METHODS = ("genre", "genre_paper", *(m for b in MODED for m in (b, b + "_paper")), *NNR_POOLS)
+# GenRe's rows: the paper's method (GenReConfig()), and the project's own recipe
+# (GenReConfig.plausible(): tau 5, the best plausible sample), sharing one trained model.
+GENRE_ROWS = {"genre": GenReConfig, "genre_plausible": GenReConfig.plausible}
+METHODS = (*GENRE_ROWS, *(m for b in MODED for m in (b, b + "_paper")), *NNR_POOLS)
 
 
-class PaperSampling:
-    """genre_paper: a GenRe model sampled exactly as Algorithm 2 and Sec. 5.1 ran it
-    (tau 10, sigma 0, bin centres, the best of 10 by h): genre.PAPER_SAMPLING.
-    Wraps the same fitted model as `genre`, so one training serves both rows."""
-
-    def __init__(self, genre: GenRe):
-        self.genre = genre
-
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None) -> "PaperSampling":
-        self.genre.fit(X, y, h, immutable=immutable, categorical=categorical, groups=groups)
-        return self
-
-    def recourse(self, X) -> np.ndarray:
-        return self.genre.recourse(X, **PAPER_SAMPLING)
+def genre_configs(overrides: dict | None = None, paper_sizes: bool = False, dataset: str = "") -> dict:
+    """Each GenRe row's config: its preset, at Table 9's sizes if paper_sizes (batch 16384 for
+    adult, C.2.4), then the overrides (they apply to every row) -> {row: GenReConfig}."""
+    sizes = {}
+    if paper_sizes:
+        sizes = dataclasses.asdict(GenReConfig.paper_sizes(batch_size=16384 if dataset == "adult" else 2048))
+        sizes = {k: v for k, v in sizes.items() if k not in SAMPLING_FIELDS}
+    return {row: dataclasses.replace(preset(), **{**sizes, **(overrides or {})}) for row, preset in GENRE_ROWS.items()}
 
 
 def baseline_class(name: str):
@@ -397,13 +394,12 @@ def baseline_class(name: str):
     return {**SEARCH_METHODS, **GENERATIVE_METHODS}[name]
 
 
-def make_method(name: str, seed: int, genre_config=None, cache_dir=None, verbose: bool = True,
+def make_method(name: str, seed: int, genre_configs=None, cache_dir=None, verbose: bool = True,
                 vae_epochs: int | None = None):
     """A fresh, unfitted recourse method by name, with its own random stream of the seed."""
-    if name in ("genre", "genre_paper"):
-        genre = GenRe(genre_config or GenReConfig(), random_state=child_seed(seed, "genre") % 2**31,
-                      verbose=verbose)
-        return genre if name == "genre" else PaperSampling(genre)
+    if name in GENRE_ROWS:
+        cfg = (genre_configs or {}).get(name) or GENRE_ROWS[name]()
+        return GenRe(cfg, random_state=child_seed(seed, "genre") % 2**31, verbose=verbose)
     if name in NNR_POOLS:
         return NNR(pool=NNR_POOLS[name])
     base, _, paper = name.partition("_")
@@ -418,44 +414,63 @@ def make_method(name: str, seed: int, genre_config=None, cache_dir=None, verbose
     return cls(**params)
 
 
-SAMPLING_FIELDS = ("tau", "sigma", "n_samples", "select", "snap", "sample_chunk")   # no effect on training
+SAMPLING_FIELDS = ("tau", "sigma", "n_samples", "select")   # Algorithm 2's: no effect on training
 
 
-def code_fingerprint(module_path: str) -> str:
-    """A hash of a module's code without its comments and docstrings, so that only a change
-    to what the code does retrains a cached model."""
+def code_fingerprint(*modules) -> str:
+    """A hash of modules' code without comments and docstrings, so that only a change to what
+    the code does retrains a cached model."""
     import ast
-    with open(module_path) as f:
-        tree = ast.parse(f.read())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]                   # drop the docstring
-    return hashlib.sha1(ast.dump(tree).encode()).hexdigest()[:10]
+    digest = hashlib.sha1()
+    for module in modules:
+        with open(inspect.getsourcefile(module)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]               # drop the docstring
+        digest.update(ast.dump(tree).encode())
+    return digest.hexdigest()[:10]
 
 
-def fit_genre(bench: Benchmark, genre_config=None, verbose: bool = True) -> GenRe:
-    """GenRe fitted on the benchmark's train split, or loaded from the cache. The file is keyed
-    by the data, the seed, the training fields of the config and genre.py's code, so a change
-    to any of them retrains; the sampling fields are applied to a loaded model as given."""
-    genre = make_method("genre", bench.seed, genre_config, verbose=verbose)
+def with_sampling(genre: GenRe, cfg: GenReConfig) -> GenRe:
+    """The same fitted model, sampled with cfg's Algorithm 2 fields (a shallow copy)."""
+    import copy
+    other = copy.copy(genre)
+    other.cfg = other.cfg_ = dataclasses.replace(genre.cfg_, **{k: getattr(cfg, k) for k in SAMPLING_FIELDS})
+    return other
+
+
+def fit_genre(bench: Benchmark, cfg: GenReConfig | None = None, verbose: bool = True, memo: dict | None = None) -> GenRe:
+    """GenRe fitted on the benchmark's train split with cfg, or the same training found in `memo`
+    (training key -> GenRe) or in the cache. The key is the data, the seed, cfg's training
+    fields and the code of genre.py and engine.py, so a change to any of them retrains; the
+    sampling fields are cfg's whatever model is reused."""
+    import engine
+    import genre as genre_module
+    cfg = cfg or GenReConfig()
+    training = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SAMPLING_FIELDS}
+    key = hashlib.sha1((json.dumps(training, sort_keys=True) + code_fingerprint(genre_module, engine))
+                       .encode()).hexdigest()[:10]
+    memo = {} if memo is None else memo
+    if key not in memo:
+        memo[key] = load_or_fit_genre(bench, cfg, key, verbose)
+    return with_sampling(memo[key], cfg)
+
+
+def load_or_fit_genre(bench: Benchmark, cfg: GenReConfig, key: str, verbose: bool) -> GenRe:
+    genre = make_method("genre", bench.seed, {"genre": cfg}, verbose=verbose)
     if not bench.cache_dir:
         return fit_one(genre, bench)
-    cfg = genre.cfg
-    training = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SAMPLING_FIELDS}
-    key = hashlib.sha1((json.dumps(training, sort_keys=True) + code_fingerprint(inspect.getsourcefile(GenRe)))
-                       .encode()).hexdigest()[:10]
     ds = bench.ds
     path = os.path.join(bench.cache_dir, f"genre_{ds.name}_{fingerprint(ds)}_seed{bench.seed}_{key}.pt")
     if os.path.exists(path):
         if verbose:
             log(f"[{ds.name} seed {bench.seed}] GenRe loaded from {path}")
-        genre = GenRe.load(path, h=bench.h, verbose=verbose)
-        genre.cfg = genre.cfg_ = dataclasses.replace(genre.cfg_, **{k: getattr(cfg, k) for k in SAMPLING_FIELDS})
-        return genre
+        return GenRe.load(path, h=bench.h, verbose=verbose)
     fit_one(genre, bench)
-    atomic_write(path, lambda f: genre.save(f))
+    genre.save(path)
     return genre
 
 
@@ -467,26 +482,24 @@ def fit_one(method, bench: Benchmark):
                       categorical=ds.categorical, groups=ds.groups)
 
 
-def fit_method(name: str, bench: Benchmark, genre_config=None, verbose: bool = True, fitted=None,
+def fit_method(name: str, bench: Benchmark, genre_configs=None, verbose: bool = True, memo=None,
                vae_epochs: int | None = None):
-    """Fit one method on the train split; `genre_paper` reuses a GenRe in `fitted` (name -> method)."""
-    fitted = {} if fitted is None else fitted
-    if name in ("genre", "genre_paper"):
-        genre = fitted.get("genre") or fit_genre(bench, genre_config, verbose)
-        return genre if name == "genre" else PaperSampling(genre)
-    method = make_method(name, bench.seed, genre_config, bench.cache_dir, verbose, vae_epochs)
+    """Fit one method on the train split; GenRe's rows share a trained model through `memo`."""
+    if name in GENRE_ROWS:
+        return fit_genre(bench, (genre_configs or {}).get(name) or GENRE_ROWS[name](), verbose, memo)
+    method = make_method(name, bench.seed, genre_configs, bench.cache_dir, verbose, vae_epochs)
     return fit_one(method, bench)
 
 
-def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config=None,
-               verbose: bool = True, fitted=None, vae_epochs: int | None = None, novel=None):
+def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_configs=None,
+               verbose: bool = True, memo=None, vae_epochs: int | None = None, novel=None):
     """Fit one method, give recourse to X_neg, score it. Returns (scores, fitted method).
 
     fit_seconds is the training time even when the model came from the cache (GenRe
     keeps its own); `novel` scores the rows of X_neg that are not copies of a training row."""
     t0 = time.time()
     with torch_threads(1):          # every method on one thread: the same numbers whatever the machine's setting
-        method = fit_method(name, bench, genre_config, verbose, fitted, vae_epochs)
+        method = fit_method(name, bench, genre_configs, verbose, memo, vae_epochs)
         t1 = time.time()
         X_plus = method.recourse(X_neg)
     t2 = time.time()
@@ -495,8 +508,7 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
         novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)
     if novel.any():
         result["novel"] = score(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable)
-    genre = getattr(method, "genre", method)
-    fit_seconds = getattr(genre, "fit_seconds_", t1 - t0)
+    fit_seconds = getattr(method, "fit_seconds_", t1 - t0)
     result["h_valid"] = float((bench.h.predict_proba(X_plus) > 0.5).mean())   # what the method aimed at
     if hasattr(method, "active_units_"):
         result["active_units"] = method.active_units_                    # generative.py: latent health
@@ -537,7 +549,7 @@ def aggregate(per_seed: list[dict]) -> dict:
     return out
 
 
-def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, verbose: bool = True,
+def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_configs=None, verbose: bool = True,
                   vae_epochs: int | None = None):
     """One seed of the protocol: pick the test negatives, fit the LOF, run and score each method.
 
@@ -548,14 +560,12 @@ def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, ver
     lof = fit_lof(bench)
     bench.seconds["lof"] = time.time() - t0
     novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)      # the same rows for every method
-    scores, fitted = {}, {}
+    scores, fitted, memo = {}, {}, {}
     for m in methods:
         tag = f"[{bench.ds.name} seed {bench.seed}] {m}"
         if verbose:
             log(f"{tag} ...")
-        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_config, verbose, fitted, vae_epochs, novel)
-        if m == "genre_paper":
-            fitted.setdefault("genre", fitted[m].genre)
+        scores[m], fitted[m] = run_method(m, bench, X_neg, lof, genre_configs, verbose, memo, vae_epochs, novel)
         if verbose:
             r = scores[m]
             log(f"{tag}: cost {r['cost']:.3f}  val {r['validity']:.3f}  lof {r['lof']:.3f}  "
@@ -572,7 +582,7 @@ def check_methods(methods) -> None:
         raise ValueError(f"method {twice[0]!r} is named twice in --methods")
 
 
-def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_config=None) -> dict:
+def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_configs=None) -> dict:
     """The results dict written to <dataset>.json: means and sample stds over seeds, and the
     GenRe config the numbers came from (when GenRe ran), so a run can be repeated."""
     methods = per_seed_scores[0].keys()
@@ -586,14 +596,15 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
         "methods": {m: aggregate([s[m] for s in per_seed_scores]) for m in methods},
         "provenance": provenance(),
     }
-    if {"genre", "genre_paper"} & set(methods):
-        results["genre_config"] = dataclasses.asdict(genre_config or GenReConfig())
-        results["genre_paper_sampling"] = dict(PAPER_SAMPLING)
+    rows = [m for m in methods if m in GENRE_ROWS]
+    if rows:
+        results["genre_configs"] = {m: dataclasses.asdict((genre_configs or {}).get(m) or GENRE_ROWS[m]())
+                                    for m in rows}
     return results
 
 
 def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = "cache",
-             retrain: bool = False, verbose: bool = True, genre_config=None, explain: int = 0,
+             retrain: bool = False, verbose: bool = True, genre_configs=None, explain: int = 0,
              vae_epochs: int | None = None) -> dict:
     """Run the whole pipeline for one data set; return the results dict (see README).
 
@@ -608,13 +619,13 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
     benches, per_seed = [], []
     for seed in seeds:
         bench = prepare(data, seed, cache_dir, retrain, verbose)
-        scores, fitted, X_neg, _ = evaluate_seed(bench, methods, n_test, genre_config, verbose, vae_epochs)
+        scores, fitted, X_neg, _ = evaluate_seed(bench, methods, n_test, genre_configs, verbose, vae_epochs)
         benches.append(bench)
         per_seed.append(scores)
         if explain and seed == seeds[0]:
             X = X_neg[:explain]
             log(explain_recourse(bench, X, fitted[methods[0]].recourse(X), methods[0]))
-    return summarise(benches[0].ds.name, n_test, seeds, benches, per_seed, genre_config)
+    return summarise(benches[0].ds.name, n_test, seeds, benches, per_seed, genre_configs)
 
 
 def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method: str) -> str:
@@ -670,14 +681,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-test", type=int, default=200, help="test negatives per seed (default 200)")
     p.add_argument("--explain", type=int, default=0, metavar="N",
                    help="print the first method's recourse for N test negatives as actions")
-    p.add_argument("--genre-config", choices=["cpu", "paper"], default="cpu",
-                   help="GenRe sizes: the CPU default, or the paper's (slow without a GPU)")
+    p.add_argument("--genre-sizes", choices=["laptop", "paper"], default="laptop",
+                   help="GenRe's transformer and optimiser: genre.GenReConfig's laptop sizes, or Table 9's "
+                        "(16 + 16 layers, 2000 epochs: slow without a GPU)")
     p.add_argument("--lam", type=float, help=f"GenRe: lambda of the pairing distribution (default {GenReConfig.lam:g})")
-    p.add_argument("--tau", type=float, help=f"GenRe: sampling temperature, multiplies the logits (default {GenReConfig.tau:g})")
+    p.add_argument("--tau", type=float, help="GenRe: sampling temperature, multiplies the logits "
+                                             f"(default {GenReConfig.tau:g}; genre_plausible: 5)")
     p.add_argument("--sigma", type=float, help=f"GenRe: sampling noise (default {GenReConfig.sigma:g})")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
-                   help="GenRe: any other genre.GenReConfig field, e.g. --set n_enc_layers=4 "
-                        "select=density steps=None (applied last; the JSON records the config)")
+                   help="GenRe: any other genre.GenReConfig field, e.g. --set n_enc_layers=4 steps=None "
+                        "(applied to both GenRe rows, last; the JSON records each row's config)")
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE training epochs (default 20, "
                                                   "the paper's runner; Table 8: 100)")
     p.add_argument("--out", default="runs", help="folder for <dataset>.json (default runs/, git-ignored; "
@@ -690,7 +703,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def methods_from_args(args) -> list[str]:
     """--methods (default: every method), each Table 2 baseline's short name mapped by --baseline-mode."""
-    names = args.methods or ["genre", "genre_paper", *MODED, *NNR_POOLS]
+    names = args.methods or [*GENRE_ROWS, *MODED, *NNR_POOLS]
     check_methods(names)
     modes = {"designed": ("",), "paper": ("_paper",), "both": ("", "_paper")}[args.baseline_mode]
     out = []
@@ -719,14 +732,12 @@ def data_from_args(args) -> str | Dataset:
                     args.positive, 0.25 if args.test_size is None else args.test_size)
 
 
-def genre_config_from_args(args, dataset_name: str):
-    """GenReConfig from the flags: the preset (CPU default, or the paper's, whose batch
-    for adult is 16384, C.2.4), then --lam/--tau/--sigma, then --set FIELD=VALUE."""
-    cfg = GenReConfig()
-    if args.genre_config == "paper":
-        cfg = GenReConfig.paper(batch_size=16384 if dataset_name == "adult" else 2048)
+def genre_configs_from_args(args, dataset_name: str) -> dict:
+    """Each GenRe row's config from the flags: its preset, at Table 9's sizes with
+    --genre-sizes paper, then --lam/--tau/--sigma, then --set FIELD=VALUE (genre_configs)."""
     overrides = {k: getattr(args, k) for k in ("lam", "tau", "sigma") if getattr(args, k) is not None}
-    return dataclasses.replace(cfg, **{**overrides, **config_overrides(args.overrides)})
+    return genre_configs({**overrides, **config_overrides(args.overrides)}, args.genre_sizes == "paper",
+                         dataset_name)
 
 
 def config_overrides(pairs) -> dict:
@@ -771,7 +782,7 @@ def main(argv=None) -> int:
         if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
             write_json({"dataset": name}, args.out)                       # refuses, before any training
         results = evaluate(data, methods, args.seeds, args.n_test, args.cache, args.retrain,
-                           verbose=not args.quiet, genre_config=genre_config_from_args(args, name),
+                           verbose=not args.quiet, genre_configs=genre_configs_from_args(args, name),
                            explain=args.explain, vae_epochs=args.vae_epochs)
         path = write_json(results, args.out)
     except (ValueError, FileNotFoundError) as e:

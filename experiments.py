@@ -48,7 +48,7 @@ from common import atomic_write, child_seed, provenance
 from evaluate import (METHODS, SAMPLING_FIELDS, check_methods, development, dh_plus, evaluate_seed, fit_genre,
                       fit_lof, fit_one, log, make_method, oracle_proba, pick_test_negatives, prepare, score,
                       score_rows, summarise, summarise_rows, write_json)
-from genre import GenReConfig, best_plausible, pairing_distribution, training_sets
+from genre import GenReConfig, pairing_distribution, training_sets
 
 DATASETS = ("adult", "compas", "heloc")
 LAMBDAS = (0.5, 1.0, 2.5, 5.0, 10.0)      # Sec. 5.3
@@ -61,116 +61,61 @@ GENERATIVE = ("cchvae", "cchvae_paper", "revise", "revise_paper", "cruds", "crud
 
 # ----------------------------------------------------------------------------- 1. development study
 
-# Each departure from the paper on its own and together: sampling settings (GenRe.recourse)
-# crossed with the step budget (GenReConfig.feature_steps, training). The paper's
-# sampling is tau 10, bin centres (snap False), the best of 10 by h (Sec. 5.1).
-SAMPLINGS = [dict(tau=tau, snap=snap, select=select)
-             for tau in (10.0, 5.0) for snap in (False, True) for select in ("h", "plausible")]
-BUDGETS = (28000, 14000, 10000, 7000)     # feature_steps: at most this / d optimiser steps
-SAME_QUALITY = 0.01                       # a Score gap this small on each data set counts as a tie
-                                          # (issue 21's "same quality")
+# The preset's candidates: Algorithm 2's temperature crossed with the choice among the
+# samples, all sampling the model GenReConfig() trains. The paper's sampling is tau 10, the
+# best of 10 by h (Sec. 5.1).
+SAMPLINGS = [dict(tau=tau, select=select) for tau in (10.0, 5.0) for select in ("h", "plausible")]
 
 
-def development_scores(name: str, seeds, n_test: int, cache: str, base=None) -> dict:
+def candidate_name(sampling: dict) -> str:
+    return f"tau {sampling['tau']:g}, " + ("best by h" if sampling["select"] == "h" else "plausible")
+
+
+def development_scores(name: str, seeds, n_test: int, cache: str) -> dict:
     """Score every candidate on the development split of one data set, for each seed:
-    {candidate: {"budget": feature_steps, "scores": [score dict per seed]}}. The test split
-    is never touched."""
-    base = base or GenReConfig()
+    {candidate: [score dict per seed]}. The test split is never touched."""
     rows = {}
     for seed in seeds:
         bench = development(name, seed, cache)
         X_dev, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
-        for budget in BUDGETS:
-            genre = fit_genre(bench, dataclasses.replace(base, feature_steps=budget))
-            for sampling in SAMPLINGS:
-                r = score(X_dev, genre.recourse(X_dev, **sampling), bench.oracle, lof, bench.ds.immutable)
-                row = rows.setdefault(report.candidate_name(sampling, budget), {"budget": budget, "scores": []})
-                row["scores"].append(r)
-            log(f"[{name} dev seed {seed}] {budget} / d steps done")
+        genre = fit_genre(bench)
+        for sampling in SAMPLINGS:
+            r = score(X_dev, genre.recourse(X_dev, **sampling), bench.oracle, lof, bench.ds.immutable)
+            rows.setdefault(candidate_name(sampling), []).append(r)
+        log(f"[{name} dev seed {seed}] candidates scored")
     return rows
 
 
 def rank_candidates(scores: dict, seeds, n_test: int) -> dict:
-    """Rank the candidates by their mean development Score over data sets and seeds.
-
-    scores: {data set: development_scores(...)}. The chosen candidate is the cheapest one
-    (fewest training steps) within SAME_QUALITY of the first on every data set, the first
-    of those by rank: a budget that buys less than that is not worth its training time.
-    """
-    table, first_data = [], next(iter(scores.values()))
-    for cand, row in first_data.items():
-        means = {name: {k: float(np.mean([r[k] for r in per_cand[cand]["scores"]])) for k in report.METRICS}
+    """Rank the candidates by their mean development Score over data sets and seeds; the first
+    is the preset's choice. scores: {data set: development_scores(...)}."""
+    table = []
+    for cand in next(iter(scores.values())):
+        means = {name: {k: float(np.mean([r[k] for r in per_cand[cand]])) for k in report.METRICS}
                  for name, per_cand in scores.items()}
-        table.append({"candidate": cand, "budget": row["budget"], "datasets": means,
+        table.append({"candidate": cand, "datasets": means,
                       "mean_score": float(np.mean([m["score"] for m in means.values()]))})
     table.sort(key=lambda row: -row["mean_score"])
-    first = table[0]["datasets"]
-    ties = [row for row in table                                  # as good as the first on each data set
-            if all(m["score"] >= first[name]["score"] - SAME_QUALITY for name, m in row["datasets"].items())]
-    chosen = min(ties, key=lambda row: row["budget"])             # min keeps the first of equal budgets
     return {"seeds": list(seeds), "n_test": n_test, "split": "train split cut 80/20 (evaluate.development)",
-            "same_quality": SAME_QUALITY, "candidates": table, "first": table[0]["candidate"],
-            "chosen": chosen["candidate"]}
-
-
-# The defaults before this development study chose the step budget (tau 5, snap,
-# plausible, 28000 / d; commit 1f6cab7). The budget stage scores them on the test
-# seeds beside the choice: issue 21 asks for training twice as fast at the same Score.
-EARLIER_DEFAULT = dict(feature_steps=28000, snap=True)
-
-
-def budget_references(dev: dict) -> dict:
-    """What the budget stage trains beside the choice: {label: GenReConfig overrides}. The
-    development study's first row (its budget, sampled with the defaults) unless it is the
-    choice; the earlier defaults unless they are today's; and, where their sampling differs
-    from today's, today's budget sampled the earlier way, which splits the change in two."""
-    today, refs, name = GenReConfig(), {}, report.config_candidate
-    first = next(row["budget"] for row in dev["candidates"] if row["candidate"] == dev["first"])
-    if dev["first"] != dev["chosen"]:
-        refs[name(dataclasses.replace(today, feature_steps=first)) + " (the study's first row)"] = \
-            dict(feature_steps=first)
-    if dataclasses.replace(today, **EARLIER_DEFAULT) != today:
-        refs[name(dataclasses.replace(today, **EARLIER_DEFAULT)) + " (the earlier defaults)"] = EARLIER_DEFAULT
-    earlier_sampling = {k: v for k, v in EARLIER_DEFAULT.items() if k in SAMPLING_FIELDS}
-    if dataclasses.replace(today, **earlier_sampling) != today:
-        refs[name(dataclasses.replace(today, **earlier_sampling)) + " (today's budget, the earlier sampling)"] = \
-            earlier_sampling
-    return refs
-
-
-def budget_check(name: str, seeds, n_test: int, cache: str, references: dict) -> dict:
-    """GenRe trained with each reference's overrides of GenReConfig() on the test seeds, sampled
-    with the defaults otherwise: the Score per seed, to set beside the comparison's genre row,
-    which uses the defaults. {label: {"config", "score_per_seed", "fit_seconds_per_seed"}}"""
-    out = {label: {"config": overrides, "score_per_seed": [], "fit_seconds_per_seed": []}
-           for label, overrides in references.items()}
-    for seed in seeds:
-        bench = prepare(name, seed, cache)
-        X_neg, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
-        for label, overrides in references.items():
-            genre = fit_genre(bench, dataclasses.replace(GenReConfig(), **overrides))
-            out[label]["score_per_seed"].append(
-                score(X_neg, genre.recourse(X_neg), bench.oracle, lof, bench.ds.immutable)["score"])
-            out[label]["fit_seconds_per_seed"].append(genre.fit_seconds_)
-    return out
+            "candidates": table, "first": table[0]["candidate"]}
 
 
 # ----------------------------------------------------------------------------- 2. comparison
 
-def comparison(dataset: str, seeds, methods, n_test: int, cache: str, genre_config=None, vae_epochs=None):
+def comparison(dataset: str, seeds, methods, n_test: int, cache: str, vae_epochs=None):
     """Every method on one data set over seeds; returns (results, what the studies reuse at seed 0)."""
     benches, per_seed, choices, reuse = [], [], [], None
     for seed in seeds:
         bench = prepare(dataset, seed, cache)
-        scores, fitted, X_neg, lof = evaluate_seed(bench, methods, n_test, genre_config, vae_epochs=vae_epochs)
+        scores, fitted, X_neg, lof = evaluate_seed(bench, methods, n_test, vae_epochs=vae_epochs)
         benches.append(bench)
         per_seed.append(scores)
         if "genre" in fitted:
             choices.append(choice_study(bench, fitted["genre"], X_neg, lof))
         if seed == seeds[0]:
             reuse = dict(bench=bench, genre=fitted.get("genre"), X_neg=X_neg, lof=lof)
-    results = summarise(dataset, n_test, seeds, benches, per_seed, genre_config)
-    gamma = (genre_config or GenReConfig()).gamma
+    results = summarise(dataset, n_test, seeds, benches, per_seed)
+    gamma = GenReConfig().gamma
     shares = [dh_plus_validity(b, gamma) for b in benches]                  # one dict per seed
     results["dh_plus_valid"] = float(np.mean([s["all"] for s in shares]))
     results["dh_plus_valid_by_h"] = {band: float(np.mean([s[band] for s in shares])) for band in H_BANDS}
@@ -284,11 +229,11 @@ def plot_lambda(sweeps: dict, path: str) -> None:
 
 def tau_sigma(bench, genre, X_neg, lof) -> list[dict]:
     """Table 11: the same trained GenRe sampled with other temperatures and noise levels,
-    otherwise as the paper sampled (bin centres, the best of 10 by h)."""
+    otherwise as the paper sampled (the best of 10 by h)."""
     rows = []
     for tau in TAUS:
         for sigma in SIGMAS:
-            X_plus = genre.recourse(X_neg, tau=tau, sigma=sigma, select="h", snap=False)
+            X_plus = genre.recourse(X_neg, tau=tau, sigma=sigma, select="h")
             rows.append({"tau": tau, "sigma": sigma, "select": "h",
                          **score(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable)})
     return rows
@@ -330,7 +275,7 @@ def choice_study(bench, genre, X_neg, lof) -> list[dict]:
         each = valid.astype(float) + inlier - cost / D                       # (M, n): each one's part of the Score
         plausible = genre.plausibility().predict(flat).reshape(M, n) == 1     # (M, n), the method's own LOF
         for choice, pick in (("one draw", np.zeros(M, int)), (f"best of {n} by h", h.argmax(1)),
-                             (f"best of {n} by h among plausible", best_plausible(h, plausible)),
+                             (f"best of {n} by h among plausible", (h + plausible).argmax(1)),
                              (f"best of {n} by the oracle", each.argmax(1))):
             chosen = np.arange(M), pick
             near = h[chosen] <= NEAR_GAMMA                                    # (M,)
@@ -362,7 +307,7 @@ def write(out: str, fname: str, data: dict) -> None:
     atomic_write(os.path.join(out, fname), lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
-STAGES = ("development", "comparison", "generative", "lambda", "tau_sigma", "budget")
+STAGES = ("development", "comparison", "generative", "lambda", "tau_sigma")
 
 
 def parse_args(argv=None):
@@ -435,8 +380,6 @@ def run_unit(unit: tuple[str, str], args) -> dict:
     t0, (stage, name) = time.time(), unit
     if stage == "development":
         out = {"scores": development_scores(name, args.dev_seeds, args.n_test, args.cache)}
-    elif stage == "budget":
-        out = {"budget": budget_check(name, args.seeds, args.n_test, args.cache, args.references)}
     elif stage == "generative":
         out = {"results": comparison(name, args.generative_seeds, [m for m in args.methods if m in GENERATIVE],
                                      args.n_test, args.cache, vae_epochs=args.vae_epochs)[0]}
@@ -478,22 +421,6 @@ def run_all(units, args):
             yield futures[done], done.result()
 
 
-def budget_stage(args, timing: dict, command: str) -> dict:
-    """After the development study: GenRe with each of budget_references on the test seeds
-    (budget_check); {data set: budget_check(...)}, or {} when there is nothing to compare."""
-    path = os.path.join(args.out, "development.json")
-    if not os.path.exists(path):
-        sys.exit(f"experiments.py: the budget stage needs {path}; run the development stage first")
-    args.references = budget_references(report.load_json(path))
-    out = {}
-    if not args.references:
-        return out
-    for (stage, name), result in run_all([("budget", name) for name in args.datasets], args):
-        timing[f"{stage} {name}"] = {"minutes": result["minutes"], "command": command}
-        out[name] = result["budget"]
-    return out
-
-
 def run(args) -> None:
     """Run the chosen stages and write their JSON files (each written whole as its unit
     finishes); each unit's minutes and the whole run's go to <out>/timing.json."""
@@ -518,11 +445,7 @@ def run(args) -> None:
     if dev_scores:
         dev = rank_candidates(in_order(dev_scores), args.dev_seeds, args.n_test)
         write(args.out, "development.json", dev)
-        log(f"development study: first {dev['first']!r}, chosen {dev['chosen']!r}; "
-            f"GenReConfig's default {report.default_candidate()!r}")
-    if "budget" in args.only:
-        budgets = budget_stage(args, timing, command)
-        write(args.out, "budget.json", in_order(budgets))
+        log(f"development study: first {dev['first']!r}")
     if studies:
         write(args.out, "tau_sigma.json", in_order(studies))
     if sweeps:

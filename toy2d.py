@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import json
 import os
+import math
 import shlex
 import sys
 import tempfile
@@ -51,8 +52,8 @@ from baselines import NNR, PROBE, Wachter
 from common import atomic_write, child_seed, set_seed
 from datasets import TOYS
 from generative import CRUDS
-from genre import (BinHead, EncoderBlock, FeatureEmbedding, GenRe, GenReConfig, jensen_loss,
-                   kernel_log_density, learning_rate, soft_labels)
+from engine import Settings
+from genre import BinHead, EncoderBlock, FeatureEmbedding, GenRe, GenReConfig, jensen_loss, soft_labels
 
 SCORE_KEYS = ("cost", "validity", "lof", "score")                          # per method in the JSON
 SCRATCH = os.path.join(tempfile.gettempdir(), "toy2d")                     # where non-default runs write
@@ -64,20 +65,19 @@ SCRATCH = os.path.join(tempfile.gettempdir(), "toy2d")                     # whe
 def toy_config(quick=False):
     """GenRe's settings for the 2-D toys.
 
-    Paper: the same recipe as for the benchmarks (Table 9: lambda 5, 50 bins,
-    tau 10, sigma 0, bin centres, best of 10 by h). Here: the paper's sampling
-    exactly (not the benchmarks' CPU default of tau 5 and the plausible choice),
-    with a small transformer and a short step budget, because D = 2 and
-    |D_h^-| is a few hundred rows, so the whole script fits in a few CPU minutes.
-    --quick shrinks it further to a smoke test (the figures will look rough).
+    The paper's method (GenReConfig(): lambda 5, 50 bins, tau 10, sigma 0, the best of
+    10 by h) with a transformer of four heads and a wider feed-forward layer, trained for
+    a fixed 800 steps at lr 1e-3, because D = 2 and |D_h^-| is a few hundred rows, so the
+    whole script fits in a few CPU minutes. --quick shrinks it to a smoke test (the
+    figures will look rough). The best checkpoint is looked for every TOY_SETTINGS.eval_every steps.
     """
-    cfg = GenReConfig(lam=5.0, n_bins=50, tau=10.0, sigma=0.0, snap=False, n_samples=10, select="h",
-                      d_model=32, n_heads=4, d_ff=64, n_enc_layers=2, n_dec_layers=2,
-                      lr=1e-3, warmup_steps=50, batch_size=256, steps=800, eval_every=100)
+    cfg = GenReConfig(n_heads=4, d_ff=64, lr=1e-3, batch_size=256, steps=800)
     if quick:
-        cfg = dataclasses.replace(cfg, d_model=16, n_heads=2, d_ff=32, n_enc_layers=1,
-                                  n_dec_layers=1, warmup_steps=10, steps=60, eval_every=30)
+        cfg = dataclasses.replace(cfg, d_model=16, n_heads=2, d_ff=32, n_enc_layers=1, n_dec_layers=1, steps=60)
     return cfg
+
+
+TOY_SETTINGS = Settings(eval_every=100)
 
 
 # -----------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def columns(cfg, quick=False, cache_dir=None, verbose=False):
         ("CRUDS", lambda seed: CRUDS(random_state=seed, cache_dir=cache_dir, verbose=verbose,
                                      vae_epochs=short(20, 3), n_iter=short(2000, 200))),
         ("NNR (D_h^+)", lambda seed: NNR(pool="dhplus")),
-        ("GenRe", lambda seed: GenRe(cfg, random_state=seed, verbose=verbose)),
+        ("GenRe", lambda seed: GenRe(cfg, random_state=seed, verbose=verbose, settings=TOY_SETTINGS)),
     ]
 
 
@@ -164,9 +164,9 @@ class UnconditionalTransformer(nn.Module):
         return self.head(self.norm(y))                                      # (B, D, K)
 
 
-def fit_unconditional(X_pos, mu, w, cfg, seed):
+def fit_unconditional(X_pos, bins, cfg, seed):
     """Maximum likelihood on D_h^+ with GenRe's loss (Eq. 8 with x+ = x, no x to condition on):
-    the same bins mu (D, K) and widths w (D,), step budget and learning-rate schedule.
+    the same bins, steps and learning rate.
 
     Paper: trained on the positives. Here: on all of D_h^+ (GenRe holds 10% of
     its targets out for checkpoint selection; this keeps the last step instead).
@@ -180,10 +180,8 @@ def fit_unconditional(X_pos, mu, w, cfg, seed):
     batch = min(cfg.batch_size, len(X))
     model.train()
     for step in range(cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, cfg.steps, cfg)
         x = X[torch.randint(len(X), (batch,), generator=g)]                 # (B, D)
-        loss = jensen_loss(model(x), soft_labels(x, mu, w))
+        loss = jensen_loss(model(x), soft_labels(x, bins))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -193,15 +191,32 @@ def fit_unconditional(X_pos, mu, w, cfg, seed):
 # -----------------------------------------------------------------------------
 # Exact densities on a grid
 
+def kernel_log_density(logits, x, bins):
+    """log of a model's density at x (Sec. 4.2), the product along the autoregressive order
+    of each feature's kernel density:
+
+        R(x) = prod_j sum_k p_jk N(x_j; mu_jk, w_j^2),    p_j = softmax_k(logits_j)
+
+    The paper's kernel is the RBF K((x - mu) / w); its normalised form, a Gaussian with std
+    w (one bin width, as Eq. 8's soft labels), makes each factor integrate to one, so R is
+    a density. The logits are at tau = 1: the learned distribution, not the sharpened one
+    Algorithm 2 samples. logits (B, D, K) of feature j given x_{<j}, x (B, D) -> (B,).
+    """
+    log_p = torch.log_softmax(logits, dim=-1)                               # (B, D, K)
+    u = (x[:, :, None] - bins.mu) / bins.w[:, None]                         # (B, D, K)
+    log_normal = -0.5 * u ** 2 - torch.log(bins.w[:, None] * math.sqrt(2 * math.pi))
+    return torch.logsumexp(log_p + log_normal, dim=-1).sum(dim=1)           # (B, D) -> (B,)
+
+
 @torch.no_grad()
-def grid_density(logits_of, grid, mu, w):
+def grid_density(logits_of, grid, bins):
     """Density of a model at every grid point, in one teacher-forced forward pass.
 
     logits_of: x (G, D) -> logits (G, D, K), feature j's logits given x_{<j}.
     Both models fit this: R_theta(. | x) as x+ -> model_(x repeated, x+), and
     P(. | y+) as x -> model(x). grid (G, D) -> density (G,).
     """
-    return kernel_log_density(logits_of(grid), grid, mu, w).exp()
+    return kernel_log_density(logits_of(grid), grid, bins).exp()
 
 
 def conditional_logits(genre, x):
@@ -239,8 +254,7 @@ def density_points(bench):
 def densities(genre, uncond, pair, n_grid):
     """R_theta(x+ | x) for each x of the pair, and P(x | y+), on an n x n grid over [-0.1, 1.1]^2."""
     grid, axis, _ = make_grid(-0.1, 1.1, n_grid)
-    mu, w = genre.bins_.mu, genre.bins_.w
-    on_grid = lambda logits_of: grid_density(logits_of, grid, mu, w).numpy().reshape(n_grid, n_grid)
+    on_grid = lambda logits_of: grid_density(logits_of, grid, genre.bins_).numpy().reshape(n_grid, n_grid)
     return axis, {"conditional": [on_grid(conditional_logits(genre, x)) for x in pair],
                   "unconditional": on_grid(uncond)}
 
@@ -270,7 +284,7 @@ def run_toy(name, args, cfg):
 
     t = time.time()
     X_pos = ds.X_train[evaluate.dh_plus(ds, bench.h, cfg.gamma)]
-    uncond = fit_unconditional(X_pos, genre.bins_.mu, genre.bins_.w, cfg,
+    uncond = fit_unconditional(X_pos, genre.bins_, cfg,
                                child_seed(args.seed, "unconditional") % 2**31)
     pair = density_points(bench)
     axis, density = densities(genre, uncond, pair, args.grid)

@@ -3,11 +3,12 @@ import dataclasses
 import json
 
 import numpy as np
+import torch
 import pytest
 
 import evaluate
 from datasets import load_toy
-from evaluate import (Benchmark, fit_lof, genre_config_from_args, main, parse_args, pick_test_negatives,
+from evaluate import (Benchmark, fit_lof, genre_configs_from_args, main, parse_args, pick_test_negatives,
                       prepare, score, train_classifier)
 from genre import GenReConfig
 
@@ -125,7 +126,8 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
                                            "immutable_violations", "seconds"}
     # the JSON records the GenRe config the numbers came from: --set applied last, the rest default
     expected = {**dataclasses.asdict(GenReConfig()), "steps": 2, "n_enc_layers": 1, "n_dec_layers": 1, "tau": 5.0}
-    assert data["genre_config"] == expected
+    assert data["genre_configs"] == {"genre": expected}
+    assert data["provenance"]["versions"]["torch"] == torch.__version__ and "commit" in data["provenance"]
 
 
 def test_aggregate_over_seeds():
@@ -146,12 +148,15 @@ def test_aggregate_over_seeds():
 
 
 def test_set_reads_each_value_as_its_field_type():
-    args = parse_args(["--dataset", "adult", "--set", "lam=2", "n_bins=7", "select=density",
-                       "snap=false", "feature_steps=None", "dropout=0.1"])
-    cfg = genre_config_from_args(args, "adult")
-    assert (cfg.lam, cfg.n_bins, cfg.select, cfg.snap, cfg.feature_steps, cfg.dropout) == \
-        (2.0, 7, "density", False, None, 0.1)
-    assert type(cfg.lam) is float and type(cfg.n_bins) is int
+    args = parse_args(["--dataset", "adult", "--set", "lam=2", "n_bins=7", "select=plausible",
+                       "feature_steps=None", "dropout=0.1"])
+    configs = genre_configs_from_args(args, "adult")
+    for cfg in configs.values():                                 # --set applies to both GenRe rows
+        assert (cfg.lam, cfg.n_bins, cfg.select, cfg.feature_steps, cfg.dropout) == (2.0, 7, "plausible", None, 0.1)
+        assert type(cfg.lam) is float and type(cfg.n_bins) is int
+    assert configs["genre"].tau == 10.0 and configs["genre_plausible"].tau == 5.0
+    paper = genre_configs_from_args(parse_args(["--dataset", "adult", "--genre-sizes", "paper"]), "adult")
+    assert (paper["genre"].n_enc_layers, paper["genre"].batch_size, paper["genre_plausible"].tau) == (16, 16384, 5.0)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -159,11 +164,11 @@ def test_set_reads_each_value_as_its_field_type():
     (["--dataset", "compas", "--methods", "magic"], "unknown method 'magic'; available:"),
     (["--dataset", "compas", "--set", "layers=4"], "--set: GenReConfig has no field 'layers'; fields: lam,"),
     (["--dataset", "compas", "--set", "n_bins=3.5"], "--set n_bins: '3.5' is not a valid int"),
-    (["--dataset", "compas", "--set", "snap=maybe"], "--set snap: 'maybe' is not a valid bool"),
+    (["--dataset", "compas", "--set", "lam=maybe"], "--set lam: 'maybe' is not a valid float"),
     (["--dataset", "compas", "--set", "steps=None", "n_heads=None"], "--set n_heads: 'None' is not a valid int"),
     (["--dataset", "compas", "--set", "tau"], "--set takes FIELD=VALUE, got 'tau'"),
-    (["--dataset", "compas", "--set", "select=best"], "GenReConfig.select must be one of ('h', 'density', 'plausible'), got 'best'"),
-    (["--dataset", "compas", "--lam", "nan"], "GenReConfig.lam must be a finite number, got nan"),
+    (["--dataset", "compas", "--set", "select=best"], "GenReConfig.select must be one of ('h', 'plausible'), got 'best'"),
+    (["--dataset", "compas", "--lam", "nan"], "GenReConfig.lam must be at least 0, got nan"),
     (["--dataset", "compas", "--set", "n_heads=5"], "GenReConfig.d_model (32) must be a multiple of n_heads (5)"),
     (["--dataset", "compas", "--test-size", "0.5"], "--test-size describes a CSV and is not used with --dataset"),
     (["--dataset", "compas", "--positive", "1"], "--positive describes a CSV and is not used with --dataset"),
@@ -200,6 +205,7 @@ def test_label_draw_uses_only_its_own_stream():
 class Spy:
     """A recourse method that records everything the protocol hands it."""
     seen = []
+    cfg_ = GenReConfig()                                          # as GenRe's rows read it
 
     def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
         Spy.seen += [("fit", X, y, h, immutable, categorical, groups)]
@@ -258,21 +264,21 @@ def test_a_csv_named_like_a_benchmark_gets_the_default_classifier(tmp_path):
     assert evaluate.classifier_config(load("moons")).hidden == (4, 4)
 
 
-def test_genre_paper_is_the_same_model_sampled_as_the_paper(moons_cache):
-    """One training serves both rows: genre_paper = genre's model with genre.PAPER_SAMPLING."""
-    from genre import PAPER_SAMPLING
+def test_the_preset_row_samples_the_papers_trained_model_its_own_way(moons_cache):
+    """One training serves both rows: genre_plausible = genre's model sampled at tau 5, best plausible."""
     bench = dataclasses.replace(prepare("moons", 0, cache_dir=moons_cache, verbose=False), cache_dir=None)
-    tiny = GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10, feature_steps=None, eval_every=5)
-    scores, fitted, X_neg, lof = evaluate.evaluate_seed(bench, ["genre", "genre_paper"], 20, tiny, verbose=False)
-    assert fitted["genre_paper"].genre is fitted["genre"]
-    expected = fitted["genre"].recourse(X_neg, **PAPER_SAMPLING)
-    assert np.array_equal(fitted["genre_paper"].recourse(X_neg), expected)
-    assert scores["genre_paper"]["score"] == score(X_neg, expected, bench.oracle, lof, bench.ds.immutable)["score"]
+    configs = evaluate.genre_configs(dict(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10))
+    scores, fitted, X_neg, lof = evaluate.evaluate_seed(bench, ["genre", "genre_plausible"], 20, configs, verbose=False)
+    assert fitted["genre_plausible"].model_ is fitted["genre"].model_
+    expected = fitted["genre"].recourse(X_neg, tau=5.0, select="plausible")
+    assert np.array_equal(fitted["genre_plausible"].recourse(X_neg), expected)
+    assert scores["genre_plausible"]["score"] == score(X_neg, expected, bench.oracle, lof, bench.ds.immutable)["score"]
+    assert not np.array_equal(fitted["genre"].recourse(X_neg), expected)
 
 
 def test_cached_genre_is_the_fitted_one_with_the_sampling_asked_for(tmp_path, moons_cache):
     bench = dataclasses.replace(prepare("moons", 0, cache_dir=moons_cache, verbose=False), cache_dir=str(tmp_path))
-    tiny = GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10, feature_steps=None, eval_every=5)
+    tiny = GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10)
     first = evaluate.fit_genre(bench, tiny, verbose=False)
     (path,) = tmp_path.glob("genre_moons_*.pt")
     again = evaluate.fit_genre(bench, dataclasses.replace(tiny, tau=3.0, select="h"), verbose=False)
@@ -289,5 +295,8 @@ def test_code_fingerprint_ignores_comments_and_docstrings(tmp_path):
     a.write_text('def f(x):\n    """Doc."""\n    return x + 1  # one\n')
     b.write_text('def f(x):\n    """Other doc."""\n    # a comment\n    return x + 1\n')
     c.write_text('def f(x):\n    """Doc."""\n    return x + 2\n')
-    assert evaluate.code_fingerprint(str(a)) == evaluate.code_fingerprint(str(b))
-    assert evaluate.code_fingerprint(str(a)) != evaluate.code_fingerprint(str(c))
+    import importlib.util
+    module = lambda path: importlib.util.module_from_spec(importlib.util.spec_from_file_location(path.stem, path))
+    a, b, c = module(a), module(b), module(c)
+    assert evaluate.code_fingerprint(a) == evaluate.code_fingerprint(b)
+    assert evaluate.code_fingerprint(a) != evaluate.code_fingerprint(c)

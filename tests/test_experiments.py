@@ -50,8 +50,8 @@ def test_choice_study_agrees_with_genre_and_the_oracle_choice_is_a_bound():
                          seed=0, verbose=False)
     bench = Benchmark(ds, StubOracle(), h, 0, {}, 0.0)
     X_neg, lof = pick_test_negatives(bench, 30), StubLOF()
-    genre = GenRe(GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=20, feature_steps=None,
-                              eval_every=10), random_state=0, verbose=False).fit(
+    genre = GenRe(GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=20),
+                  random_state=0, verbose=False).fit(
         ds.X_train, ds.y_train, h, immutable=ds.immutable, categorical=ds.categorical)
 
     rows = {(r["sampler"], r["choice"]): r for r in choice_study(bench, genre, X_neg, lof)}
@@ -110,26 +110,15 @@ def test_dh_plus_validity_counts_the_oracles_yes_row_by_row_and_per_band():
         assert shares[band] == pytest.approx(np.mean(inside))
 
 
-def test_development_choice_is_the_cheapest_budget_within_same_quality_of_the_first():
-    """rank_candidates: ranked by mean Score over data sets and seeds; chosen = the fewest
-    steps among those within SAME_QUALITY of the first on every data set, the first of them by rank."""
+def test_development_candidates_are_ranked_by_their_mean_score_over_data_sets_and_seeds():
     metrics = lambda s: {"cost": 0.0, "validity": 1.0, "lof": s - 1.0, "score": s}
-    def scores(by_name):                                  # one data set, two seeds with the same Score
-        return {name: {"budget": b, "scores": [metrics(s), metrics(s)]} for name, (b, s) in by_name.items()}
-    gap = experiments.SAME_QUALITY
-    close = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 - gap / 2), "c 14000": (14000, 1.90 - gap / 4)})
-    dev = experiments.rank_candidates({"x": close, "y": close}, seeds=(0, 1), n_test=5)
-    assert [r["candidate"] for r in dev["candidates"]] == ["a 28000", "c 14000", "b 14000"]
-    assert (dev["first"], dev["chosen"]) == ("a 28000", "c 14000")
-    far = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 - 2 * gap)})
-    dev = experiments.rank_candidates({"x": far}, seeds=(0, 1), n_test=5)
-    assert dev["first"] == dev["chosen"] == "a 28000"
-    # close on the mean over data sets, but more than SAME_QUALITY below the first on y: not a tie
-    up = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 + gap)})
-    down = scores({"a 28000": (28000, 1.90), "b 14000": (14000, 1.90 - 1.5 * gap)})
-    dev = experiments.rank_candidates({"x": up, "y": down}, seeds=(0, 1), n_test=5)
-    assert [r["candidate"] for r in dev["candidates"]] == ["a 28000", "b 14000"]
-    assert dev["chosen"] == "a 28000"
+    x = {"a": [metrics(1.90), metrics(1.80)], "b": [metrics(1.86), metrics(1.86)], "c": [metrics(1.70), metrics(1.70)]}
+    y = {"a": [metrics(1.80), metrics(1.80)], "b": [metrics(1.80), metrics(1.78)], "c": [metrics(1.99), metrics(1.99)]}
+    dev = experiments.rank_candidates({"x": x, "y": y}, seeds=(0, 1), n_test=5)
+    # means over seeds: a 1.85 / 1.80, b 1.86 / 1.79, c 1.70 / 1.99; over data sets a 1.825, b 1.825, c 1.845
+    assert [r["candidate"] for r in dev["candidates"]] == ["c", "a", "b"] and dev["first"] == "c"
+    assert dev["candidates"][1]["datasets"]["x"]["score"] == pytest.approx(1.85)
+    assert dev["candidates"][0]["mean_score"] == pytest.approx(1.845)
 
 
 def test_plan_runs_each_stage_once_per_data_set_and_quick_uses_one_seed():
@@ -144,17 +133,3 @@ def test_plan_runs_each_stage_once_per_data_set_and_quick_uses_one_seed():
 def test_lambda_labels_of_coinciding_points_are_joined():
     groups = experiments.label_groups([0.0, 0.01, 1.0, 0.02], [0.5, 0.52, 0.5, 0.9], [0.5, 1, 2.5, 5], (0.05, 0.05))
     assert groups == [(0.0, 0.5, [0.5, 1]), (1.0, 0.5, [2.5]), (0.02, 0.9, [5])]
-
-
-def test_budget_references_are_the_first_row_the_earlier_defaults_and_todays_budget_sampled_the_earlier_way(
-        monkeypatch):
-    dev = {"first": "a", "chosen": "b", "candidates": [{"candidate": "a", "budget": 28000},
-                                                       {"candidate": "b", "budget": 14000}]}
-    monkeypatch.setattr(experiments, "EARLIER_DEFAULT", dict(feature_steps=28000, tau=7.0))
-    refs = experiments.budget_references(dev)
-    assert list(refs.values()) == [dict(feature_steps=28000), dict(feature_steps=28000, tau=7.0), dict(tau=7.0)]
-    assert "tau 7" in list(refs)[2] and f"{GenReConfig().feature_steps} / d steps" in list(refs)[2]
-    assert list(experiments.budget_references({**dev, "chosen": "a"}).values())[0] == dict(feature_steps=28000, tau=7.0)
-    today = dict(feature_steps=GenReConfig().feature_steps, tau=GenReConfig().tau)
-    monkeypatch.setattr(experiments, "EARLIER_DEFAULT", today)
-    assert experiments.budget_references({**dev, "chosen": "a"}) == {}

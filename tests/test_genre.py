@@ -13,9 +13,10 @@ from sklearn.exceptions import NotFittedError
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import genre  # noqa: E402
-from genre import (PAPER_SAMPLING, Bins, FeatureRole, GenRe, GenReConfig, Pairs,  # noqa: E402
-                   RecourseTransformer, feature_value, jensen_loss, make_bins, make_pairs,
-                   pairing_distribution, snap_to_observed, soft_labels, training_sets)
+from engine import Settings  # noqa: E402
+from genre import (Bins, FeatureKind, GenRe, GenReConfig, Pairs, RecourseTransformer,  # noqa: E402
+                   feature_value, jensen_loss, make_bins, pairing_distribution, sample_recourse, soft_labels,
+                   training_sets)
 
 
 class LinearH(nn.Module):
@@ -36,8 +37,13 @@ class LinearH(nn.Module):
 
 def tiny_config(**overrides):
     base = dict(d_model=16, n_heads=2, d_ff=16, n_enc_layers=1, n_dec_layers=1, n_bins=10,
-                steps=20, eval_every=10, batch_size=64, warmup_steps=0, top_k=50)
+                steps=20, batch_size=64, top_k=50)
     return GenReConfig(**{**base, **overrides})
+
+
+def tiny(cfg=None, eval_every=10, **kw):
+    """A GenRe with tiny_config() (or cfg) that checks the validation loss every eval_every steps."""
+    return GenRe(cfg or tiny_config(), settings=Settings(eval_every=eval_every), **{"verbose": False, **kw})
 
 
 def toy_data(n=300, seed=0):
@@ -56,7 +62,7 @@ def toy_data(n=300, seed=0):
 @pytest.fixture(scope="module")
 def fitted():
     X, y, h, imm, cat = toy_data()
-    model = GenRe(tiny_config(), random_state=0, verbose=False).fit(X, y, h, immutable=imm, categorical=cat)
+    model = tiny(random_state=0).fit(X, y, h, immutable=imm, categorical=cat)
     X_neg = X[h.predict_proba(X) <= 0.5][:25]
     return model, X, y, h, imm, cat, X_neg
 
@@ -122,17 +128,13 @@ def test_large_lambda_mode_is_nearest_neighbour():
     assert prob.max(1).values.min() > 0.99
 
 
-@pytest.mark.parametrize("negatives", ["paper", "code"])
-def test_training_sets_follow_section_4_1_row_by_row(negatives):
+def test_training_sets_follow_section_4_1_row_by_row():
     rng = np.random.default_rng(7)
     y, p = rng.integers(0, 2, 200), rng.random(200)
     p[:4] = [0.5, 0.7, 0.5000001, 0.7000001]                # the boundaries: <= 0.5 and > gamma
-    neg, pos = training_sets(y, p, 0.7, negatives)
+    neg, pos = training_sets(y, p, 0.7)
     for yi, pi, n_i, p_i in zip(y, p, neg, pos):
-        in_neg = (yi == 0 and pi <= 0.5) if negatives == "paper" else pi <= 0.7
-        assert n_i == in_neg and p_i == (yi == 1 and pi > 0.7)
-    with pytest.raises(ValueError, match="negatives must be"):
-        training_sets(y, p, 0.7, "other")
+        assert n_i == (yi == 0 and pi <= 0.5) and p_i == (yi == 1 and pi > 0.7)
 
 
 def test_no_pair_breaks_an_immutable_and_orphans_are_dropped():
@@ -159,96 +161,25 @@ def test_drawn_partners_follow_q():
     np.testing.assert_allclose(freq, [0.5, 0.3, 0.2], atol=0.015)
 
 
-def test_prefiltered_pairs_equal_the_exact_ones_on_small_data():
-    """cfg.pairing="prefilter" goes through pairing.prefiltered_pairing, whose candidate
-    pool (2048) covers all 40 targets here, so it must give exactly Q."""
-    rng = np.random.default_rng(9)
-    Xs, Xd = torch.from_numpy(rng.random((30, 3)).astype(np.float32)), torch.from_numpy(rng.random((40, 3)).astype(np.float32))
-    Xs[:, 0], Xd[:, 0] = (Xs[:, 0] > 0.5).float(), (Xd[:, 0] > 0.5).float()
-    imm = torch.tensor([True, False, False])
-    q = {}
-    for pairing in ("exact", "prefilter"):
-        pairs = make_pairs(Xs, Xd, tiny_config(pairing=pairing, top_k=10), imm, "cpu")
-        prob = torch.diff(pairs.cdf, dim=1, prepend=torch.zeros(len(pairs.cdf), 1))
-        q[pairing] = dense(pairs.idx, prob, 40)
-        assert pairs.idx.dtype == torch.int32 and pairs.cdf.dtype == torch.float32
-    np.testing.assert_allclose(q["prefilter"], q["exact"], atol=1e-6)
-
-
-
-def test_auto_pairing_is_exact_up_to_exact_costs_and_prefiltered_beyond(monkeypatch):
-    import pairing
-    calls = []
-    spy = lambda *a, **k: calls.append(len(a[0]) * len(a[1])) or pairing_distribution(*a[:5])
-    monkeypatch.setattr(pairing, "prefiltered_pairing", spy)
-    Xs, Xd, imm = torch.rand(30, 3), torch.rand(40, 3), torch.zeros(3, dtype=torch.bool)
-    monkeypatch.setattr(genre, "EXACT_COSTS", 30 * 40)
-    make_pairs(Xs, Xd, tiny_config(pairing="auto", top_k=10), imm, "cpu")
-    assert calls == []                                                    # 1,200 costs: exact
-    monkeypatch.setattr(genre, "EXACT_COSTS", 30 * 40 - 1)
-    make_pairs(Xs, Xd, tiny_config(pairing="auto", top_k=10), imm, "cpu")
-    assert calls == [30 * 40]                                             # one more than allowed: prefilter
-
-
-def test_max_sources_pairs_a_uniform_subsample_and_changes_nothing_when_not_reached():
-    """Q is built for max_sources rows of D_h^- (train + validation), distinct rows of it;
-    a cap at or above |D_h^-| gives the same pairs as no cap (the same random draws)."""
-    X_neg, X_pos = torch.rand(200, 3), torch.rand(50, 3)
-    imm = torch.zeros(3, dtype=torch.bool)
-
-    def pairs(max_sources):
-        model = GenRe(tiny_config(max_sources=max_sources))
-        model.cfg_, model.device_ = model.cfg, "cpu"
-        return model._split_pairs(X_neg, X_pos, imm, np.random.default_rng(0))
-
-    capped = pairs(30)
-    sources = torch.cat([capped[0].x, capped[1].x])                       # (30, D)
-    assert len(sources) == 30 and len(torch.unique(sources, dim=0)) == 30
-    assert all((X_neg == s).all(1).any() for s in sources)                # rows of D_h^-
-    for a, b in zip(pairs(None), pairs(200)):
-        assert torch.equal(a.x, b.x) and torch.equal(a.idx, b.idx) and torch.equal(a.cdf, b.cdf)
-
-
-def test_the_plausibility_lof_sees_a_uniform_subsample_of_the_positives_only_beyond_lof_rows():
-    X = np.arange(60, dtype=np.float32).reshape(30, 2)
-    assert genre.subsample_rows(X, None, 0) is X and genre.subsample_rows(X, 30, 0) is X
-    sub = genre.subsample_rows(X, 10, 0)
-    assert len(sub) == 10 and len(np.unique(sub[:, 0])) == 10 and np.isin(sub[:, 0], X[:, 0]).all()
-    assert np.array_equal(sub, genre.subsample_rows(X, 10, 0))               # the seed fixes it
-
 # -- Eq. 7-8: bins, soft labels, loss -------------------------------------------
 
-@pytest.mark.parametrize("mode", ["paper", "code"])
-def test_soft_labels_sum_to_one_and_peak_at_the_value_bin(mode):
+def test_soft_labels_sum_to_one_and_peak_at_the_bin_holding_the_value():
     rng = np.random.default_rng(5)
     X_pos = torch.from_numpy(rng.random((50, 3)).astype(np.float32))
-    mu, w, lo, hi = make_bins(X_pos, 20, mode)
+    bins = make_bins(X_pos, 20)
     x = torch.from_numpy(rng.uniform(0.05, 0.95, (100, 3)).astype(np.float32))
-    x = torch.minimum(torch.maximum(x, lo), hi - 1e-4)              # inside the bins
-    s = soft_labels(x, mu, w)                                        # (100, 3, 20)
+    x = torch.minimum(torch.maximum(x, bins.lo), bins.hi - 1e-4)     # inside the bins
+    s = soft_labels(x, bins)                                         # (100, 3, 20)
     np.testing.assert_allclose(s.sum(-1).numpy(), 1.0, atol=1e-5)
-    if mode == "paper":   # bin k covers [lo + k w, lo + (k+1) w); its centre is nearest
-        holding = ((x - lo) / w).floor().long()
-    else:                 # code: bin k's value is its left edge, the nearest of the edges
-        holding = ((x - lo) / w).round().long().clamp(max=19)
+    holding = ((x - bins.lo) / bins.w).floor().long()               # bin k covers [lo + k w, lo + (k+1) w)
     assert torch.equal(s.argmax(-1), holding)
 
 
-def test_paper_bins_are_equal_width_centres_over_d_h_plus():
-    X_pos = torch.tensor([[0.2, 0.0], [0.6, 1.0]])
-    mu, w, lo, hi = make_bins(X_pos, 4, "paper")
-    np.testing.assert_allclose(mu[0].numpy(), [0.25, 0.35, 0.45, 0.55], atol=1e-6)
-    np.testing.assert_allclose(w.numpy(), [0.1, 0.25], atol=1e-6)
-    np.testing.assert_allclose(hi.numpy(), [0.6, 1.0], atol=1e-6)
-    mu, w, _, _ = make_bins(X_pos, 50, "code")
-    np.testing.assert_allclose(mu[1, :3].numpy(), [0.0, 0.02, 0.04], atol=1e-7)
-
-
-def test_snapped_bins_sample_observed_values():
-    X_pos = torch.tensor([[0.0], [0.1], [0.1], [0.55], [1.0]])
-    mu, w, lo, hi = make_bins(X_pos, 5, "paper")                    # centres .1 .3 .5 .7 .9
-    values = snap_to_observed(mu, X_pos)
-    np.testing.assert_allclose(values[0].numpy(), [0.1, 0.1, 0.55, 0.55, 1.0])
+def test_bins_are_equal_width_centres_over_d_h_plus():
+    bins = make_bins(torch.tensor([[0.2, 0.0], [0.6, 1.0]]), 4)
+    np.testing.assert_allclose(bins.mu[0].numpy(), [0.25, 0.35, 0.45, 0.55], atol=1e-6)
+    np.testing.assert_allclose(bins.w.numpy(), [0.1, 0.25], atol=1e-6)
+    np.testing.assert_allclose(bins.hi.numpy(), [0.6, 1.0], atol=1e-6)
 
 
 def test_jensen_loss_equals_hand_computed_cross_entropy():
@@ -256,7 +187,8 @@ def test_jensen_loss_equals_hand_computed_cross_entropy():
     # kernel exp(0), exp(-1/2), exp(-2), normalised
     k = np.exp([0.0, -0.5, -2.0])
     s_hand = k / k.sum()
-    s = soft_labels(torch.tensor([[0.0]]), torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([1.0]))
+    bins = Bins(torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([1.0]), torch.tensor([-0.5]), torch.tensor([2.5]))
+    s = soft_labels(torch.tensor([[0.0]]), bins)
     np.testing.assert_allclose(s[0, 0].numpy(), s_hand, rtol=1e-6)
     logits = torch.tensor([[[1.0, 2.0, 0.5]]])
     p = np.exp([1.0, 2.0, 0.5]) / np.exp([1.0, 2.0, 0.5]).sum()
@@ -266,20 +198,6 @@ def test_jensen_loss_equals_hand_computed_cross_entropy():
     s2 = torch.softmax(torch.randn(2, 3, 3), -1)
     by_hand = -sum((s2[b, j] * torch.log_softmax(logits2[b, j], -1)).sum() for b in range(2) for j in range(3)) / 2
     assert jensen_loss(logits2, s2).item() == pytest.approx(by_hand.item(), rel=1e-5)
-
-
-def test_validation_loss_is_the_mean_of_eq_8_over_pairs_whatever_the_batch():
-    torch.manual_seed(0)
-    D, K, N = 3, 10, 37
-    model = genre.RecourseTransformer(D, tiny_config(n_bins=K)).eval()
-    x, x_plus = torch.rand(N, D), torch.rand(N, D)
-    mu, w = torch.linspace(0, 1, K).repeat(D, 1), torch.full((D,), 1 / K)
-    with torch.no_grad():                                   # one pair at a time, by hand
-        per_pair = [jensen_loss(model(x[i:i + 1], x_plus[i:i + 1]), soft_labels(x_plus[i:i + 1], mu, w)).item()
-                    for i in range(N)]
-    for batch in (1, 5, 16, N, 4096):                       # uneven last batches included
-        assert genre.validation_loss(model, x, x_plus, mu, w, "cpu", batch=batch) == pytest.approx(
-            np.mean(per_pair), rel=1e-5)
 
 
 # -- Sec. 4.2: the transformer ----------------------------------------------------
@@ -299,19 +217,19 @@ def test_decoder_is_causal():
             assert not torch.allclose(out[:, j + 1], base[:, j + 1])  # ... and it is used downstream
 
 
-@pytest.mark.parametrize("n_heads", [1, 2])                  # the CPU default has 1, the tiny config 2
-def test_cached_decode_step_matches_full_decoder(n_heads):
+def test_attention_equals_the_textbook_formula():
+    """MultiHeadAttention against softmax(q k^T / sqrt(E/H)) v written out head by head."""
     torch.manual_seed(0)
-    D = 6
-    model = RecourseTransformer(D, tiny_config(n_heads=n_heads)).eval()
-    x, x_plus = torch.rand(4, D), torch.rand(4 * 3, D)
-    with torch.no_grad():
-        memory = model.encode(x)
-        full = model.decode(memory.repeat_interleave(3, 0), x_plus[:, :-1])  # (12, D, K)
-        caches = model.start_cache(memory, 3)
-        for j in range(D):
-            step = model.decode_step(caches, x_plus[:, j - 1], j)
-            torch.testing.assert_close(step, full[:, j], atol=1e-5, rtol=1e-5)
+    attn = genre.MultiHeadAttention(8, 2, 0.0).eval()
+    x, ctx = torch.randn(3, 4, 8), torch.randn(3, 5, 8)
+    q = attn.query(x)
+    k, v = attn.key_value(ctx).split(8, dim=-1)
+    heads = []
+    for hd in range(2):
+        s = slice(4 * hd, 4 * hd + 4)
+        w = torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) / 2.0, dim=-1)   # sqrt(8 / 2) = 2
+        heads.append(w @ v[..., s])
+    torch.testing.assert_close(attn(x, ctx), attn.out(torch.cat(heads, -1)), atol=1e-6, rtol=1e-5)
 
 
 # -- Algorithms 1 and 2 -------------------------------------------------------------
@@ -323,8 +241,7 @@ def test_tiny_model_learns_a_single_fixed_pair():
     X = np.stack([x] * 30 + [target] * 30 + [other] * 30)
     y = np.array([0] * 30 + [1] * 60)
     h = LinearH([20.0, 20.0, 20.0], -24.0)
-    cfg = tiny_config(lam=50.0, n_bins=10, steps=150, lr=1e-2, eval_every=50, snap=False)
-    model = GenRe(cfg, random_state=0, verbose=False).fit(X, y, h)
+    model = tiny(tiny_config(lam=50.0, n_bins=10, steps=150, lr=1e-2), eval_every=50, random_state=0).fit(X, y, h)
     S = model.sample(x[None], n=20, tau=100.0)[0]                 # (20, 3)
     mu, w, lo = model.bins_.mu.numpy(), model.bins_.w.numpy(), model.bins_.lo.numpy()
     target_bin = np.clip(np.floor((target - lo) / w), 0, 9).astype(int)
@@ -332,25 +249,18 @@ def test_tiny_model_learns_a_single_fixed_pair():
     np.testing.assert_allclose(S, np.broadcast_to(expected, S.shape), atol=1e-6)
 
 
-@pytest.mark.parametrize("snap", [False, True])
-def test_large_tau_samples_the_argmax_bin(fitted, snap):
+def test_large_tau_samples_the_argmax_bins_centre(fitted):
     model, X, *_ = fitted
     X_neg = fitted[-1]
-    S = model.sample(X_neg, n=1, tau=1e4, snap=snap)[:, 0]         # (M, D)
+    S = model.sample(X_neg, n=1, tau=1e4)[:, 0]                   # (M, D)
     with torch.no_grad():
         logits = model.model_(torch.from_numpy(X_neg), torch.from_numpy(S))  # teacher-forced on S
-    k = logits.argmax(-1)                                         # (M, D) the arg-max bins
-    if snap:                                                      # observed value, or x_j in its own bin
-        argmax_value = model.bins_.observed[torch.arange(4), k]
-        argmax_value = torch.where(k == model.bins_.index(torch.from_numpy(X_neg)),
-                                   torch.from_numpy(X_neg), argmax_value).numpy()   # (M, D)
-    else:                                                         # the bin's centre (Algorithm 2)
-        argmax_value = model.bins_.mu[torch.arange(4), k].numpy()
+    argmax_value = model.bins_.mu[torch.arange(4), logits.argmax(-1)].numpy()   # (M, D) Algorithm 2's value
     continuous = ~model.categorical_ & ~model.immutable_
     np.testing.assert_allclose(S[:, continuous], argmax_value[:, continuous], atol=1e-6)
 
 
-def test_samples_project_categoricals_and_keep_immutables(fitted):
+def test_samples_are_bin_centres_round_categoricals_and_keep_immutables(fitted):
     model, X, y, h, imm, cat, X_neg = fitted
     X_neg = X_neg.copy()
     X_neg[:5, 0] = 0.3                                           # an immutable value never seen in training
@@ -361,12 +271,10 @@ def test_samples_project_categoricals_and_keep_immutables(fitted):
     lo, hi = model.bins_.lo.numpy(), model.bins_.hi.numpy()
     lo, hi = np.minimum(lo, X_neg)[:, None], np.maximum(hi, X_neg)[:, None]
     assert (S[..., 2:] >= lo[..., 2:] - 1e-6).all() and (S[..., 2:] <= hi[..., 2:] + 1e-6).all()
-    S = model.sample(X_neg, n=7, tau=1.0, snap=True)             # sigma = 0: x's value or one seen in D_h^+
-    X_pos = X[(y == 1) & (h.predict_proba(X) > 0.7)]
+    S = model.sample(X_neg, tau=1.0)                              # sigma = 0: Algorithm 2's bin centres
+    mu = model.bins_.mu.numpy()                                  # (D, K)
     for j in (2, 3):
-        own = S[..., j] == X_neg[:, None, j]
-        assert np.isin(S[..., j][~own], X_pos[:, j]).all()
-        assert own.any() and (~own).any()
+        assert np.isin(S[..., j], mu[j]).all()
 
 
 def test_one_hot_groups_are_sampled_one_hot():
@@ -375,78 +283,58 @@ def test_one_hot_groups_are_sampled_one_hot():
     X[:, 2:] = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 200)]   # one categorical, three values
     h = LinearH([4.0, 4.0, 0.0, 1.0, -1.0], -4.0)
     y = (rng.random(200) < h.predict_proba(X)).astype(int)
-    model = GenRe(tiny_config(steps=5), verbose=False).fit(X, y, h, groups=[np.array([2, 3, 4])])
+    model = tiny(tiny_config(steps=5)).fit(X, y, h, groups=[np.array([2, 3, 4])])
     for tau in (0.1, 10.0):
         S = model.sample(X[:30], n=10, tau=tau)
         assert np.array_equal(S[..., 2:].sum(-1), np.ones((30, 10), np.float32))
         assert np.isin(S[..., 2:], [0.0, 1.0]).all()
 
 
-def hand_bins(D):
-    """Five bins of width 0.2 on [0, 1] per feature, centres .1 .3 .5 .7 .9; feature 0's
-    observed D_h^+ values nearest those centres are .1 .1 .55 .55 1."""
-    mu = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9]).repeat(D, 1)                    # (D, 5)
-    observed = mu.clone()
-    observed[0] = torch.tensor([0.1, 0.1, 0.55, 0.55, 1.0])
-    return Bins(mu, torch.full((D,), 0.2), torch.zeros(D), torch.ones(D), observed)
-
-
 def test_feature_value_rule_on_hand_computed_cases():
-    bins, zero = hand_bins(4), torch.zeros(4)
+    D = 4
+    bins = Bins(torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9]).repeat(D, 1), torch.full((D,), 0.2),
+                torch.zeros(D), torch.ones(D))                  # five bins of width 0.2 on [0, 1]
+    zero = torch.zeros(4)
     x = torch.tensor([[0.52, 0, 1, 0], [0.52, 0, 1, 0], [0.52, 0, 1, 0], [0.95, 0, 1, 0]])
     k = torch.tensor([2, 3, 4, 4])
-    value = lambda role, sigma=0.0, eps=zero, snap=True, x=x, k=k, j=0, x_plus=torch.zeros(4, 4): \
-        feature_value(j, k, x, x_plus, eps, bins, role, sigma, snap).tolist()
-    plain = FeatureRole()
-    # bin centres (Algorithm 2); with snap: x_j if the drawn bin holds it, else the observed value
-    np.testing.assert_allclose(value(plain, snap=False), [0.5, 0.7, 0.9, 0.9], atol=1e-6)
-    np.testing.assert_allclose(value(plain), [0.52, 0.55, 1.0, 0.95], atol=1e-6)
+    value = lambda kind, sigma=0.0, eps=zero, x=x, k=k, j=0, x_plus=torch.zeros(4, 4): \
+        feature_value(j, k, x, x_plus, eps, bins, kind, sigma).tolist()
+    plain = FeatureKind()
+    np.testing.assert_allclose(value(plain), [0.5, 0.7, 0.9, 0.9], atol=1e-6)      # bin centres
     # noise, then the clamp to the bins' range [0, 1], widened to hold x_j = 1.3
     x_far = x.clone()
     x_far[3, 0] = 1.3
     eps = torch.tensor([1.0, -1.0, 2.0, 5.0])
-    np.testing.assert_allclose(value(plain, 0.1, eps, snap=False, x=x_far), [0.6, 0.6, 1.0, 1.3], atol=1e-6)
-    # a value outside the bins' range [0, 1] is in no bin: it is not kept, even from the edge bin
-    x_out = torch.tensor([[-0.3, 0, 0, 0], [1.5, 0, 0, 0], [1.0, 0, 0, 0], [0.0, 0, 0, 0]])
-    np.testing.assert_allclose(value(plain, x=x_out, k=torch.tensor([0, 4, 4, 0])), [0.1, 1.0, 1.0, 0.0])
-    np.testing.assert_array_equal(bins.index(x_out), [[-1, 0, 0, 0], [-1, 0, 0, 0], [4, 0, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_allclose(value(plain, 0.1, eps, x=x_far), [0.6, 0.6, 1.0, 1.3], atol=1e-6)
     # an immutable keeps x_j whatever was drawn; a binary categorical rounds its centre
-    assert value(FeatureRole(immutable=True), 0.1, eps) == x[:, 0].tolist()
-    assert value(FeatureRole(categorical=True), snap=False, k=torch.tensor([2, 3, 1, 0])) == [1, 1, 0, 0]
+    assert value(FeatureKind(immutable=True), 0.1, eps) == x[:, 0].tolist()
+    assert value(FeatureKind(categorical=True), k=torch.tensor([2, 3, 1, 0])) == [1, 1, 0, 0]
     # a one-hot group [1, 2, 3]: the first member drawn as 1 keeps it, the last is 1 if none was
     drawn = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.float32)
-    group = lambda before, last, k: value(FeatureRole(categorical=True, group_before=before, group_last=last),
-                                          snap=False, k=torch.tensor(k), j=before[-1] + 1 if before else 1,
-                                          x_plus=drawn)
+    group = lambda before, last, k: value(FeatureKind(categorical=True, group_before=before, group_last=last),
+                                          k=torch.tensor(k), j=before[-1] + 1 if before else 1, x_plus=drawn)
     assert group([], False, [3, 0, 0, 4]) == [1, 0, 0, 1]                    # first member: just rounded
     assert group([1], False, [4, 4, 0, 4]) == [0, 1, 0, 1]                   # row 0 already took member 1
     assert group([1, 2], True, [4, 4, 0, 0]) == [0, 0, 1, 1]                 # last: 1 iff none before
 
 
-def test_a_feature_constant_in_d_h_plus_moves_to_its_value():
-    """Every bin of a feature that D_h^+ holds at one value snaps to that value, so a
-    sample must take it: no x_j outside the bins is kept as its own bin's value."""
-    rng = np.random.default_rng(8)
-    X = rng.random((300, 3)).astype(np.float32)
-    h = LinearH([4.0, 4.0, 0.0], -4.0)
-    y = (rng.random(300) < h.predict_proba(X)).astype(int)
-    X[:, 2] = np.where(y == 1, 0.8, rng.random(300) * 0.5)          # x_2 = 0.8 throughout D_h^+
-    model = GenRe(tiny_config(), verbose=False).fit(X, y, h)
-    S = model.sample(X[y == 0][:30], n=20, tau=1.0, snap=True)      # (30, 20, 3), broad draws
-    np.testing.assert_array_equal(S[..., 2], np.float32(0.8))
-
-
-def test_snap_false_samples_bin_centres_as_algorithm_2(fitted):
-    model, *_, X_neg = fitted
-    S = model.sample(X_neg, tau=1.0, snap=False)                    # (M, n, D), sigma = 0
-    mu = model.bins_.mu.numpy()                                     # (D, K)
-    for j in np.flatnonzero(~model.categorical_ & ~model.immutable_):
-        assert np.isin(S[..., j], mu[j]).all()
-        assert not np.isin(S[..., j], X_neg[:, j]).all()            # x_j is not kept as such
-    R = model.recourse(X_neg, **PAPER_SAMPLING)
-    assert PAPER_SAMPLING == dict(tau=10.0, sigma=0.0, snap=False, select="h")
-    assert np.array_equal(R, model.recourse(X_neg, tau=10.0, snap=False, select="h"))
-    assert np.isin(R[:, 2], mu[2]).all()
+def test_algorithm_2_draws_bins_with_the_probabilities_of_the_tempered_softmax():
+    """sample_recourse on a stub model whose logits are fixed: the frequency of each bin
+    over many draws is softmax(tau * logits), for tau 1 and 3."""
+    class Stub(nn.Module):
+        def encode(self, x):
+            return x[:, :, None]
+        def decode(self, memory, x_prev):
+            return torch.tensor([0.0, 1.0, 2.0]).expand(len(memory), x_prev.shape[1] + 1, 3)
+    bins = Bins(torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([1.0]), torch.tensor([-0.5]), torch.tensor([2.5]))
+    n = 30000
+    g = torch.Generator().manual_seed(0)
+    for tau in (1.0, 3.0):
+        u = 1.0 - torch.rand(n, 1, generator=g)
+        S = sample_recourse(Stub(), torch.zeros(1, 1), n, u, torch.zeros(n, 1), bins, [FeatureKind()], tau, 0.0)
+        freq = [(S[:, 0] == v).float().mean().item() for v in (0.0, 1.0, 2.0)]
+        expected = torch.softmax(tau * torch.tensor([0.0, 1.0, 2.0]), 0).tolist()
+        np.testing.assert_allclose(freq, expected, atol=0.01)
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.05])
@@ -457,57 +345,14 @@ def test_a_rows_samples_do_not_depend_on_the_other_rows(fitted, sigma):
     assert np.array_equal(alone, among)
 
 
-def test_training_that_diverges_says_so():
-    X, y, h, *_ = toy_data()
-    with pytest.raises(ValueError, match="training diverged.*lower lr"):
-        GenRe(tiny_config(lr=1e30, steps=3, eval_every=1), verbose=False).fit(X, y, h)
-
-
-def test_without_a_validation_split_the_best_training_loss_is_kept():
-    X, y, h, *_ = toy_data()
-    with pytest.warns(UserWarning, match="lowest training-batch loss"):
-        model = GenRe(tiny_config(steps=6, eval_every=2), verbose=False).fit(X[:20], y[:20], h)
-    assert [r["val_loss"] for r in model.history_] == [r["train_loss"] for r in model.history_]
-
-
-def test_save_can_leave_out_the_training_positives(fitted, tmp_path):
-    model, X, y, h, *_, X_neg = fitted
-    model.save(tmp_path / "with.pt")
-    model.save(tmp_path / "without.pt", include_positives=False)
-    assert np.array_equal(torch.load(tmp_path / "with.pt", weights_only=True)["positives"].numpy(), X[y == 1])
-    again = GenRe.load(tmp_path / "without.pt", h=h)
-    assert torch.load(tmp_path / "without.pt", weights_only=True)["positives"] is None
-    assert np.array_equal(again.recourse(X_neg, select="h"), model.recourse(X_neg, select="h"))
-    with pytest.raises(ValueError, match="saved without \\(include_positives=False\\)"):
-        again.recourse(X_neg, select="plausible")
-
-
-def test_cached_path_gives_exactly_the_plain_paths_samples(fitted):
-    model, *_, X_neg = fitted
-    for tau, sigma in [(10.0, 0.0), (1.0, 0.01)]:
-        fast = model.sample(X_neg, n=5, tau=tau, sigma=sigma, cached=True)
-        plain = model.sample(X_neg, n=5, tau=tau, sigma=sigma, cached=False)
-        assert np.array_equal(fast, plain)
-
-
 def test_recourse_is_the_sample_h_rates_highest(fitted):
     model, X, y, h, *_, X_neg = fitted
-    R = model.recourse(X_neg, select="h")                        # (M, D)
+    R = model.recourse(X_neg)                                    # (M, D), GenReConfig's select="h"
     S = model.sample(X_neg)                                      # (M, n, D), same randomness
     score = h.predict_proba(S.reshape(-1, 4)).reshape(len(X_neg), -1)
     assert np.array_equal(R, S[np.arange(len(X_neg)), score.argmax(1)])
     assert R.dtype == np.float32 and R.shape == X_neg.shape
-    assert np.array_equal(model.recourse(X_neg, select="h"), R)  # repeatable
-
-
-def test_density_selection_maximises_h_times_the_models_density(fitted):
-    model, X, y, h, *_, X_neg = fitted
-    R = model.recourse(X_neg, select="density")                  # (M, D)
-    S = model.sample(X_neg)                                      # (M, n, D), same randomness
-    M, n, D = S.shape
-    log_r = model.log_density(np.repeat(X_neg, n, axis=0), S.reshape(-1, D)).reshape(M, n)
-    objective = np.log(h.predict_proba(S.reshape(-1, D)).reshape(M, n)) + log_r
-    assert np.array_equal(R, S[np.arange(M), objective.argmax(1)])
+    assert np.array_equal(model.recourse(X_neg), R)              # repeatable
     with pytest.raises(ValueError, match="select"):
         model.recourse(X_neg, select="cheapest")
 
@@ -538,56 +383,15 @@ def test_plausible_selection_is_h_best_among_lof_inliers(fitted):
     assert np.array_equal(blind.recourse(X_neg, select="plausible"), model.recourse(X_neg, select="h"))
 
 
-def test_log_density_integrates_to_one():
-    """R_theta(x+ | x) is a density over x+: on a 2-feature model its integral over
-    a fine grid is 1, which checks the kernel mixture, its normalisation and the
-    autoregressive product (feature 1's density depends on x+_0)."""
-    rng = np.random.default_rng(1)
-    X = rng.random((200, 2)).astype(np.float32)
-    h = LinearH([3.0, 3.0], -3.0)
-    y = (rng.random(200) < h.predict_proba(X)).astype(int)
-    model = GenRe(tiny_config(n_bins=8), random_state=0, verbose=False).fit(X, y, h)
-    lo = model.bins_.lo.numpy() - 6 * model.bins_.w.numpy()       # the kernels' tails are
-    hi = model.bins_.hi.numpy() + 6 * model.bins_.w.numpy()       # negligible 6 widths out
-    g0, g1 = (np.linspace(lo[j], hi[j], 201, dtype=np.float32) for j in range(2))
-    grid = np.stack(np.meshgrid(g0, g1, indexing="ij"), -1).reshape(-1, 2)   # (201^2, 2)
-    for x in X[:2]:
-        density = np.exp(model.log_density(np.repeat(x[None], len(grid), 0), grid)).reshape(201, 201)
-        integral = np.trapezoid(np.trapezoid(density, g1, axis=1), g0)
-        assert integral == pytest.approx(1.0, abs=2e-3)
-
-
-def test_save_and_load_give_identical_samples(fitted, tmp_path):
-    model, X, y, h, *_, X_neg = fitted
-    path = tmp_path / "genre.pt"
-    model.save(path)
-    again = GenRe.load(path, h=h)
-    assert np.array_equal(again.sample(X_neg), model.sample(X_neg))
-    assert np.array_equal(again.recourse(X_neg), model.recourse(X_neg))
-    assert np.array_equal(again.recourse(X_neg, select="plausible"), model.recourse(X_neg, select="plausible"))
-    torch.load(path, weights_only=True)                          # plain tensors and dicts only
-
-
 def test_same_seed_same_fit_same_samples():
     X, y, h, imm, cat = toy_data(200, seed=1)
-    fit = lambda seed: GenRe(tiny_config(steps=8), random_state=seed, verbose=False).fit(
-        X, y, h, immutable=imm, categorical=cat)
+    fit = lambda seed: tiny(tiny_config(steps=8), random_state=seed).fit(X, y, h, immutable=imm, categorical=cat)
     a, b, c = fit(3), fit(3), fit(4)
     for (k, va), vb in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
         assert torch.equal(va, vb), k
     assert np.array_equal(a.sample(X[:20]), b.sample(X[:20]))
     assert not np.array_equal(a.sample(X[:20]), c.sample(X[:20]))
     assert a.fit_seconds_ > 0
-
-
-def test_validation_split_keeps_sources_apart():
-    X, y, h, imm, cat = toy_data(300, seed=2)
-    for val_targets in ("train", "heldout"):
-        model = GenRe(tiny_config(steps=10, eval_every=5, val_targets=val_targets), verbose=False).fit(
-            X, y, h, immutable=imm, categorical=cat)
-        assert len(model.history_) == 2 and all(np.isfinite(r["val_loss"]) for r in model.history_)
-    with pytest.raises(ValueError, match="val_targets"):
-        GenRe(tiny_config(val_targets="test"), verbose=False).fit(X, y, h)
 
 
 def test_budget_is_epochs_capped_at_feature_steps_over_d():
@@ -598,25 +402,29 @@ def test_budget_is_epochs_capped_at_feature_steps_over_d():
     per_epoch = math.ceil(n_train / 64)                              # tiny_config's batch
     assert per_epoch >= 2                                            # so that 3 epochs > 5 steps
     for feature_steps, expected in [(None, 3 * per_epoch), (10_000, 3 * per_epoch), (5 * 4, 5)]:
-        cfg = tiny_config(steps=None, epochs=3, feature_steps=feature_steps, eval_every=1)
-        model = GenRe(cfg, verbose=False).fit(X, y, h, immutable=imm, categorical=cat)
+        cfg = tiny_config(steps=None, epochs=3, feature_steps=feature_steps)
+        model = tiny(cfg, eval_every=1).fit(X, y, h, immutable=imm, categorical=cat)
         assert model.history_[-1]["step"] == expected
 
 
-def test_training_runs_on_cfg_threads_and_restores_the_setting(monkeypatch):
-    import genre
+def test_the_kept_parameters_are_those_of_the_lowest_validation_loss(monkeypatch):
+    """Algorithm 1 keeps the best checkpoint: with the validation loss replaced by a script
+    whose minimum is at the second check, the fitted weights are those of that step."""
+    import engine
     X, y, h, *_ = toy_data()
-    seen, train = [], genre.train_recourse_model
-    monkeypatch.setattr(genre, "train_recourse_model",
-                        lambda *a, **k: seen.append(torch.get_num_threads()) or train(*a, **k))
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        GenRe(tiny_config(steps=2, threads=1), verbose=False).fit(X, y, h)
-        GenRe(tiny_config(steps=2, threads=None), verbose=False).fit(X, y, h)
-        assert seen == [1, 2] and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    script, states = iter([5.0, 1.0, 3.0, 2.0]), []
+    monkeypatch.setattr(engine, "validation_loss", lambda model, *a: states.append(
+        {k: v.clone() for k, v in model.state_dict().items()}) or next(script))
+    model = tiny(tiny_config(steps=8), eval_every=2).fit(X, y, h)
+    assert [r["val_loss"] for r in model.history_] == [5.0, 1.0, 3.0, 2.0]
+    for k, v in model.model_.state_dict().items():
+        assert torch.equal(v, states[1][k]), k
+
+
+def test_training_that_diverges_says_so():
+    X, y, h, *_ = toy_data()
+    with pytest.raises(ValueError, match="training diverged.*lower lr"):
+        tiny(tiny_config(lr=1e30, steps=3), eval_every=1).fit(X, y, h)
 
 
 # -- The estimator's contract ---------------------------------------------------------
@@ -637,33 +445,46 @@ def test_bad_inputs_raise_value_error(fitted):
     with pytest.raises(ValueError, match="NaN"):
         model.recourse(bad)
     with pytest.raises(ValueError, match="NaN"):
-        GenRe(tiny_config(), verbose=False).fit(np.where(np.arange(4) == 2, np.nan, X), y, h)
+        tiny().fit(np.where(np.arange(4) == 2, np.nan, X), y, h)
     with pytest.raises(ValueError, match="D_h\\^\\+ is empty.*lower gamma"):
-        GenRe(tiny_config(gamma=0.999999), verbose=False).fit(X, y, h)
+        tiny(tiny_config(gamma=0.999999)).fit(X, y, h)
     with pytest.raises(ValueError, match="D_h\\^- is empty"):
-        GenRe(tiny_config(), verbose=False).fit(X, np.ones_like(y), h)
+        tiny().fit(X, np.ones_like(y), h)
     with pytest.raises(ValueError, match="immutable"):
-        GenRe(tiny_config(), verbose=False).fit(X, y, h, immutable=np.ones(3, bool))
-    with pytest.raises(ValueError, match="X has 25 rows but X_plus has 24"):
-        model.log_density(X_neg, X_neg[:-1])
+        tiny().fit(X, y, h, immutable=np.ones(3, bool))
+    with pytest.raises(ValueError, match="labels 0 and 1"):
+        tiny().fit(X, y * 2, h)
+    with pytest.raises(ValueError, match="one-hot group must list feature indices in 0..3"):
+        tiny().fit(X, y, h, groups=[[2, 4]])
+    with pytest.raises(ValueError, match="h.predict_proba failed on 4 features"):
+        tiny().fit(X, y, LinearH([1.0, 1.0, 1.0], 0.0))                  # h of the wrong width
+    two_columns = type("H2", (), {"predict_proba": lambda self, Z: np.stack([1 - h.predict_proba(Z),
+                                                                              h.predict_proba(Z)], 1)})()
+    with pytest.raises(ValueError, match="two columns"):
+        tiny().fit(X, y, two_columns)
 
 
-def test_paper_config_has_the_papers_sizes():
-    cfg = GenReConfig.paper()
-    assert (cfg.n_enc_layers, cfg.n_dec_layers, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.n_bins) == (16, 16, 32, 8, 32, 50)
-    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.steps, cfg.feature_steps, cfg.dropout) == (1e-4, 2048, 2000, None, None, 0.1)
-    assert GenReConfig.paper(batch_size=16384).batch_size == 16384
-    assert (cfg.lam, cfg.gamma, cfg.top_k, cfg.sigma, cfg.n_samples) == (5.0, 0.7, 1000, 0.0, 10)
+def test_the_default_is_the_papers_method_and_the_preset_adds_tau_5_and_plausibility():
+    cfg = GenReConfig()
+    assert (cfg.lam, cfg.gamma, cfg.top_k, cfg.n_bins, cfg.d_model, cfg.d_ff) == (5.0, 0.7, 1000, 50, 32, 32)
+    assert (cfg.tau, cfg.sigma, cfg.n_samples, cfg.select, cfg.epochs) == (10.0, 0.0, 10, "h", 2000)
+    preset = GenReConfig.plausible()
+    assert (preset.tau, preset.select) == (5.0, "plausible")
+    assert {k: v for k, v in vars(preset).items() if k not in ("tau", "select")} == \
+        {k: v for k, v in vars(cfg).items() if k not in ("tau", "select")}
+    paper = GenReConfig.paper_sizes()
+    assert (paper.n_enc_layers, paper.n_dec_layers, paper.n_heads, paper.dropout) == (16, 16, 8, 0.1)
+    assert (paper.lr, paper.batch_size, paper.epochs, paper.feature_steps) == (1e-4, 2048, 2000, None)
+    assert GenReConfig.paper_sizes(batch_size=16384).batch_size == 16384
 
 
 @pytest.mark.parametrize("setting, message", [
-    (dict(select="best"), "GenReConfig.select must be one of ('h', 'density', 'plausible'), got 'best'"),
-    (dict(pairing="fast"), "GenReConfig.pairing must be one of ('auto', 'exact', 'prefilter'), got 'fast'"),
-    (dict(max_sources=0), "GenReConfig.max_sources must be at least 1, got 0"),
-    (dict(lam=float("nan")), "GenReConfig.lam must be a finite number, got nan"),
+    (dict(select="best"), "GenReConfig.select must be one of ('h', 'plausible'), got 'best'"),
+    (dict(lam=float("nan")), "GenReConfig.lam must be at least 0, got nan"),
+    (dict(lam=float("inf")), "GenReConfig.lam must be a finite number, got inf"),
     (dict(steps=0), "GenReConfig.steps must be at least 1, got 0"),
     (dict(n_bins=1), "GenReConfig.n_bins must be at least 2, got 1"),
-    (dict(tau=-1.0), "GenReConfig.tau must be positive, got -1.0"),
+    (dict(tau=-1.0), "GenReConfig.tau must be a positive number, got -1.0"),
     (dict(gamma=1.0), "GenReConfig.gamma must be below 1, got 1.0"),
     (dict(d_model=30, n_heads=4), "GenReConfig.d_model (30) must be a multiple of n_heads (4)"),
 ])
@@ -672,4 +493,3 @@ def test_config_refuses_bad_settings_before_training(setting, message):
         GenReConfig(**setting)
     assert str(err.value).startswith(message)
     GenReConfig(steps=None, feature_steps=None, lam=0.0, sigma=0.0)   # the edges that are allowed
-    GenReConfig.paper(batch_size=16384)

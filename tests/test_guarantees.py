@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 
 from datasets import from_table
-from evaluate import ClassifierConfig, make_method, train_classifier
-from genre import GenReConfig
+from evaluate import ClassifierConfig, genre_configs, make_method, train_classifier
 
-TINY = GenReConfig(d_model=16, n_heads=2, d_ff=16, n_enc_layers=1, n_dec_layers=1, steps=30,
-                   feature_steps=None, eval_every=15, warmup_steps=5)
-METHODS = ["genre", "genre_paper", "wachter", "nnr", "nnr_h", "nnr_dhplus"]
+TINY = genre_configs(dict(d_model=16, n_heads=2, d_ff=16, n_enc_layers=1, n_dec_layers=1, steps=30))
+METHODS = ["genre", "genre_plausible", "wachter", "nnr", "nnr_h", "nnr_dhplus"]
 
 
 def random_data(seed):

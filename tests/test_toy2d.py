@@ -148,9 +148,9 @@ def test_grid_densities_integrate_to_one(quick):
     assert genre.bins_.w.min() > 0.0075
     grid, _, area = toy2d.make_grid(-0.25, 1.25, 201)
     for x in run["pair"]:
-        mass = toy2d.grid_density(toy2d.conditional_logits(genre, x), grid, genre.bins_.mu, genre.bins_.w).sum() * area
+        mass = toy2d.grid_density(toy2d.conditional_logits(genre, x), grid, genre.bins_).sum() * area
         assert 0.98 < float(mass) < 1.02
-    mass = toy2d.grid_density(uncond, grid, genre.bins_.mu, genre.bins_.w).sum() * area
+    mass = toy2d.grid_density(uncond, grid, genre.bins_).sum() * area
     assert 0.98 < float(mass) < 1.02
 
 
@@ -170,7 +170,7 @@ def test_teacher_forced_density_equals_feature_by_feature_product(quick):
         p = torch.softmax(genre.model_.decode(memory, x_plus[:, :j])[:, -1], dim=-1).numpy()  # (B, K)
         z = (x_plus[:, j, None].numpy() - mu[j]) / w[j]
         expected *= (p * np.exp(-0.5 * z ** 2) / (w[j] * np.sqrt(2 * np.pi))).sum(1)
-    got = toy2d.grid_density(toy2d.conditional_logits(genre, x), x_plus, genre.bins_.mu, genre.bins_.w).numpy()
+    got = toy2d.grid_density(toy2d.conditional_logits(genre, x), x_plus, genre.bins_).numpy()
     assert (expected[:40] > 1e-3).mean() > 0.5                            # a non-vacuous comparison
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-12)
 
