@@ -1,0 +1,106 @@
+"""Bad input and faults, as a hostile user meets them: each gets one line naming the problem
+(`error: ...` and exit code 2 from a command line, a one-line ValueError from Python), found
+before any long work where it can be known up front; files are written whole or not at all.
+Most checks run without training anything."""
+import os
+import pickle
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import bench
+import common
+import datasets
+import evaluate
+import experiments
+import report
+import toy2d
+from common import atomic_write
+from datasets import from_csv, from_table
+from genre import GenReConfig
+
+
+def one_line_error(capsys) -> str:
+    """What a command printed on stderr, checked to be one `error: ...` line."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def never(*args, **kwargs):
+    raise AssertionError("the long work started before the bad input was refused")
+
+
+def write_csv(path, header: str, rows) -> str:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return str(path)
+
+
+def income_csv(path, income=lambda i, x: x):
+    """A small CSV: age, income (row i may be replaced by income(i, value)), a 0/1 label."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(200):
+        x = round(float(rng.normal(50, 10)), 2)
+        rows.append(f"{rng.integers(18, 80)},{income(i, x)},{int(x > 50)}")
+    return write_csv(path, "age,income,y", rows)
+
+
+# ----------------------------------------------------------------------------- 2. extreme values
+
+@pytest.mark.parametrize("big", [lambda i, x: "1e308" if i == 5 else x,
+                                 lambda i, x: {5: "1e308", 6: "-1e308"}.get(i, x)], ids=["1e308", "+-1e308"])
+def test_a_value_beyond_float32_is_refused_naming_its_column(big, tmp_path):
+    with pytest.raises(ValueError) as e:
+        from_csv(income_csv(tmp_path / "t.csv", big), "y")
+    assert "column 'income' has value" in str(e.value) and "float32" in str(e.value)
+
+
+def test_an_outlier_that_squeezes_a_column_flat_is_refused(tmp_path):
+    """1e30 among incomes near 50: scaled to [0, 1], the rest become one float32 value."""
+    path = income_csv(tmp_path / "t.csv", lambda i, x: "1e30" if i == 5 else x)
+    with pytest.raises(ValueError, match="column 'income' spans .* distinct values stay apart"):
+        from_csv(path, "y")
+
+
+def test_a_heavy_tailed_column_is_kept_exactly():
+    """Mostly zeros and a few large values (adult's capital-gain) lose nothing: accepted, and
+    every distinct value stays distinct after scaling."""
+    rng = np.random.default_rng(0)
+    gain = np.where(rng.random(400) < 0.9, 0, rng.integers(100, 99_999, 400))
+    ds = from_table({"gain": gain.tolist(), "y": (rng.random(400) < 0.5).astype(int).tolist()}, "y")
+    raw = np.unique(ds.unscale(ds.X_train)[:, 0].round())
+    assert len(np.unique(ds.X_train[:, 0])) == len(raw) > 10
+
+
+def test_a_test_value_that_scales_beyond_float32_is_refused():
+    train = {"x": [0.0, 1e-30, 2e-30] * 10, "y": [0, 1, 1] * 10}
+    test = {"x": [3e38, 0.0], "y": [0, 1]}
+    with pytest.raises(ValueError, match="column 'x' has test value 3e\\+38, too far outside the train range"):
+        datasets.from_splits("t", train, test, "y")
+
+
+def test_an_unnamed_header_column_is_refused_naming_its_position(tmp_path):
+    """A pandas index saved with the table (a leading comma in the header)."""
+    path = write_csv(tmp_path / "t.csv", ",age,y", [f"{i},{20 + i},{i % 2}" for i in range(40)])
+    with pytest.raises(ValueError, match="column 1 of the header has no name \\(a saved pandas index"):
+        from_csv(path, "y")
+    with pytest.raises(ValueError, match="column 2 has no name"):
+        from_table({"age": [1, 2] * 10, " ": [3, 4] * 10, "y": [0, 1] * 10}, "y")
+
+
+def test_a_table_with_only_the_target_has_no_feature_columns(tmp_path):
+    path = write_csv(tmp_path / "t.csv", "y", [str(i % 2) for i in range(40)])
+    with pytest.raises(ValueError, match="the data has no feature columns: only the target 'y'"):
+        from_csv(path, "y")
+
+
+def test_a_test_size_that_starves_training_names_the_flag(tmp_path, capsys):
+    path = income_csv(tmp_path / "t.csv")
+    rc = evaluate.main(["--csv", path, "--target", "y", "--test-size", "0.999", "--quiet",
+                        "--out", str(tmp_path), "--cache", str(tmp_path)])
+    assert rc == 2 and "--test-size (test_size=) 0.999 leaves 1 train row of target value" in one_line_error(capsys)
+    assert len(from_csv(path, "y", test_size=0.5).y_train) == 100    # a half split is fine
