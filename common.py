@@ -123,6 +123,24 @@ def l1_cost(X_src: torch.Tensor, X_dst: torch.Tensor, immutable: torch.Tensor) -
 
 # ----------------------------------------------------------------------------- files
 
+def check_folder(path: str, flag: str) -> str:
+    """Make `path` a folder this process can write into (created if missing), or raise a
+    one-line ValueError naming the flag: a bad --out or --cache is found before the work
+    whose results it would hold, not when the first file is written after it. The test is
+    the run's own operation, writing a (probe) file: permission bits do not bind root, and
+    os.access can say yes where a write fails."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
 def atomic_write(path: str, write) -> None:
     """Write a file whole or not at all: `write(f)` fills a temp file, which is then renamed."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

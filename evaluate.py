@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import atomic_write, child_seed, provenance, set_seed, torch_threads
+from common import atomic_write, check_folder, child_seed, provenance, set_seed, torch_threads
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
 from genre import PAPER_SAMPLING, GenRe, GenReConfig, training_sets
@@ -765,6 +765,8 @@ def read_value(name: str, text: str, kind):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_folder(args.out, "--out")                                   # before any training
+        check_folder(args.cache, "--cache")
         data = data_from_args(args)
         name = data if isinstance(data, str) else data.name
         methods = methods_from_args(args)
@@ -777,6 +779,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(report.comparison_table(results))
     print(f"\nwritten: {path}")
     return 0

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import report
-from common import atomic_write, child_seed, provenance
+from common import atomic_write, check_folder, child_seed, provenance
 from evaluate import (METHODS, SAMPLING_FIELDS, check_methods, development, dh_plus, evaluate_seed, fit_genre,
                       fit_lof, fit_one, log, make_method, oracle_proba, pick_test_negatives, prepare, score,
                       score_rows, summarise, summarise_rows, write_json)
@@ -405,12 +405,29 @@ def parse_args(argv=None):
     return args
 
 
+def check_folders(args) -> None:
+    """Every folder the run writes must take files, found now rather than after hours of work."""
+    folders = [("--out", args.out)] + ([] if args.report_only else [("--figures", args.figures),
+                                                                      ("--cache", args.cache)])
+    for flag, folder in folders:
+        check_folder(folder, flag)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.report_only:
-        run(args)
-    if args.out == "results":
-        report.publish_results(args.out)
+    try:
+        check_folders(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if not args.report_only:
+            run(args)
+        if args.out == "results":
+            report.publish_results(args.out)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -48,7 +48,7 @@ import torch.nn as nn
 
 import evaluate
 from baselines import NNR, PROBE, Wachter
-from common import atomic_write, child_seed, set_seed
+from common import atomic_write, check_folder, child_seed, set_seed
 from datasets import TOYS
 from generative import CRUDS
 from genre import (BinHead, EncoderBlock, FeatureEmbedding, GenRe, GenReConfig, jensen_loss,
@@ -440,14 +440,25 @@ def output_paths(args):
     return out, results
 
 
+def check_outputs(out: str, results: str, cache: str) -> None:
+    """Refuse, before any training, output places that cannot take the files."""
+    check_folder(out, "--out")
+    if os.path.isdir(results):
+        raise ValueError(f"--results {results} is a folder; name a JSON file")
+    check_folder(os.path.dirname(results) or ".", "--results' folder")
+    check_folder(cache, "--cache")
+
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    out, results = output_paths(args)
+    check_outputs(out, results, args.cache)
     torch.set_num_threads(args.threads)
     cfg = toy_config(args.quick)
     t0 = time.time()
     runs = [run_toy(name, args, cfg) for name in args.datasets]
-    out, results = output_paths(args)
     paths = (os.path.join(out, "toy2d_recourse.png"), os.path.join(out, "toy2d_density.png"))
     save(figure_recourse(runs, args.n_samples_shown), paths[0])
     save(figure_density(runs), paths[1])
@@ -457,5 +468,19 @@ def main(argv=None):
     return runs
 
 
+def cli(argv=None) -> int:
+    """main() for the command line: bad input is one line `error: ...` and exit code 2,
+    Ctrl-C one line `interrupted` and 130, instead of a traceback."""
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

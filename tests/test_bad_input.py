@@ -49,6 +49,55 @@ def income_csv(path, income=lambda i, x: x):
     return write_csv(path, "age,income,y", rows)
 
 
+# ----------------------------------------------------------------------------- 1. output folders
+
+@pytest.mark.parametrize("flag", ["--out", "--cache"])
+def test_evaluate_refuses_a_file_as_a_folder_before_any_work(flag, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "evaluate", never)
+    (tmp_path / "taken").write_text("a file")
+    folders = {"--out": str(tmp_path / "out"), "--cache": str(tmp_path / "cache"), flag: str(tmp_path / "taken")}
+    argv = ["--dataset", "compas", "--methods", "nnr", "--quiet"] + [a for kv in folders.items() for a in kv]
+    assert evaluate.main(argv) == 2
+    assert f"{flag} {tmp_path / 'taken'} is a file, not a folder" in one_line_error(capsys)
+
+
+def deny_writing(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+
+def test_a_read_only_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """A read-only folder (simulated: root may write into any folder, so os.access says yes)."""
+    monkeypatch.setattr(evaluate, "evaluate", never)
+    monkeypatch.setattr(common.tempfile, "mkstemp", deny_writing)
+    assert evaluate.main(["--dataset", "compas", "--out", str(tmp_path), "--quiet"]) == 2
+    assert f"--out {tmp_path}: cannot write there (Permission denied)" in one_line_error(capsys)
+
+
+def test_a_folder_under_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(ValueError, match="--cache .*: cannot write there"):
+        common.check_folder(str(tmp_path / "f" / "sub"), "--cache")
+
+
+def test_experiments_toy2d_and_bench_check_their_folders_first(tmp_path, capsys, monkeypatch):
+    (tmp_path / "taken").write_text("a file")
+    taken = str(tmp_path / "taken")
+    monkeypatch.setattr(experiments, "run", never)
+    assert experiments.main(["--datasets", "compas", "--only", "comparison", "--out", taken,
+                             "--cache", str(tmp_path / "c")]) == 2
+    assert "--out" in one_line_error(capsys)
+    assert experiments.main(["--datasets", "compas", "--out", str(tmp_path / "o"), "--cache", taken]) == 2
+    assert "--cache" in one_line_error(capsys)
+    monkeypatch.setattr(toy2d, "run_toy", never)
+    assert toy2d.cli(["--quick", "--out", taken, "--cache", str(tmp_path / "c")]) == 2
+    assert "--out" in one_line_error(capsys)
+    assert toy2d.cli(["--quick", "--out", str(tmp_path / "o"), "--cache", taken]) == 2
+    assert "--cache" in one_line_error(capsys)
+    monkeypatch.setattr(bench, "pairing", never)
+    assert bench.main(["--only", "pairing", "--out", os.path.join(taken, "B.md")]) == 2
+    assert "--out's folder" in one_line_error(capsys)
+
+
 # ----------------------------------------------------------------------------- 2. extreme values
 
 @pytest.mark.parametrize("big", [lambda i, x: "1e308" if i == 5 else x,
@@ -104,3 +153,29 @@ def test_a_test_size_that_starves_training_names_the_flag(tmp_path, capsys):
                         "--out", str(tmp_path), "--cache", str(tmp_path)])
     assert rc == 2 and "--test-size (test_size=) 0.999 leaves 1 train row of target value" in one_line_error(capsys)
     assert len(from_csv(path, "y", test_size=0.5).y_train) == 100    # a half split is fine
+
+
+# ----------------------------------------------------------------------------- 10. Ctrl-C and temp files
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def exit_code(main, argv) -> int:
+    """main(argv)'s return value; a KeyboardInterrupt that escapes it fails the test (rather than
+    stopping the whole test session)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped main() as a traceback")
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "evaluate", interrupt)
+    assert exit_code(evaluate.main, ["--dataset", "compas", "--out", str(tmp_path), "--cache", str(tmp_path)]) == 130
+    monkeypatch.setattr(experiments, "run", interrupt)
+    assert exit_code(experiments.main, ["--datasets", "compas", "--out", str(tmp_path), "--cache", str(tmp_path),
+                                        "--figures", str(tmp_path)]) == 130
+    monkeypatch.setattr(toy2d, "run_toy", interrupt)
+    assert exit_code(toy2d.cli, ["--quick", "--out", str(tmp_path), "--cache", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.splitlines() == ["interrupted"] * 3
