@@ -49,6 +49,11 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def warn(msg: str) -> None:
+    """One line on stderr, shown even with --quiet."""
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
 # ----------------------------------------------------------------------------- 1-2. oracle and labels
 
 def fit_oracle(ds: Dataset, seed: int):
@@ -214,12 +219,19 @@ def fingerprint(ds: Dataset) -> str:
     return digest.hexdigest()[:10]
 
 
+# What reading a damaged file raises (truncated, emptied, another file's bytes, classes renamed
+# since it was written): such a cache file is reported and rebuilt, never fatal.
+UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, RuntimeError, KeyError, IndexError,
+              TypeError, AttributeError, ImportError, OSError)
+
+
 def cached(path: str, retrain: bool, make, verbose: bool, what: str):
-    """Load a pickled dict from path, or make() it and write it whole; (value, made now?)."""
+    """Load a pickled dict from path, or make() it and write it whole; (value, made now?).
+    A file that cannot be read back (a run killed mid-copy, a full disk) is named on one
+    line of stderr and rebuilt."""
     if os.path.exists(path) and not retrain:
-        with open(path, "rb") as f:
-            value = pickle.load(f)
-        if value.get("version") == CACHE_VERSION:
+        value = read_cache(path)
+        if value is not None and value.get("version") == CACHE_VERSION:
             if verbose:
                 log(f"{what} loaded from {path}")
             return value, False
@@ -227,6 +239,20 @@ def cached(path: str, retrain: bool, make, verbose: bool, what: str):
     if path:
         atomic_write(path, lambda f: pickle.dump(value, f))
     return value, True
+
+
+def read_cache(path: str) -> dict | None:
+    """The pickled dict in a cache file, or None (with a warning naming the file) if it is damaged."""
+    try:
+        with open(path, "rb") as f:
+            value = pickle.load(f)
+    except UNREADABLE as e:
+        warn(f"cache file {path} is unreadable ({type(e).__name__}); rebuilding it")
+        return None
+    if not isinstance(value, dict):
+        warn(f"cache file {path} holds a {type(value).__name__}, not a cache entry; rebuilding it")
+        return None
+    return value
 
 
 def fit_h(ds: Dataset, seed: int, verbose: bool) -> dict:
@@ -449,11 +475,15 @@ def fit_genre(bench: Benchmark, genre_config=None, verbose: bool = True) -> GenR
     ds = bench.ds
     path = os.path.join(bench.cache_dir, f"genre_{ds.name}_{fingerprint(ds)}_seed{bench.seed}_{key}.pt")
     if os.path.exists(path):
-        if verbose:
-            log(f"[{ds.name} seed {bench.seed}] GenRe loaded from {path}")
-        genre = GenRe.load(path, h=bench.h, verbose=verbose)
-        genre.cfg = genre.cfg_ = dataclasses.replace(genre.cfg_, **{k: getattr(cfg, k) for k in SAMPLING_FIELDS})
-        return genre
+        try:
+            loaded = GenRe.load(path, h=bench.h, verbose=verbose)
+        except UNREADABLE as e:                                     # a damaged file: retrain, rewrite
+            warn(f"cached GenRe {path} is unreadable ({type(e).__name__}); retraining it")
+        else:
+            if verbose:
+                log(f"[{ds.name} seed {bench.seed}] GenRe loaded from {path}")
+            loaded.cfg = loaded.cfg_ = dataclasses.replace(loaded.cfg_, **{k: getattr(cfg, k) for k in SAMPLING_FIELDS})
+            return loaded
     fit_one(genre, bench)
     atomic_write(path, lambda f: genre.save(f))
     return genre

@@ -132,6 +132,45 @@ def test_a_test_value_that_scales_beyond_float32_is_refused():
         datasets.from_splits("t", train, test, "y")
 
 
+# ----------------------------------------------------------------------------- 3. damaged caches
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b""], ids=["truncated", "empty"])
+def test_a_damaged_cache_file_is_named_and_rebuilt(damage, tmp_path, capsys):
+    path = str(tmp_path / "entry.pkl")
+    made = []
+    make = lambda: made.append(1) or {"value": np.arange(1000)}
+    evaluate.cached(path, False, make, False, "entry")
+    with open(path, "rb") as f:
+        good = f.read()
+    with open(path, "wb") as f:
+        f.write(damage(good))
+    value, fresh = evaluate.cached(path, False, make, False, "entry")
+    assert fresh and len(made) == 2 and np.array_equal(value["value"], np.arange(1000))
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"warning: cache file {path} is unreadable (") and err.endswith("; rebuilding it")
+    assert "\n" not in err
+    with open(path, "rb") as f:                                           # rewritten whole
+        assert pickle.load(f)["version"] == evaluate.CACHE_VERSION
+
+
+def test_a_damaged_cached_genre_is_named_and_retrained(tmp_path, moons_cache, capsys):
+    import dataclasses
+    bench_ = dataclasses.replace(evaluate.prepare("moons", 0, cache_dir=moons_cache, verbose=False),
+                                 cache_dir=str(tmp_path))
+    tiny = GenReConfig(d_model=16, n_heads=2, d_ff=16, n_enc_layers=1, n_dec_layers=1, steps=6,
+                       feature_steps=None, eval_every=3)
+    first = evaluate.fit_genre(bench_, tiny, verbose=False)
+    (path,) = tmp_path.glob("genre_moons_*.pt")
+    path.write_bytes(b"")                                                  # an empty cached model
+    again = evaluate.fit_genre(bench_, tiny, verbose=False)
+    err = capsys.readouterr().err.strip()
+    assert err == f"warning: cached GenRe {path} is unreadable (EOFError); retraining it"
+    X = bench_.ds.X_test[:5]
+    np.testing.assert_array_equal(again.sample(X), first.sample(X))        # retrained: the same model
+    assert evaluate.fit_genre(bench_, tiny, verbose=False) is not None     # the rewritten file loads
+    assert capsys.readouterr().err == ""
+
+
 def test_an_unnamed_header_column_is_refused_naming_its_position(tmp_path):
     """A pandas index saved with the table (a leading comma in the header)."""
     path = write_csv(tmp_path / "t.csv", ",age,y", [f"{i},{20 + i},{i % 2}" for i in range(40)])
