@@ -200,6 +200,7 @@ class Benchmark:
     h_test_accuracy: float      # Table 7: h on the test split, drawn labels
     seconds: dict = dataclasses.field(default_factory=dict)   # stage -> wall time (0 when cached)
     cache_dir: str | None = None                              # where fitted models are kept
+    n_negatives: int | None = None                            # test negatives scored (set by evaluate_seed)
 
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:
@@ -574,6 +575,10 @@ def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_config=None, ver
     Returns (scores by method, fitted methods by name, X_neg, lof).
     """
     X_neg = pick_test_negatives(bench, n_test)
+    bench.n_negatives = len(X_neg)
+    if verbose and len(X_neg) < n_test:
+        log(f"[{bench.ds.name} seed {bench.seed}] only {len(X_neg)} test rows have h(x) <= 0.5 "
+            f"(--n-test {n_test}): all of them are scored")
     t0 = time.time()
     lof = fit_lof(bench)
     bench.seconds["lof"] = time.time() - t0
@@ -604,11 +609,17 @@ def check_methods(methods) -> None:
 
 def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_config=None) -> dict:
     """The results dict written to <dataset>.json: means and sample stds over seeds, and the
-    GenRe config the numbers came from (when GenRe ran), so a run can be repeated."""
+    GenRe config the numbers came from (when GenRe ran), so a run can be repeated.
+    "n_test" is the number of test negatives scored, one int when every seed scored the
+    same number, else the list per seed (a seed has fewer than asked, "n_test_requested",
+    when fewer test rows have h(x) <= 0.5)."""
     methods = per_seed_scores[0].keys()
     oracle_m = [b.oracle_metrics for b in benches]
+    scored = [n_test if b.n_negatives is None else b.n_negatives for b in benches]
     results = {
-        "dataset": name, "n_features": benches[0].ds.n_features, "n_test": n_test, "seeds": list(seeds),
+        "dataset": name, "n_features": benches[0].ds.n_features,
+        "n_test": scored[0] if len(set(scored)) == 1 else scored, "n_test_per_seed": scored,
+        "n_test_requested": n_test, "seeds": list(seeds),
         "std": "sample standard deviation over seeds (ddof = 1)",
         "h_test_accuracy": float(np.mean([b.h_test_accuracy for b in benches])),
         "oracle": {k: float(np.mean([o[k] for o in oracle_m])) for k in oracle_m[0]},
@@ -631,10 +642,16 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
     of the first seed are printed as actions in original units.
     """
     check_methods(methods)
+    if len(seeds) == 0 or min(seeds) < 0:
+        raise ValueError(f"--seeds takes one or more seeds of 0 or more, got {list(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds names a seed twice: {list(seeds)}")
     if n_test < 1:
         raise ValueError(f"--n-test must be at least 1, got {n_test}")
+    if explain < 0:
+        raise ValueError(f"--explain must be 0 or more, got {explain}")
+    if vae_epochs is not None and vae_epochs < 1:
+        raise ValueError(f"--vae-epochs must be at least 1, got {vae_epochs} (a VAE needs training)")
     benches, per_seed = [], []
     for seed in seeds:
         bench = prepare(data, seed, cache_dir, retrain, verbose)
@@ -813,6 +830,9 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     print(report.comparison_table(results))
+    if min(results["n_test_per_seed"]) < args.n_test:
+        print(f"\n--n-test {args.n_test}: fewer test rows have h(x) <= 0.5; every one was scored "
+              f"({', '.join(f'seed {s}: {n}' for s, n in zip(results['seeds'], results['n_test_per_seed']))})")
     print(f"\nwritten: {path}")
     return 0
 

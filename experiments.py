@@ -398,6 +398,13 @@ def parse_args(argv=None):
     args.generative_seeds = args.generative_seeds or args.seeds
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
+    for flag, seeds in (("--seeds", args.seeds), ("--generative-seeds", args.generative_seeds)):
+        if min(seeds) < 0:
+            p.error(f"{flag} must be 0 or more, got {min(seeds)}")
+    if args.n_test < 1:
+        p.error(f"--n-test must be at least 1, got {args.n_test}")
+    if args.vae_epochs is not None and args.vae_epochs < 1:
+        p.error(f"--vae-epochs must be at least 1, got {args.vae_epochs}")
     try:
         check_methods(args.methods)
     except ValueError as e:

@@ -171,6 +171,41 @@ def test_a_damaged_cached_genre_is_named_and_retrained(tmp_path, moons_cache, ca
     assert capsys.readouterr().err == ""
 
 
+# ----------------------------------------------------------------------------- 6. test negatives scored
+
+def test_the_number_of_test_negatives_scored_is_reported(moons_cache):
+    results = evaluate.evaluate("moons", ["nnr"], [0], n_test=100_000, cache_dir=moons_cache, verbose=False)
+    bench_ = evaluate.prepare("moons", 0, cache_dir=moons_cache, verbose=False)
+    n_neg = int((bench_.h.predict_proba(bench_.ds.X_test) <= 0.5).sum())
+    assert results["n_test"] == n_neg < 100_000
+    assert results["n_test_per_seed"] == [n_neg] and results["n_test_requested"] == 100_000
+    assert f"{n_neg} test negatives" in report.comparison_table(results).splitlines()[0]
+
+
+# ----------------------------------------------------------------------------- 7, 9. flags and tables
+
+@pytest.mark.parametrize("argv, message", [
+    (["--vae-epochs", "0"], "--vae-epochs must be at least 1, got 0"),
+    (["--vae-epochs", "-1"], "--vae-epochs must be at least 1, got -1"),
+    (["--explain", "-3"], "--explain must be 0 or more, got -3"),
+    (["--seeds", "-1"], "--seeds takes one or more seeds of 0 or more, got [-1]"),
+])
+def test_bad_flag_values_are_refused_before_training(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "prepare", never)
+    rc = evaluate.main(["--dataset", "compas", "--methods", "nnr", "--quiet", "--out", str(tmp_path),
+                        "--cache", str(tmp_path)] + argv)
+    assert rc == 2 and message in one_line_error(capsys)
+
+
+def test_experiments_refuses_bad_numbers(capsys):
+    for argv, message in ((["--seeds", "-1"], "--seeds must be 0 or more"),
+                          (["--vae-epochs", "0"], "--vae-epochs must be at least 1"),
+                          (["--n-test", "0"], "--n-test must be at least 1")):
+        with pytest.raises(SystemExit) as e:
+            experiments.parse_args(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_an_unnamed_header_column_is_refused_naming_its_position(tmp_path):
     """A pandas index saved with the table (a leading comma in the header)."""
     path = write_csv(tmp_path / "t.csv", ",age,y", [f"{i},{20 + i},{i % 2}" for i in range(40)])
