@@ -43,6 +43,10 @@ from genre import PAPER_SAMPLING, GenRe, GenReConfig, training_sets
 import report
 
 CACHE_VERSION = 5   # bump when the oracle, labels or h change, to invalidate old caches
+HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE_DIR = os.path.join(HERE, "cache")       # the default folders are the project's, wherever it runs from
+RUNS_DIR = os.path.join(HERE, "runs")
+PUBLISHED = os.path.join(HERE, "results")     # written only by experiments.py
 
 
 def log(msg: str) -> None:
@@ -268,7 +272,7 @@ def load_h(entry: dict, n_features: int) -> Classifier:
     return h.eval()
 
 
-def prepare(data: str | Dataset, seed: int, cache_dir: str = "cache", retrain: bool = False,
+def prepare(data: str | Dataset, seed: int, cache_dir: str = CACHE_DIR, retrain: bool = False,
             verbose: bool = True) -> Benchmark:
     """Load the data set (by name, or given), fit (or load from cache) the oracle, redraw labels, train h."""
     ds = load(data) if isinstance(data, str) else data
@@ -307,7 +311,7 @@ def make_benchmark(ds, oracle, h, seed, metrics, seconds, cache_dir) -> Benchmar
 DEV_FRACTION = 0.2   # share of the train split held out as development rows (CPU default)
 
 
-def development(data: str | Dataset, seed: int, cache_dir: str = "cache", retrain: bool = False,
+def development(data: str | Dataset, seed: int, cache_dir: str = CACHE_DIR, retrain: bool = False,
                 verbose: bool = True) -> Benchmark:
     """The development benchmark of a seed, for choosing defaults without the test split.
 
@@ -633,7 +637,7 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
     return results
 
 
-def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = "cache",
+def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = CACHE_DIR,
              retrain: bool = False, verbose: bool = True, genre_config=None, explain: int = 0,
              vae_epochs: int | None = None) -> dict:
     """Run the whole pipeline for one data set; return the results dict (see README).
@@ -675,10 +679,6 @@ def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method
         lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} -> {p_after[i]:.2f}; "
                      + ("; ".join(changes) if changes else "no change"))
     return "\n".join(lines)
-
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-PUBLISHED = os.path.join(HERE, "results")     # written only by experiments.py
 
 
 def write_json(results: dict, out_dir: str, published_ok: bool = False) -> str:
@@ -727,9 +727,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "select=density steps=None (applied last; the JSON records the config)")
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE training epochs (default 20, "
                                                   "the paper's runner; Table 8: 100)")
-    p.add_argument("--out", default="runs", help="folder for <dataset>.json (default runs/, git-ignored; "
-                                                 "results/ is written only by experiments.py)")
-    p.add_argument("--cache", default="cache", help="folder for cached oracle, h and fitted models (default cache/)")
+    p.add_argument("--out", default=RUNS_DIR, help="folder for <dataset>.json (default runs/ beside evaluate.py, "
+                                                   "git-ignored; results/ is written only by experiments.py)")
+    p.add_argument("--cache", default=CACHE_DIR, help="folder for cached oracle, h and fitted models "
+                                                      "(default cache/ beside evaluate.py)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
     p.add_argument("--quiet", action="store_true", help="print only the table")
     return p.parse_args(argv)

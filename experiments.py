@@ -45,9 +45,9 @@ import torch
 
 import report
 from common import atomic_write, check_folder, child_seed, provenance
-from evaluate import (METHODS, SAMPLING_FIELDS, check_methods, development, dh_plus, evaluate_seed, fit_genre,
-                      fit_lof, fit_one, log, make_method, oracle_proba, pick_test_negatives, prepare, score,
-                      score_rows, summarise, summarise_rows, write_json)
+from evaluate import (CACHE_DIR, HERE, METHODS, PUBLISHED, SAMPLING_FIELDS, check_methods, development, dh_plus,
+                      evaluate_seed, fit_genre, fit_lof, fit_one, log, make_method, oracle_proba,
+                      pick_test_negatives, prepare, score, score_rows, summarise, summarise_rows, write_json)
 from genre import GenReConfig, best_plausible, pairing_distribution, training_sets
 
 DATASETS = ("adult", "compas", "heloc")
@@ -379,10 +379,12 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE epochs (default 20, the runner's)")
-    p.add_argument("--out", help="folder for the JSON files and README.md (default results, "
-                                  "or runs/quick with --quick)")
-    p.add_argument("--figures", default="figures", help="folder for lambda_sweep.png")
-    p.add_argument("--cache", default="cache", help="folder for cached oracle, h and fitted models")
+    p.add_argument("--out", help="folder for the JSON files and README.md (default results/, "
+                                  "or runs/quick/ with --quick; the project's folders, wherever it runs from)")
+    p.add_argument("--figures", default=os.path.join(HERE, "figures"), help="folder for lambda_sweep.png "
+                                                                             "(default the project's figures/)")
+    p.add_argument("--cache", default=CACHE_DIR, help="folder for cached oracle, h and fitted models "
+                                                      "(default the project's cache/)")
     p.add_argument("--quick", action="store_true",
                    help=f"a preview: one seed, lambdas {{1, 5, 10}}, {QUICK_N_TEST} test negatives, VAEs "
                         f"{QUICK_VAE_EPOCHS} epochs, into runs/quick/ and its figures/ (or --out; "
@@ -392,9 +394,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:                                                # a preview of every stage, not the published run
         args.seeds, args.n_test, args.vae_epochs = [0], QUICK_N_TEST, args.vae_epochs or QUICK_VAE_EPOCHS
-        args.out = args.out or os.path.join("runs", "quick")
+        args.out = args.out or os.path.join(HERE, "runs", "quick")
         args.figures = os.path.join(args.out, "figures")
-    args.out = args.out or "results"
+    args.out = args.out or PUBLISHED
     args.generative_seeds = args.generative_seeds or args.seeds
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -430,7 +432,7 @@ def main(argv=None) -> int:
     try:
         if not args.report_only:
             run(args)
-        if args.out == "results":
+        if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
             report.publish_results(args.out)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -229,6 +229,30 @@ def test_a_test_size_that_starves_training_names_the_flag(tmp_path, capsys):
     assert len(from_csv(path, "y", test_size=0.5).y_train) == 100    # a half split is fine
 
 
+# ----------------------------------------------------------------------------- 8. default folders
+
+def test_default_folders_are_the_projects_wherever_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    here = os.path.dirname(os.path.abspath(evaluate.__file__))
+    args = evaluate.parse_args(["--dataset", "compas"])
+    assert (args.out, args.cache) == (os.path.join(here, "runs"), os.path.join(here, "cache"))
+    args = experiments.parse_args([])
+    assert (args.out, args.figures, args.cache) == (os.path.join(here, "results"), os.path.join(here, "figures"),
+                                                    os.path.join(here, "cache"))
+    assert experiments.parse_args(["--quick"]).out == os.path.join(here, "runs", "quick")
+    assert toy2d.output_paths(toy2d.parse_args([])) == (os.path.join(here, "figures"),
+                                                        os.path.join(here, "results", "toy2d.json"))
+    assert toy2d.parse_args([]).cache == os.path.join(here, "cache")
+    import inspect
+    assert inspect.signature(evaluate.prepare).parameters["cache_dir"].default == os.path.join(here, "cache")
+
+
+def test_toy2d_out_takes_every_file():
+    """--out DIR on the default run writes the JSON under DIR too, never the published results/."""
+    assert toy2d.output_paths(toy2d.parse_args(["--out", "d"])) == ("d", os.path.join("d", "toy2d.json"))
+    assert toy2d.output_paths(toy2d.parse_args(["--out", "d", "--results", "r.json"])) == ("d", "r.json")
+
+
 # ----------------------------------------------------------------------------- 10. Ctrl-C and temp files
 
 def interrupt(*args, **kwargs):

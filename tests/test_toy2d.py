@@ -112,10 +112,11 @@ def test_json_holds_what_the_run_printed(quick):
 
 def test_only_the_default_run_writes_the_published_files():
     default = toy2d.output_paths(toy2d.parse_args([]))
-    assert default == ("figures", os.path.join("results", "toy2d.json"))
-    for argv in (["--quick"], ["--datasets", "moons"], ["--seed", "1"]):
+    published = (os.path.join(toy2d.HERE, "figures"), os.path.join(toy2d.HERE, "results", "toy2d.json"))
+    assert default == published
+    for argv in (["--quick"], ["--datasets", "moons"], ["--seed", "1"], ["--out", "elsewhere"]):
         out, results = toy2d.output_paths(toy2d.parse_args(argv))
-        assert not results.startswith("results") and not out.startswith("figures")
+        assert results != published[1] and out != published[0]
     assert toy2d.output_paths(toy2d.parse_args(["--quick", "--results", "x.json"]))[1] == "x.json"
 
 
