@@ -11,8 +11,10 @@ import contextlib
 import os
 import platform
 import random
+import re
 import subprocess
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -141,10 +143,19 @@ def check_folder(path: str, flag: str) -> str:
     return path
 
 
+# A file being written is "<name>.partial-<pid>-<random>.tmp" beside it; a run killed
+# mid-write leaves one behind, which the next write into the folder removes once stale.
+PARTIAL = re.compile(r"\.partial-(\d+)-\w+\.tmp$")
+STALE_SECONDS = (60, 600)    # stale: untouched 1 min and its writer is gone, or untouched 10 min
+
+
 def atomic_write(path: str, write) -> None:
     """Write a file whole or not at all: `write(f)` fills a temp file, which is then renamed."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_partials(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{os.path.basename(path)}.partial-{os.getpid()}-",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -153,6 +164,36 @@ def atomic_write(path: str, write) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def remove_stale_partials(folder: str) -> None:
+    """Delete the temp files of atomic_write that no write will finish: untouched for a
+    minute and their process no longer runs (a killed run), or untouched for ten minutes
+    (a reused pid, or a writer on another machine sharing the folder). A live write keeps
+    touching its file, and takes seconds."""
+    now = time.time()
+    for name in os.listdir(folder):
+        match = PARTIAL.search(name)
+        if not match:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            idle = now - os.path.getmtime(path)
+            if idle > STALE_SECONDS[1] or (idle > STALE_SECONDS[0] and not process_running(int(match[1]))):
+                os.unlink(path)
+        except FileNotFoundError:                                   # another process removed it first
+            pass
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)                                             # signal 0: only asks
+    except (ProcessLookupError, OverflowError):                     # no such process; no such pid
+        return False
+    except PermissionError:                                         # it runs, as another user
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------------- provenance

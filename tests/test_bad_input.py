@@ -277,3 +277,29 @@ def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(toy2d, "run_toy", interrupt)
     assert exit_code(toy2d.cli, ["--quick", "--out", str(tmp_path), "--cache", str(tmp_path)]) == 130
     assert capsys.readouterr().err.splitlines() == ["interrupted"] * 3
+
+
+def test_temp_files_have_a_recognisable_name(tmp_path):
+    seen = []
+    atomic_write(str(tmp_path / "a.json"), lambda f: seen.extend(os.listdir(tmp_path)) or f.write(b"{}"))
+    (tmp_name,) = seen
+    assert tmp_name.startswith(f"a.json.partial-{os.getpid()}-") and tmp_name.endswith(".tmp")
+    assert os.listdir(tmp_path) == ["a.json"]
+
+
+def test_stale_temp_files_are_removed_on_the_next_write(tmp_path):
+    """A killed writer's temp file goes once a minute old; a live writer's stays unless ten
+    minutes untouched; other files are never touched."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    names = {"killed": f"a.json.partial-{dead.pid}-x1.tmp", "killed_just_now": f"a.json.partial-{dead.pid}-x2.tmp",
+             "live": f"b.json.partial-{os.getpid()}-x3.tmp", "live_but_ancient": f"b.json.partial-{os.getpid()}-x4.tmp",
+             "users": "tmpabc.tmp"}
+    ages = {"killed": 120, "killed_just_now": 5, "live": 120, "live_but_ancient": 3600, "users": 3600}
+    for key, name in names.items():
+        (tmp_path / name).write_text("partial")
+        t = time.time() - ages[key]
+        os.utime(tmp_path / name, (t, t))
+    atomic_write(str(tmp_path / "c.json"), lambda f: f.write(b"{}"))
+    left = set(os.listdir(tmp_path))
+    assert left == {"c.json", names["killed_just_now"], names["live"], names["users"]}
