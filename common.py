@@ -94,6 +94,71 @@ def as_mask(mask, n_features: int, what: str) -> np.ndarray:
     return mask
 
 
+def check_labels(y, n_rows: int) -> np.ndarray:
+    """y as int64 (N,) in {0, 1} (1 = favourable), or a one-line ValueError: one label per
+    row of X, and no value but 0 and 1 (True/False and 0.0/1.0 count as 1/0). Text labels
+    must be encoded first (datasets.encode_labels), since only the user knows which is good."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_rows:
+        raise ValueError(f"y has shape {y.shape}; it needs one label per row of X ({n_rows} rows)")
+    try:
+        bad = [v for v in np.unique(y).tolist() if v not in (0, 1)]
+    except TypeError:                                               # mixed types cannot be sorted
+        bad = [v for v in y.tolist() if v not in (0, 1)]
+    if bad:
+        raise ValueError(f"y must hold only the labels 0 and 1 (1 = favourable), found {bad[0]!r}; "
+                         f"encode other labels first (datasets.encode_labels)")
+    return y.astype(np.int64)
+
+
+def check_classifier(h, X: np.ndarray) -> np.ndarray:
+    """h's P(y = 1 | x) for the rows of X, (N,) float64, or a one-line ValueError naming h.
+
+    The methods need h.predict_proba(X) -> one probability per row, shape (N,), for X with
+    the D features they are fitted on (a scikit-learn classifier's (N, 2) output is refused:
+    wrap it to return its [:, 1]). The gradient searches also call h(x) as a torch module
+    for logits; that is not checked here."""
+    if not callable(getattr(h, "predict_proba", None)):
+        raise ValueError(f"h ({type(h).__name__}) has no predict_proba(X) method")
+    try:
+        p = np.asarray(h.predict_proba(X), dtype=np.float64)
+    except Exception as e:                                          # any failure of a user's h: one line
+        reason = (str(e).splitlines() or [""])[0]
+        raise ValueError(f"h.predict_proba failed on X with {np.shape(X)[1]} features "
+                         f"({type(e).__name__}: {reason}); is h fitted on these features?") from None
+    if p.shape != (len(X),):
+        hint = "; for a scikit-learn classifier pass one whose predict_proba returns [:, 1]" \
+            if p.ndim == 2 and p.shape[0] == len(X) else ""
+        raise ValueError(f"h.predict_proba must return one probability P(y = 1 | x) per row, shape "
+                         f"({len(X)},); it returned shape {p.shape}{hint}")
+    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+        raise ValueError("h.predict_proba returned values outside [0, 1] (or NaN): it must give probabilities")
+    return p
+
+
+def check_groups(groups, n_features: int, categorical=None) -> list[np.ndarray]:
+    """The one-hot groups as sorted int arrays, or a one-line ValueError: each group lists two
+    or more feature indices in [0, D), no feature is in two groups (or twice in one), and,
+    when the categorical mask is given, every member is categorical. None means no groups."""
+    cat = None if categorical is None else np.asarray(categorical, dtype=bool)
+    out, seen = [], set()
+    for k, g in enumerate(groups if groups is not None else []):
+        g = np.asarray(g)
+        if g.ndim != 1 or len(g) < 2 or not np.issubdtype(g.dtype, np.integer):
+            raise ValueError(f"one-hot group {k} must list two or more feature indices, got {g.tolist()}")
+        outside = [int(j) for j in g if not 0 <= j < n_features]
+        if outside:
+            raise ValueError(f"one-hot group {k} names feature {outside[0]}, outside 0 ... {n_features - 1}")
+        twice = [int(j) for j in g if int(j) in seen or list(g).count(j) > 1]
+        if twice:
+            raise ValueError(f"feature {twice[0]} is in more than one one-hot group (or twice in group {k})")
+        if cat is not None and not cat[g].all():
+            raise ValueError(f"one-hot group {k} holds feature {int(g[~cat[g]][0])}, which is not marked categorical")
+        seen.update(int(j) for j in g)
+        out.append(np.sort(g.astype(np.int64)))
+    return out
+
+
 # ----------------------------------------------------------------------------- categoricals
 
 def project_categoricals(X: np.ndarray, categorical: np.ndarray, groups=()) -> np.ndarray:

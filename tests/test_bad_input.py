@@ -229,6 +229,49 @@ def test_a_test_size_that_starves_training_names_the_flag(tmp_path, capsys):
     assert len(from_csv(path, "y", test_size=0.5).y_train) == 100    # a half split is fine
 
 
+# ----------------------------------------------------------------------------- 9. the API's shared checks
+
+class Wide:
+    """An h with scikit-learn's (N, 2) predict_proba."""
+
+    def predict_proba(self, X):
+        p = np.asarray(X)[:, 0]
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_check_labels():
+    assert common.check_labels([0, 1, True, 0.0], 4).tolist() == [0, 1, 1, 0]
+    for y, message in (([0, 2, 1], "found 2"), (["no", "yes", "no"], "found 'no'"),
+                       ([0, np.nan, 1], "found nan"), ([0, 1], "one label per row of X \\(3 rows\\)")):
+        with pytest.raises(ValueError, match=message):
+            common.check_labels(y, 3)
+
+
+def test_check_classifier():
+    X = np.random.default_rng(0).random((6, 3)).astype(np.float32)
+    h = evaluate.Classifier(3, (4,))
+    np.testing.assert_array_equal(common.check_classifier(h, X), h.predict_proba(X))
+    with pytest.raises(ValueError, match="h.predict_proba failed on X with 2 features \\(RuntimeError: "):
+        common.check_classifier(h, X[:, :2])                                  # h of the wrong width
+    with pytest.raises(ValueError, match="shape \\(6,\\); it returned shape \\(6, 2\\); for a scikit-learn"):
+        common.check_classifier(Wide(), X)
+    with pytest.raises(ValueError, match="has no predict_proba"):
+        common.check_classifier(object(), X)
+    with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
+        common.check_classifier(type("Logits", (), {"predict_proba": lambda self, X: X[:, 0] * 5 - 2})(), X)
+
+
+def test_check_groups():
+    cat = np.array([False, True, True, True, True])
+    assert [g.tolist() for g in common.check_groups([[3, 1, 2]], 5, cat)] == [[1, 2, 3]]
+    assert common.check_groups(None, 5) == []
+    for groups, message in (([[1, 5]], "names feature 5, outside 0 ... 4"), ([[-1, 2]], "names feature -1"),
+                            ([[1, 2], [2, 3]], "feature 2 is in more than one"), ([[1, 1]], "feature 1 is in"),
+                            ([[1]], "two or more feature indices"), ([[0, 1]], "holds feature 0, which is not")):
+        with pytest.raises(ValueError, match=message):
+            common.check_groups(groups, 5, cat)
+
+
 # ----------------------------------------------------------------------------- 8. default folders
 
 def test_default_folders_are_the_projects_wherever_the_command_runs(tmp_path, monkeypatch):
