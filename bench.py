@@ -738,6 +738,19 @@ def report(res: dict, gpu: dict | None, args) -> dict:
     return sections
 
 
+def check_output_files(args) -> None:
+    """Refuse, before minutes of measuring, an output file that is a folder or whose folder
+    cannot be written (common.check_folder)."""
+    from common import check_folder
+    files = [("--out", os.path.join(HERE, args.out)), ("--json", args.json)]
+    files += [("--figure", os.path.join(HERE, args.figure))] if args.scaling else []
+    for flag, path in files:
+        if path and os.path.isdir(path):
+            raise ValueError(f"{flag} {path} is a folder; name a file")
+        if path:
+            check_folder(os.path.dirname(path) or ".", f"{flag}'s folder")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Measure GenRe's and the pipeline's speed and memory; "
                                             "write BENCHMARKS.md.")
@@ -774,6 +787,11 @@ def main(argv=None) -> int:
                    help="torch threads in --pairing-error and each --scaling/--million child (default 1: on this shared "
                         "2-core machine, 2 threads ran GenRe's training 10x slower than 1)")
     args = p.parse_args(argv)
+    try:
+        check_output_files(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out_path = os.path.join(HERE, args.out)
     command = "python bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     studies = args.scaling or args.million or args.pairing_error or args.train_speed
@@ -836,4 +854,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:                                  # Ctrl-C: one line, not a traceback
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

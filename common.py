@@ -11,8 +11,10 @@ import contextlib
 import os
 import platform
 import random
+import re
 import subprocess
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -92,6 +94,71 @@ def as_mask(mask, n_features: int, what: str) -> np.ndarray:
     return mask
 
 
+def check_labels(y, n_rows: int) -> np.ndarray:
+    """y as int64 (N,) in {0, 1} (1 = favourable), or a one-line ValueError: one label per
+    row of X, and no value but 0 and 1 (True/False and 0.0/1.0 count as 1/0). Text labels
+    must be encoded first (datasets.encode_labels), since only the user knows which is good."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_rows:
+        raise ValueError(f"y has shape {y.shape}; it needs one label per row of X ({n_rows} rows)")
+    try:
+        bad = [v for v in np.unique(y).tolist() if v not in (0, 1)]
+    except TypeError:                                               # mixed types cannot be sorted
+        bad = [v for v in y.tolist() if v not in (0, 1)]
+    if bad:
+        raise ValueError(f"y must hold only the labels 0 and 1 (1 = favourable), found {bad[0]!r}; "
+                         f"encode other labels first (datasets.encode_labels)")
+    return y.astype(np.int64)
+
+
+def check_classifier(h, X: np.ndarray) -> np.ndarray:
+    """h's P(y = 1 | x) for the rows of X, (N,) float64, or a one-line ValueError naming h.
+
+    The methods need h.predict_proba(X) -> one probability per row, shape (N,), for X with
+    the D features they are fitted on (a scikit-learn classifier's (N, 2) output is refused:
+    wrap it to return its [:, 1]). The gradient searches also call h(x) as a torch module
+    for logits; that is not checked here."""
+    if not callable(getattr(h, "predict_proba", None)):
+        raise ValueError(f"h ({type(h).__name__}) has no predict_proba(X) method")
+    try:
+        p = np.asarray(h.predict_proba(X), dtype=np.float64)
+    except Exception as e:                                          # any failure of a user's h: one line
+        reason = (str(e).splitlines() or [""])[0]
+        raise ValueError(f"h.predict_proba failed on X with {np.shape(X)[1]} features "
+                         f"({type(e).__name__}: {reason}); is h fitted on these features?") from None
+    if p.shape != (len(X),):
+        hint = "; for a scikit-learn classifier pass one whose predict_proba returns [:, 1]" \
+            if p.ndim == 2 and p.shape[0] == len(X) else ""
+        raise ValueError(f"h.predict_proba must return one probability P(y = 1 | x) per row, shape "
+                         f"({len(X)},); it returned shape {p.shape}{hint}")
+    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+        raise ValueError("h.predict_proba returned values outside [0, 1] (or NaN): it must give probabilities")
+    return p
+
+
+def check_groups(groups, n_features: int, categorical=None) -> list[np.ndarray]:
+    """The one-hot groups as sorted int arrays, or a one-line ValueError: each group lists two
+    or more feature indices in [0, D), no feature is in two groups (or twice in one), and,
+    when the categorical mask is given, every member is categorical. None means no groups."""
+    cat = None if categorical is None else np.asarray(categorical, dtype=bool)
+    out, seen = [], set()
+    for k, g in enumerate(groups if groups is not None else []):
+        g = np.asarray(g)
+        if g.ndim != 1 or len(g) < 2 or not np.issubdtype(g.dtype, np.integer):
+            raise ValueError(f"one-hot group {k} must list two or more feature indices, got {g.tolist()}")
+        outside = [int(j) for j in g if not 0 <= j < n_features]
+        if outside:
+            raise ValueError(f"one-hot group {k} names feature {outside[0]}, outside 0 ... {n_features - 1}")
+        twice = [int(j) for j in g if int(j) in seen or list(g).count(j) > 1]
+        if twice:
+            raise ValueError(f"feature {twice[0]} is in more than one one-hot group (or twice in group {k})")
+        if cat is not None and not cat[g].all():
+            raise ValueError(f"one-hot group {k} holds feature {int(g[~cat[g]][0])}, which is not marked categorical")
+        seen.update(int(j) for j in g)
+        out.append(np.sort(g.astype(np.int64)))
+    return out
+
+
 # ----------------------------------------------------------------------------- categoricals
 
 def project_categoricals(X: np.ndarray, categorical: np.ndarray, groups=()) -> np.ndarray:
@@ -123,10 +190,37 @@ def l1_cost(X_src: torch.Tensor, X_dst: torch.Tensor, immutable: torch.Tensor) -
 
 # ----------------------------------------------------------------------------- files
 
+def check_folder(path: str, flag: str) -> str:
+    """Make `path` a folder this process can write into (created if missing), or raise a
+    one-line ValueError naming the flag: a bad --out or --cache is found before the work
+    whose results it would hold, not when the first file is written after it. The test is
+    the run's own operation, writing a (probe) file: permission bits do not bind root, and
+    os.access can say yes where a write fails."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+# A file being written is "<name>.partial-<pid>-<random>.tmp" beside it; a run killed
+# mid-write leaves one behind, which the next write into the folder removes once stale.
+PARTIAL = re.compile(r"\.partial-(\d+)-\w+\.tmp$")
+STALE_SECONDS = (60, 600)    # stale: untouched 1 min and its writer is gone, or untouched 10 min
+
+
 def atomic_write(path: str, write) -> None:
     """Write a file whole or not at all: `write(f)` fills a temp file, which is then renamed."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_partials(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{os.path.basename(path)}.partial-{os.getpid()}-",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -135,6 +229,36 @@ def atomic_write(path: str, write) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def remove_stale_partials(folder: str) -> None:
+    """Delete the temp files of atomic_write that no write will finish: untouched for a
+    minute and their process no longer runs (a killed run), or untouched for ten minutes
+    (a reused pid, or a writer on another machine sharing the folder). A live write keeps
+    touching its file, and takes seconds."""
+    now = time.time()
+    for name in os.listdir(folder):
+        match = PARTIAL.search(name)
+        if not match:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            idle = now - os.path.getmtime(path)
+            if idle > STALE_SECONDS[1] or (idle > STALE_SECONDS[0] and not process_running(int(match[1]))):
+                os.unlink(path)
+        except FileNotFoundError:                                   # another process removed it first
+            pass
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)                                             # signal 0: only asks
+    except (ProcessLookupError, OverflowError):                     # no such process; no such pid
+        return False
+    except PermissionError:                                         # it runs, as another user
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------------- provenance

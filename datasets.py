@@ -15,6 +15,9 @@ Conventions used everywhere in the project:
     when the labels are 0/1 (the benchmarks').
   - Your own data (from_table, from_csv) is split train/test stratified by
     the label, so both splits hold both classes.
+  - A value no float32 feature can hold, or an extreme value that would squeeze
+    the rest of its column flat when scaled, is refused with an error naming
+    the column (_scaled), never scaled into a silent wrong answer.
 
 The CSVs ship in `data/` (CARLA's preprocessed release; see data/README.md for
 provenance). Nothing is ever downloaded.
@@ -29,6 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+FLOAT32_MAX = float(np.finfo(np.float32).max)   # about 3.4e38: features are float32
+RESOLUTION = 2.0 ** -24    # float32's step just below 1: scaled values closer than this are one value
+MIN_TRAIN_ROWS = 10        # a test size may not leave a class fewer train rows than this (and than test rows)
 
 # Feature roles of the paper (Appendix C.1); `target` is the favourable-label column.
 BENCHMARKS = {
@@ -176,7 +182,8 @@ def _one_hot(column: str, raw: list[str], values: tuple) -> np.ndarray:
 
 
 def _numeric(column: str, values) -> np.ndarray:
-    """A numeric column as float64; missing ("", "NA", NaN) and infinite cells are refused."""
+    """A numeric column as float64; missing ("", "NA", NaN) and infinite cells are refused,
+    and so are values beyond float32's range (about 3.4e38), which no feature can hold."""
     missing = ValueError(f"column {column!r} has NaN, missing or infinite values; fill or drop them first")
     try:
         x = np.asarray(values, dtype=np.float64)
@@ -187,6 +194,10 @@ def _numeric(column: str, values) -> np.ndarray:
         raise ValueError(f"column {column!r} is not numeric (value {bad!r}); name it as categorical") from None
     if not np.isfinite(x).all():
         raise missing
+    huge = np.abs(x) > FLOAT32_MAX
+    if huge.any():
+        raise ValueError(f"column {column!r} has value {x[huge][0]:g}, beyond the range of float32 "
+                         f"features (about 3.4e38); fix or drop it first")
     return x
 
 
@@ -248,9 +259,15 @@ def _reads_as_one(values: list[str]) -> str | None:
 
 
 def check_roles(table: Table, target: str, categorical=(), immutable=()) -> None:
-    """Refuse feature roles that name the target or a column the table lacks, and ragged columns."""
+    """Refuse feature roles that name the target or a column the table lacks, ragged columns,
+    a column without a name, and a table with no feature column."""
     if len(table.get(target, ())) == 0:
         raise ValueError(f"target column {target!r} is missing or empty")
+    unnamed = [k for k, c in enumerate(table) if not str(c).strip()]
+    if unnamed:
+        raise ValueError(f"column {unnamed[0] + 1} has no name; name it, or drop it if it is a saved index")
+    if all(c == target for c in table):
+        raise ValueError(f"the data has no feature columns: only the target {target!r}")
     for role, names in (("categorical", categorical), ("immutable", immutable)):
         for c in names:
             if c == target:
@@ -287,19 +304,54 @@ def from_splits(name: str, train: Table, test: Table, target: str, categorical=(
 
 
 def _scaled(name, columns, categories, X_tr, y_tr, X_te, y_te, immutable) -> Dataset:
-    """Min-max scale both splits with the train split's min and max (code)."""
+    """Min-max scale both splits with the train split's min and max (code), in float64,
+    then store float32.
+
+    What a careful user expects of an extreme value (a sentinel such as 1e308 or 999999,
+    a typo of many zeros) is an error naming its column, not a column quietly squeezed
+    flat: min-max scaling puts the rest of the column into a sliver of [0, 1] narrower
+    than float32 can tell apart (1e308 among 4,000 incomes made 3,999 of them 0). So a
+    numeric column is refused when fewer than half of its distinct training values stay
+    apart at float32's resolution of [0, 1] (2^-24), and so is a test value that scales
+    beyond float32's range. (Values beyond float32's range are refused on reading, so the
+    span, at most 2 x 3.4e38, never overflows float64.)
+    """
     x_min, x_max = X_tr.min(axis=0), X_tr.max(axis=0)
     span = np.where(x_max > x_min, x_max - x_min, 1.0)   # a constant column maps to 0
-    scale = lambda X: ((X - x_min) / span).astype(np.float32)
     owner = [c for c in columns for _ in range(_width(c, categories))]   # raw column of each feature
+    for j, c in enumerate(owner):
+        if c not in categories:
+            _refuse_squeezed(c, X_tr[:, j], x_min[j], span[j])
+
+    def scale(X, split):
+        with np.errstate(over="ignore"):                              # checked just below
+            Z = ((X - x_min) / span).astype(np.float32)
+        bad = ~np.isfinite(Z)
+        if bad.any():
+            j = int(np.argwhere(bad)[0, 1])
+            raise ValueError(f"column {owner[j]!r} has {split} value {X[bad][0]:g}, too far outside the "
+                             f"train range ({x_min[j]:g} to {x_max[j]:g}) for a float32 feature")
+        return Z
+
     return Dataset(
         name=name, feature_names=feature_names_of(columns, categories),
-        X_train=scale(X_tr), y_train=y_tr, X_test=scale(X_te), y_test=y_te,
+        X_train=scale(X_tr, "train"), y_train=y_tr, X_test=scale(X_te, "test"), y_test=y_te,
         categorical=np.array([c in categories for c in owner]),
         immutable=np.array([c in immutable for c in owner]),
         x_min=x_min, x_max=x_min + span, integer=np.all(X_tr == np.round(X_tr), axis=0),
         columns=list(columns), categories=dict(categories),
     )
+
+
+def _refuse_squeezed(column: str, x: np.ndarray, lo: float, span: float) -> None:
+    """Refuse a numeric column (train values x) whose min-max scaling leaves fewer than half of
+    its distinct values apart at float32's resolution (see _scaled)."""
+    n_raw = len(np.unique(x))
+    n_apart = len(np.unique(np.round((x - lo) / span / RESOLUTION)))
+    if 2 * n_apart < n_raw:
+        raise ValueError(f"column {column!r} spans {lo:g} to {lo + span:g}: scaled to [0, 1], only {n_apart} "
+                         f"of its {n_raw} distinct values stay apart in float32; an extreme value or "
+                         f"sentinel squeezes the rest together; fix or drop it first")
 
 
 # ----------------------------------------------------------------------------- CSV files
@@ -314,6 +366,11 @@ def read_csv(path: str, text=None) -> Table:
     array; every other column is parsed straight into a float64 array, a chunk
     of rows at a time, so a large file is never held as Python strings. Each
     problem with the file is a one-line ValueError naming it.
+
+    A header cell without a name (",age,income": what pandas' to_csv writes for
+    its index) is refused, naming its position, not dropped: such a column is
+    usually row numbers, which as a feature would be noise, but it may be data
+    whose name was lost, and only the user can tell.
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:   # newline="": COMPAS's CRLF; -sig: a BOM
@@ -352,6 +409,10 @@ def _header(row, path: str, text) -> list[str]:
     if not row:
         raise ValueError(f"{path} has no header row")
     header = [c.strip() for c in row]
+    unnamed = [k for k, c in enumerate(header) if not c]
+    if unnamed:
+        raise ValueError(f"{path}: column {unnamed[0] + 1} of the header has no name (a saved pandas "
+                         f"index? write the file with index=False, or name the column)")
     repeated = [c for i, c in enumerate(header) if c in header[:i]]
     if repeated:
         raise ValueError(f"{path}: column {repeated[0]!r} appears more than once in the header")
@@ -395,7 +456,9 @@ def load_dataset(name: str, data_dir: str = DATA_DIR) -> Dataset:
 
 def stratified_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, test): the rows of each label value split test_size : 1 - test_size
-    at random, so both splits hold every class; a class needs two rows for that."""
+    at random, so both splits hold every class; a class needs two rows for that. A test size
+    that leaves a class fewer than MIN_TRAIN_ROWS train rows, and fewer than its test rows, is
+    refused: h and every method learn from the train split (a class of 2 rows still splits 1 : 1)."""
     rng = np.random.default_rng(seed)
     train, test = [], []
     for value in sorted(set(labels.tolist())):
@@ -404,6 +467,11 @@ def stratified_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[n
             raise ValueError(f"target value {value!r} has only {len(rows)} row: "
                              f"too few for both a train and a test split")
         n_test = min(max(int(round(test_size * len(rows))), 1), len(rows) - 1)
+        n_train = len(rows) - n_test
+        if n_train < MIN_TRAIN_ROWS and n_train < n_test:
+            raise ValueError(f"--test-size (test_size=) {test_size:g} leaves {n_train} train row"
+                             f"{'s' * (n_train != 1)} of target value {value!r} against {n_test} test rows: "
+                             f"too few to learn from; use a smaller test size")
         test.append(rows[:n_test])
         train.append(rows[n_test:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))

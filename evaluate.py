@@ -36,17 +36,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import atomic_write, child_seed, provenance, set_seed, torch_threads
+from common import atomic_write, check_folder, child_seed, provenance, set_seed, torch_threads
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
 from genre import GenRe, GenReConfig, training_sets
 import report
 
 CACHE_VERSION = 5   # bump when the oracle, labels or h change, to invalidate old caches
+HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE_DIR = os.path.join(HERE, "cache")       # the default folders are the project's, wherever it runs from
+RUNS_DIR = os.path.join(HERE, "runs")
+PUBLISHED = os.path.join(HERE, "results")     # written only by experiments.py
 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def warn(msg: str) -> None:
+    """One line on stderr, shown even with --quiet."""
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- 1-2. oracle and labels
@@ -195,6 +204,7 @@ class Benchmark:
     h_test_accuracy: float      # Table 7: h on the test split, drawn labels
     seconds: dict = dataclasses.field(default_factory=dict)   # stage -> wall time (0 when cached)
     cache_dir: str | None = None                              # where fitted models are kept
+    n_negatives: int | None = None                            # test negatives scored (set by evaluate_seed)
 
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:
@@ -214,12 +224,19 @@ def fingerprint(ds: Dataset) -> str:
     return digest.hexdigest()[:10]
 
 
+# What reading a damaged file raises (truncated, emptied, another file's bytes, classes renamed
+# since it was written): such a cache file is reported and rebuilt, never fatal.
+UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, RuntimeError, KeyError, IndexError,
+              TypeError, AttributeError, ImportError, OSError)
+
+
 def cached(path: str, retrain: bool, make, verbose: bool, what: str):
-    """Load a pickled dict from path, or make() it and write it whole; (value, made now?)."""
+    """Load a pickled dict from path, or make() it and write it whole; (value, made now?).
+    A file that cannot be read back (a run killed mid-copy, a full disk) is named on one
+    line of stderr and rebuilt."""
     if os.path.exists(path) and not retrain:
-        with open(path, "rb") as f:
-            value = pickle.load(f)
-        if value.get("version") == CACHE_VERSION:
+        value = read_cache(path)
+        if value is not None and value.get("version") == CACHE_VERSION:
             if verbose:
                 log(f"{what} loaded from {path}")
             return value, False
@@ -227,6 +244,20 @@ def cached(path: str, retrain: bool, make, verbose: bool, what: str):
     if path:
         atomic_write(path, lambda f: pickle.dump(value, f))
     return value, True
+
+
+def read_cache(path: str) -> dict | None:
+    """The pickled dict in a cache file, or None (with a warning naming the file) if it is damaged."""
+    try:
+        with open(path, "rb") as f:
+            value = pickle.load(f)
+    except UNREADABLE as e:
+        warn(f"cache file {path} is unreadable ({type(e).__name__}); rebuilding it")
+        return None
+    if not isinstance(value, dict):
+        warn(f"cache file {path} holds a {type(value).__name__}, not a cache entry; rebuilding it")
+        return None
+    return value
 
 
 def fit_h(ds: Dataset, seed: int, verbose: bool) -> dict:
@@ -241,7 +272,7 @@ def load_h(entry: dict, n_features: int) -> Classifier:
     return h.eval()
 
 
-def prepare(data: str | Dataset, seed: int, cache_dir: str = "cache", retrain: bool = False,
+def prepare(data: str | Dataset, seed: int, cache_dir: str = CACHE_DIR, retrain: bool = False,
             verbose: bool = True) -> Benchmark:
     """Load the data set (by name, or given), fit (or load from cache) the oracle, redraw labels, train h."""
     ds = load(data) if isinstance(data, str) else data
@@ -280,7 +311,7 @@ def make_benchmark(ds, oracle, h, seed, metrics, seconds, cache_dir) -> Benchmar
 DEV_FRACTION = 0.2   # share of the train split held out as development rows (CPU default)
 
 
-def development(data: str | Dataset, seed: int, cache_dir: str = "cache", retrain: bool = False,
+def development(data: str | Dataset, seed: int, cache_dir: str = CACHE_DIR, retrain: bool = False,
                 verbose: bool = True) -> Benchmark:
     """The development benchmark of a seed, for choosing defaults without the test split.
 
@@ -466,9 +497,10 @@ def load_or_fit_genre(bench: Benchmark, cfg: GenReConfig, key: str, verbose: boo
     ds = bench.ds
     path = os.path.join(bench.cache_dir, f"genre_{ds.name}_{fingerprint(ds)}_seed{bench.seed}_{key}.pt")
     if os.path.exists(path):
-        if verbose:
-            log(f"[{ds.name} seed {bench.seed}] GenRe loaded from {path}")
-        return GenRe.load(path, h=bench.h, verbose=verbose)
+        try:
+            return GenRe.load(path, h=bench.h, verbose=verbose)
+        except UNREADABLE as e:                                     # a damaged file: retrain, rewrite
+            warn(f"cached GenRe {path} is unreadable ({type(e).__name__}); retraining it")
     fit_one(genre, bench)
     genre.save(path)
     return genre
@@ -556,6 +588,10 @@ def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_configs=None, ve
     Returns (scores by method, fitted methods by name, X_neg, lof).
     """
     X_neg = pick_test_negatives(bench, n_test)
+    bench.n_negatives = len(X_neg)
+    if verbose and len(X_neg) < n_test:
+        log(f"[{bench.ds.name} seed {bench.seed}] only {len(X_neg)} test rows have h(x) <= 0.5 "
+            f"(--n-test {n_test}): all of them are scored")
     t0 = time.time()
     lof = fit_lof(bench)
     bench.seconds["lof"] = time.time() - t0
@@ -584,11 +620,17 @@ def check_methods(methods) -> None:
 
 def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_configs=None) -> dict:
     """The results dict written to <dataset>.json: means and sample stds over seeds, and the
-    GenRe config the numbers came from (when GenRe ran), so a run can be repeated."""
+    GenRe config the numbers came from (when GenRe ran), so a run can be repeated.
+    "n_test" is the number of test negatives scored, one int when every seed scored the
+    same number, else the list per seed (a seed has fewer than asked, "n_test_requested",
+    when fewer test rows have h(x) <= 0.5)."""
     methods = per_seed_scores[0].keys()
     oracle_m = [b.oracle_metrics for b in benches]
+    scored = [n_test if b.n_negatives is None else b.n_negatives for b in benches]
     results = {
-        "dataset": name, "n_features": benches[0].ds.n_features, "n_test": n_test, "seeds": list(seeds),
+        "dataset": name, "n_features": benches[0].ds.n_features,
+        "n_test": scored[0] if len(set(scored)) == 1 else scored, "n_test_per_seed": scored,
+        "n_test_requested": n_test, "seeds": list(seeds),
         "std": "sample standard deviation over seeds (ddof = 1)",
         "h_test_accuracy": float(np.mean([b.h_test_accuracy for b in benches])),
         "oracle": {k: float(np.mean([o[k] for o in oracle_m])) for k in oracle_m[0]},
@@ -603,7 +645,7 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
     return results
 
 
-def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = "cache",
+def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = CACHE_DIR,
              retrain: bool = False, verbose: bool = True, genre_configs=None, explain: int = 0,
              vae_epochs: int | None = None) -> dict:
     """Run the whole pipeline for one data set; return the results dict (see README).
@@ -612,10 +654,16 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
     of the first seed are printed as actions in original units.
     """
     check_methods(methods)
+    if len(seeds) == 0 or min(seeds) < 0:
+        raise ValueError(f"--seeds takes one or more seeds of 0 or more, got {list(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds names a seed twice: {list(seeds)}")
     if n_test < 1:
         raise ValueError(f"--n-test must be at least 1, got {n_test}")
+    if explain < 0:
+        raise ValueError(f"--explain must be 0 or more, got {explain}")
+    if vae_epochs is not None and vae_epochs < 1:
+        raise ValueError(f"--vae-epochs must be at least 1, got {vae_epochs} (a VAE needs training)")
     benches, per_seed = [], []
     for seed in seeds:
         bench = prepare(data, seed, cache_dir, retrain, verbose)
@@ -639,10 +687,6 @@ def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method
         lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} -> {p_after[i]:.2f}; "
                      + ("; ".join(changes) if changes else "no change"))
     return "\n".join(lines)
-
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-PUBLISHED = os.path.join(HERE, "results")     # written only by experiments.py
 
 
 def write_json(results: dict, out_dir: str, published_ok: bool = False) -> str:
@@ -693,9 +737,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(applied to both GenRe rows, last; the JSON records each row's config)")
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE training epochs (default 20, "
                                                   "the paper's runner; Table 8: 100)")
-    p.add_argument("--out", default="runs", help="folder for <dataset>.json (default runs/, git-ignored; "
-                                                 "results/ is written only by experiments.py)")
-    p.add_argument("--cache", default="cache", help="folder for cached oracle, h and fitted models (default cache/)")
+    p.add_argument("--out", default=RUNS_DIR, help="folder for <dataset>.json (default runs/ beside evaluate.py, "
+                                                   "git-ignored; results/ is written only by experiments.py)")
+    p.add_argument("--cache", default=CACHE_DIR, help="folder for cached oracle, h and fitted models "
+                                                      "(default cache/ beside evaluate.py)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
     p.add_argument("--quiet", action="store_true", help="print only the table")
     return p.parse_args(argv)
@@ -776,6 +821,8 @@ def read_value(name: str, text: str, kind):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_folder(args.out, "--out")                                   # before any training
+        check_folder(args.cache, "--cache")
         data = data_from_args(args)
         name = data if isinstance(data, str) else data.name
         methods = methods_from_args(args)
@@ -788,7 +835,13 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(report.comparison_table(results))
+    if min(results["n_test_per_seed"]) < args.n_test:
+        print(f"\n--n-test {args.n_test}: fewer test rows have h(x) <= 0.5; every one was scored "
+              f"({', '.join(f'seed {s}: {n}' for s, n in zip(results['seeds'], results['n_test_per_seed']))})")
     print(f"\nwritten: {path}")
     return 0
 

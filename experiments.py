@@ -44,10 +44,10 @@ import numpy as np
 import torch
 
 import report
-from common import atomic_write, child_seed, provenance
-from evaluate import (METHODS, SAMPLING_FIELDS, check_methods, development, dh_plus, evaluate_seed, fit_genre,
-                      fit_lof, fit_one, log, make_method, oracle_proba, pick_test_negatives, prepare, score,
-                      score_rows, summarise, summarise_rows, write_json)
+from common import atomic_write, check_folder, child_seed, provenance
+from evaluate import (CACHE_DIR, HERE, METHODS, PUBLISHED, SAMPLING_FIELDS, check_methods, development, dh_plus,
+                      evaluate_seed, fit_genre, fit_lof, fit_one, log, make_method, oracle_proba,
+                      pick_test_negatives, prepare, score, score_rows, summarise, summarise_rows, write_json)
 from genre import GenReConfig, pairing_distribution, training_sets
 
 DATASETS = ("adult", "compas", "heloc")
@@ -324,10 +324,12 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE epochs (default 20, the runner's)")
-    p.add_argument("--out", help="folder for the JSON files and README.md (default results, "
-                                  "or runs/quick with --quick)")
-    p.add_argument("--figures", default="figures", help="folder for lambda_sweep.png")
-    p.add_argument("--cache", default="cache", help="folder for cached oracle, h and fitted models")
+    p.add_argument("--out", help="folder for the JSON files and README.md (default results/, "
+                                  "or runs/quick/ with --quick; the project's folders, wherever it runs from)")
+    p.add_argument("--figures", default=os.path.join(HERE, "figures"), help="folder for lambda_sweep.png "
+                                                                             "(default the project's figures/)")
+    p.add_argument("--cache", default=CACHE_DIR, help="folder for cached oracle, h and fitted models "
+                                                      "(default the project's cache/)")
     p.add_argument("--quick", action="store_true",
                    help=f"a preview: one seed, lambdas {{1, 5, 10}}, {QUICK_N_TEST} test negatives, VAEs "
                         f"{QUICK_VAE_EPOCHS} epochs, into runs/quick/ and its figures/ (or --out; "
@@ -337,12 +339,19 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:                                                # a preview of every stage, not the published run
         args.seeds, args.n_test, args.vae_epochs = [0], QUICK_N_TEST, args.vae_epochs or QUICK_VAE_EPOCHS
-        args.out = args.out or os.path.join("runs", "quick")
+        args.out = args.out or os.path.join(HERE, "runs", "quick")
         args.figures = os.path.join(args.out, "figures")
-    args.out = args.out or "results"
+    args.out = args.out or PUBLISHED
     args.generative_seeds = args.generative_seeds or args.seeds
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
+    for flag, seeds in (("--seeds", args.seeds), ("--generative-seeds", args.generative_seeds)):
+        if min(seeds) < 0:
+            p.error(f"{flag} must be 0 or more, got {min(seeds)}")
+    if args.n_test < 1:
+        p.error(f"--n-test must be at least 1, got {args.n_test}")
+    if args.vae_epochs is not None and args.vae_epochs < 1:
+        p.error(f"--vae-epochs must be at least 1, got {args.vae_epochs}")
     try:
         check_methods(args.methods)
     except ValueError as e:
@@ -350,12 +359,29 @@ def parse_args(argv=None):
     return args
 
 
+def check_folders(args) -> None:
+    """Every folder the run writes must take files, found now rather than after hours of work."""
+    folders = [("--out", args.out)] + ([] if args.report_only else [("--figures", args.figures),
+                                                                      ("--cache", args.cache)])
+    for flag, folder in folders:
+        check_folder(folder, flag)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.report_only:
-        run(args)
-    if args.out == "results":
-        report.publish_results(args.out)
+    try:
+        check_folders(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if not args.report_only:
+            run(args)
+        if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
+            report.publish_results(args.out)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

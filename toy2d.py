@@ -24,9 +24,10 @@ The conditional density should sit on the positives near x (cheap, valid,
 plausible); the unconditional one spreads over every positive. That contrast is
 the paper's argument for learning R(x+ | x) rather than P(x | y+).
 
-Only the default run (all three toys, seed 0, no --quick) writes figures/ and
-results/; any other run writes under the temp folder (/tmp/toy2d/) unless --out
-and --results say where.
+Only the default run (all three toys, seed 0, no --quick, no --out) writes the
+project's figures/ and results/; --out DIR puts the figures and toy2d.json under
+DIR (--results names another JSON file); any other run writes under the temp
+folder (/tmp/toy2d/).
 
 Shape letters as in genre.py: B batch, D features (2 here), E model width,
 K bins, G grid points.
@@ -49,7 +50,7 @@ import torch.nn as nn
 
 import evaluate
 from baselines import NNR, PROBE, Wachter
-from common import atomic_write, child_seed, set_seed
+from common import atomic_write, check_folder, child_seed, set_seed
 from datasets import TOYS
 from generative import CRUDS
 from engine import Settings
@@ -57,6 +58,7 @@ from genre import BinHead, EncoderBlock, FeatureEmbedding, GenRe, GenReConfig, j
 
 SCORE_KEYS = ("cost", "validity", "lof", "score")                          # per method in the JSON
 SCRATCH = os.path.join(tempfile.gettempdir(), "toy2d")                     # where non-default runs write
+HERE = os.path.dirname(os.path.abspath(__file__))                          # the published folders are the project's
 
 
 # -----------------------------------------------------------------------------
@@ -412,14 +414,14 @@ def parse_args(argv=None):
                     "and GenRe recourse on moons, circles, corr) and Figure 5 (GenRe's conditional "
                     "density R(x+|x) beside an unconditional P(x|y+)). Prints Validity, LOF, Cost and "
                     "Score per data set and method and stores them as JSON. Only the default run (all "
-                    "toys, seed 0, no --quick) writes figures/ and results/toy2d.json; any other run "
-                    f"writes into {SCRATCH} unless --out / --results say where.")
+                    "toys, seed 0, no --quick, no --out) writes the project's figures/ and "
+                    f"results/toy2d.json; any other run writes into --out, else {SCRATCH}.")
     p.add_argument("--out", default=None,
-                   help="folder for toy2d_recourse.png and toy2d_density.png (default: figures/ for the "
-                        f"default run, else {SCRATCH})")
+                   help="folder for toy2d_recourse.png, toy2d_density.png and (unless --results) toy2d.json "
+                        f"(default: the project's figures/ for the default run, else {SCRATCH})")
     p.add_argument("--results", default=None,
-                   help="JSON file for the printed metrics (default: results/toy2d.json for the "
-                        f"default run, else {os.path.join(SCRATCH, 'toy2d.json')})")
+                   help="JSON file for the printed metrics (default: toy2d.json in --out if given, else "
+                        f"the project's results/toy2d.json for the default run, else {os.path.join(SCRATCH, 'toy2d.json')})")
     p.add_argument("--seed", type=int, default=0,
                    help="run seed (default 0): the oracle, drawn labels, h and every method each draw "
                         "from their own stream of it; the same seed draws the same figures")
@@ -435,9 +437,9 @@ def parse_args(argv=None):
     p.add_argument("--grid", type=int, default=241,
                    help="grid points per axis over [-0.1, 1.1] for the densities (default 241, "
                         "a step of 0.005, well below the kernels' width)")
-    p.add_argument("--cache", default="cache",
-                   help="folder for the cached oracle, drawn labels, h and CRUDS's CSVAE (default "
-                        "cache/, shared with evaluate.py)")
+    p.add_argument("--cache", default=evaluate.CACHE_DIR,
+                   help="folder for the cached oracle, drawn labels, h and CRUDS's CSVAE (default the "
+                        "project's cache/, shared with evaluate.py)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: the toy tensors are tiny, so extra "
                         "threads cost more than they give)")
@@ -446,22 +448,32 @@ def parse_args(argv=None):
 
 
 def output_paths(args):
-    """(figure folder, JSON path): the published places only for the default run."""
+    """(figure folder, JSON path): everything under --out when given (the JSON elsewhere only
+    if --results says so); the project's published places only for the default run."""
     default_run = not args.quick and args.seed == 0 and sorted(args.datasets) == sorted(TOYS)
-    out = args.out or ("figures" if default_run else SCRATCH)
-    results = args.results or (os.path.join("results", "toy2d.json") if default_run
-                               else os.path.join(SCRATCH, "toy2d.json"))
-    return out, results
+    folder = args.out or (os.path.join(HERE, "figures") if default_run else SCRATCH)
+    published = os.path.join(HERE, "results", "toy2d.json") if default_run and not args.out else None
+    return folder, args.results or published or os.path.join(folder, "toy2d.json")
+
+
+def check_outputs(out: str, results: str, cache: str) -> None:
+    """Refuse, before any training, output places that cannot take the files."""
+    check_folder(out, "--out")
+    if os.path.isdir(results):
+        raise ValueError(f"--results {results} is a folder; name a JSON file")
+    check_folder(os.path.dirname(results) or ".", "--results' folder")
+    check_folder(cache, "--cache")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    out, results = output_paths(args)
+    check_outputs(out, results, args.cache)
     torch.set_num_threads(args.threads)
     cfg = toy_config(args.quick)
     t0 = time.time()
     runs = [run_toy(name, args, cfg) for name in args.datasets]
-    out, results = output_paths(args)
     paths = (os.path.join(out, "toy2d_recourse.png"), os.path.join(out, "toy2d_density.png"))
     save(figure_recourse(runs, args.n_samples_shown), paths[0])
     save(figure_density(runs), paths[1])
@@ -471,5 +483,19 @@ def main(argv=None):
     return runs
 
 
+def cli(argv=None) -> int:
+    """main() for the command line: bad input is one line `error: ...` and exit code 2,
+    Ctrl-C one line `interrupted` and 130, instead of a traceback."""
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -1,6 +1,7 @@
 """The protocol of evaluate.py: metrics by hand, LOF fit set, caching, determinism, CLI errors."""
 import dataclasses
 import json
+import os
 
 import numpy as np
 import torch
@@ -233,16 +234,32 @@ def test_no_method_sees_the_oracle_the_test_labels_or_the_metrics_lof(moons_cach
             assert np.array_equal(call[1], X_neg)                 # only the test negatives' features
 
 
-def test_development_split_never_touches_the_test_split(moons_cache):
+def test_development_split_never_touches_the_test_split(moons_cache, tmp_path, monkeypatch):
     full = prepare("moons", 0, cache_dir=moons_cache, verbose=False)
-    dev = evaluate.development("moons", 0, cache_dir=moons_cache, verbose=False)
-    train_rows = {r.tobytes() for r in full.ds.X_train}
-    test_rows = {r.tobytes() for r in full.ds.X_test} - train_rows
+    rows = lambda X: {r.tobytes() for r in X}
+    train_rows = rows(full.ds.X_train)
+    test_rows = rows(full.ds.X_test) - train_rows
+    # Watch what the development h is trained on: a cache holding the seed's oracle and h but no
+    # development h, and fit_h replaced by a spy that records its rows (and returns a small h).
+    import shutil
+    (entry,) = [f for f in os.listdir(moons_cache) if f.startswith("moons_") and "_dev_" not in f]
+    shutil.copy(os.path.join(moons_cache, entry), tmp_path)
+    seen = []
+
+    def spy(ds, seed, verbose):
+        seen.append((ds.X_train.copy(), ds.y_train.copy()))
+        return {"h_hidden": (4,), "h_state": evaluate.Classifier(ds.n_features, (4,)).state_dict()}
+
+    monkeypatch.setattr(evaluate, "fit_h", spy)
+    dev = evaluate.development("moons", 0, cache_dir=str(tmp_path), verbose=False)
     for X in (dev.ds.X_train, dev.ds.X_test):                     # fit rows and development rows
-        assert {r.tobytes() for r in X} <= train_rows and not {r.tobytes() for r in X} & test_rows
+        assert rows(X) <= train_rows and not rows(X) & test_rows
     assert len(dev.ds.X_train) + len(dev.ds.X_test) == len(full.ds.X_train)
     assert abs(len(dev.ds.X_test) / len(full.ds.X_train) - evaluate.DEV_FRACTION) < 0.01
-    assert not np.array_equal(dev.h.predict_proba(full.ds.X_test), full.h.predict_proba(full.ds.X_test))
+    (X_h, y_h), = seen                                            # h trained once, on the fit rows only
+    assert np.array_equal(X_h, dev.ds.X_train) and np.array_equal(y_h, dev.ds.y_train)
+    assert not rows(X_h) & rows(dev.ds.X_test)                    # no development row (moons' rows are distinct)
+    assert len(rows(X_h)) == len(X_h)
 
 
 def test_copies_of_training_rows_by_brute_force():

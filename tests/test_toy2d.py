@@ -37,9 +37,24 @@ def quick(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- the methods
 
-def test_figure_2_has_the_papers_columns():
-    """The paper's Figure 2 shows Wachter, PROBE, CRUDS and GenRe; NNR (D_h^+) stands beside GenRe."""
-    assert toy2d.METHOD_NAMES == ("Wachter", "PROBE", "CRUDS", "NNR (D_h^+)", "GenRe")
+def test_figure_2_columns_run_the_papers_methods(quick):
+    """The paper's Figure 2 shows Wachter, PROBE, CRUDS and GenRe; NNR (D_h^+) stands beside
+    GenRe. Each column's fitted method is that method: the baselines as designed, NNR on
+    GenRe's own targets D_h^+, GenRe sampled as the paper did (Table 9: lambda 5, tau 10,
+    sigma 0, bin centres, best of 10 by h)."""
+    from baselines import NNR, PROBE, Wachter
+    from generative import CRUDS
+    from genre import GenRe
+    _, run, _, _ = quick
+    methods = run["methods"]
+    assert list(methods) == list(toy2d.METHOD_NAMES)
+    expected = {"Wachter": Wachter, "PROBE": PROBE, "CRUDS": CRUDS, "NNR (D_h^+)": NNR, "GenRe": GenRe}
+    for label, cls in expected.items():
+        assert type(methods[label]) is cls, label
+    assert all(methods[m].mode == "designed" for m in ("Wachter", "PROBE", "CRUDS"))
+    assert methods["NNR (D_h^+)"].pool == "dhplus"
+    cfg = methods["GenRe"].cfg_
+    assert (cfg.lam, cfg.tau, cfg.sigma, cfg.n_samples, cfg.select) == (5.0, 10.0, 0.0, 10, "h")
 
 
 def test_nnr_returns_the_nearest_row_of_dh_plus(quick):
@@ -112,10 +127,11 @@ def test_json_holds_what_the_run_printed(quick):
 
 def test_only_the_default_run_writes_the_published_files():
     default = toy2d.output_paths(toy2d.parse_args([]))
-    assert default == ("figures", os.path.join("results", "toy2d.json"))
-    for argv in (["--quick"], ["--datasets", "moons"], ["--seed", "1"]):
+    published = (os.path.join(toy2d.HERE, "figures"), os.path.join(toy2d.HERE, "results", "toy2d.json"))
+    assert default == published
+    for argv in (["--quick"], ["--datasets", "moons"], ["--seed", "1"], ["--out", "elsewhere"]):
         out, results = toy2d.output_paths(toy2d.parse_args(argv))
-        assert not results.startswith("results") and not out.startswith("figures")
+        assert results != published[1] and out != published[0]
     assert toy2d.output_paths(toy2d.parse_args(["--quick", "--results", "x.json"]))[1] == "x.json"
 
 
