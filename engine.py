@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from common import as_mask, atomic_write, check_features, torch_threads
+from common import as_mask, atomic_write, check_features, check_groups, check_labels, torch_threads
 
 
 @dataclass
@@ -73,40 +73,16 @@ def threads(genre):
 
 # ----------------------------------------------------------------------------- checks
 
-def classify(h, X) -> np.ndarray:
-    """h(x) = P(y = 1 | x) for the rows of X (N, D) -> (N,) float64, or a one-line error
-    naming h when it does not give one probability per row."""
-    try:
-        p = np.asarray(h.predict_proba(X), dtype=np.float64)
-    except Exception as e:                                                  # a model of the wrong width, ...
-        raise ValueError(f"h.predict_proba failed on {X.shape[1]} features: {e}") from None
-    if p.ndim == 2 and p.shape[1] == 2:
-        raise ValueError("h.predict_proba must return P(y = 1 | x), shape (N,); it returned two columns "
-                         "(scikit-learn's layout): wrap it to return column 1")
-    p = p.reshape(-1) if p.size == len(X) else p
-    if p.shape != (len(X),) or not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
-        raise ValueError(f"h.predict_proba must return one probability in [0, 1] per row: shape ({len(X)},), "
-                         f"got shape {p.shape}")
-    return p
-
-
 def check_fit_inputs(X, y, immutable, categorical, groups):
     """X as float32 (N, D), y (N,) in {0, 1}, the (D,) masks, and the one-hot groups as sorted
     index lists (their members count as categorical), or a one-line ValueError."""
     X = check_features(X, np.shape(X)[-1], "training X")
-    N, D = X.shape
-    y = np.asarray(y).reshape(-1)
-    if y.shape != (N,):
-        raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows.")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError(f"y must hold labels 0 and 1, got {sorted(set(np.unique(y).tolist()))[:5]}")
+    D = X.shape[1]
     immutable, categorical = as_mask(immutable, D, "immutable"), as_mask(categorical, D, "categorical")
-    groups = [sorted(int(j) for j in g) for g in (groups if groups is not None else [])]
+    groups = [g.tolist() for g in check_groups(groups, D)]
     for g in groups:
-        if not g or min(g) < 0 or max(g) >= D:
-            raise ValueError(f"groups: a one-hot group must list feature indices in 0..{D - 1}, got {g}")
         categorical[g] = True
-    return X, y.astype(np.int64), immutable, categorical, groups
+    return X, check_labels(y, len(X)), immutable, categorical, groups
 
 
 def check_training_sets(X, neg, pos, gamma):

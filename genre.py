@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import engine
-from common import check_features, check_fitted, l1_cost, set_seed
+from common import check_classifier, check_features, check_fitted, l1_cost, set_seed
 
 
 # -----------------------------------------------------------------------------
@@ -558,7 +558,7 @@ class GenRe:
         self._setup()
         X, y, self.immutable_, self.categorical_, self.groups_ = engine.check_fit_inputs(
             X, y, immutable, categorical, groups)
-        neg, pos = training_sets(y, engine.classify(h, X), self.cfg_.gamma)  # Sec. 4.1
+        neg, pos = training_sets(y, check_classifier(h, X), self.cfg_.gamma)   # Sec. 4.1
         X_neg, X_pos = engine.check_training_sets(X, neg, pos, self.cfg_.gamma)
         train, val = engine.split_pairs(X_neg, X_pos, self.immutable_, self.cfg_, self.settings_, self.seed_)  # line 3
         self.bins_ = make_bins(X_pos, self.cfg_.n_bins).to(self.device_)   # Sec. 4.2
@@ -606,7 +606,7 @@ class GenRe:
             raise ValueError(f"select must be one of {tuple(SELECTIONS)}, got {select!r}")
         S = self.sample(X, tau=tau, sigma=sigma)                            # (M, n, D)
         M, n, D = S.shape
-        p = engine.classify(h, S.reshape(M * n, D)).reshape(M, n)            # h(x+) of each candidate
+        p = check_classifier(h, S.reshape(M * n, D)).reshape(M, n)           # h(x+) of each candidate
         return S[np.arange(M), SELECTIONS[select](p, self, S)]               # (M, D)
 
     def plausibility(self):

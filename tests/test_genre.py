@@ -452,15 +452,15 @@ def test_bad_inputs_raise_value_error(fitted):
         tiny().fit(X, np.ones_like(y), h)
     with pytest.raises(ValueError, match="immutable"):
         tiny().fit(X, y, h, immutable=np.ones(3, bool))
-    with pytest.raises(ValueError, match="labels 0 and 1"):
+    with pytest.raises(ValueError, match="only the labels 0 and 1"):
         tiny().fit(X, y * 2, h)
-    with pytest.raises(ValueError, match="one-hot group must list feature indices in 0..3"):
+    with pytest.raises(ValueError, match="one-hot group 0 names feature 4, outside 0 ... 3"):
         tiny().fit(X, y, h, groups=[[2, 4]])
-    with pytest.raises(ValueError, match="h.predict_proba failed on 4 features"):
+    with pytest.raises(ValueError, match="h.predict_proba failed on X with 4 features"):
         tiny().fit(X, y, LinearH([1.0, 1.0, 1.0], 0.0))                  # h of the wrong width
     two_columns = type("H2", (), {"predict_proba": lambda self, Z: np.stack([1 - h.predict_proba(Z),
                                                                               h.predict_proba(Z)], 1)})()
-    with pytest.raises(ValueError, match="two columns"):
+    with pytest.raises(ValueError, match="returns \\[:, 1\\]"):
         tiny().fit(X, y, two_columns)
 
 
