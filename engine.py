@@ -299,9 +299,9 @@ def sampling_noise(B, D, seed):
     return u, torch.special.ndtri(v).float()
 
 
-def sample(genre, X, n, kinds, tau, sigma, decoder=cached_decoder):
-    """genre.sample_recourse for the rows of X (M, D), n each, in chunks of about
-    settings.sample_chunk sequences -> (M, n, D) numpy."""
+def sample(genre, X, n, kinds, tau, sigma):
+    """genre.sample_recourse with cached_decoder for the rows of X (M, D), n each, in chunks
+    of about settings.sample_chunk sequences -> (M, n, D) numpy."""
     from genre import sample_recourse
     M, D = X.shape
     u, eps = sampling_noise(M * n, D, genre.seed_)                          # (M n, D) each
@@ -310,7 +310,7 @@ def sample(genre, X, n, kinds, tau, sigma, decoder=cached_decoder):
     for s in range(0, M, rows):
         c = slice(s * n, (s + rows) * n)                                    # their sequences
         out[c] = sample_recourse(genre.model_, x[s:s + rows].to(dev), n, u[c].to(dev), eps[c].to(dev),
-                                 genre.bins_, kinds, tau, sigma, decoder).cpu()
+                                 genre.bins_, kinds, tau, sigma, cached_decoder).cpu()
     return out.view(M, n, D).numpy()
 
 
