@@ -58,13 +58,13 @@ def code_training_sets(y, p, gamma):
     return p <= gamma, (y == 1) & (p > gamma)
 
 
-def heldout_split_pairs(X_neg, X_pos, immutable, cfg, settings, seed, device="cpu"):
+def heldout_split_pairs(X_neg, X_pos, rules, cfg, settings, seed, device="cpu"):
     """Authors' code: val_frac of the sources and of the targets held out; the validation
     sources are paired with the held-out targets only, the training sources with the rest."""
     rng = np.random.default_rng(seed)
     src, dst = torch.from_numpy(rng.permutation(len(X_neg))), torch.from_numpy(rng.permutation(len(X_pos)))
     n_src, n_dst = int(round(cfg.val_frac * len(src))), int(round(cfg.val_frac * len(dst)))
-    immutable = torch.as_tensor(immutable)
+    immutable = torch.as_tensor(rules.fixed)
     pairs = lambda s, d: engine.make_pairs(X_neg[s], X_pos[d], cfg.lam, immutable, cfg.top_k, settings.pairing, device)
     with contextlib.suppress(Warning):
         val = pairs(src[:n_src], dst[:n_dst]) if n_src and n_dst else None

@@ -115,6 +115,59 @@ class Dataset:
         """New rows of raw values (a Table) -> scaled features (N, D), checked like the training data."""
         return self.scale(encode_table(table, self.columns, self.categories))
 
+    def features_of(self, column: str) -> slice:
+        """The features a raw column became (one, or a one-hot group), or a one-line error."""
+        j = 0
+        for c in self.columns:
+            w = _width(c, self.categories)
+            if c == column:
+                return slice(j, j + w)
+            j += w
+        raise ValueError(f"no column {column!r}; columns: {', '.join(self.columns)}")
+
+    def constraints(self, fixed=(), increase=(), decrease=(), ranges=None, allowed=None):
+        """Actionability constraints in original units and column names -> constraints.Constraints
+        in this data set's scaled units (one set for every row).
+
+        fixed, increase, decrease: column names (a categorical has no order: increase and
+        decrease take numeric columns only); ranges: {column: (lo, hi)}, original units, None
+        for an open end; allowed: {categorical column: the values a recourse may take}.
+        The data set's immutable features are not included (every method keeps those)."""
+        from constraints import Constraints
+        rules = Constraints.free(self.n_features)
+        for c in fixed:
+            rules.fixed[self.features_of(c)] = True
+        for name, cols, mask in (("increase", increase, rules.increase), ("decrease", decrease, rules.decrease)):
+            for c in cols:
+                if c in self.categories:
+                    raise ValueError(f"{name} {c!r}: a categorical has no order; say which values are allowed instead")
+                mask[self.features_of(c)] = True
+        for c, (lo, hi) in (ranges or {}).items():
+            j = self.features_of(c).start
+            if c in self.categories:
+                raise ValueError(f"range {c!r}: a categorical has no range; say which values are allowed instead")
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"range {c!r}: the lower end {lo:g} is above the upper end {hi:g}")
+            span = self.x_max[j] - self.x_min[j]
+            rules.lo[j] = -np.inf if lo is None else (lo - self.x_min[j]) / span
+            rules.hi[j] = np.inf if hi is None else (hi - self.x_min[j]) / span
+        for c, values in (allowed or {}).items():
+            if c not in self.categories:
+                raise ValueError(f"allowed values for {c!r}: only a categorical column takes a set of values")
+            unknown = [v for v in values if v not in self.categories[c]]
+            if unknown or not values:
+                raise ValueError(f"allowed values for {c!r}: {unknown[0] if unknown else 'none'!r} is not one of "
+                                 f"{', '.join(map(str, self.categories[c]))}")
+            f = self.features_of(c)
+            if f.stop - f.start == 1:                                       # binary: code 0 or 1
+                codes = [self.categories[c].index(v) for v in values]
+                rules.lo[f.start], rules.hi[f.start] = min(codes), max(codes)
+            else:                                                           # one-hot: a member not allowed stays 0
+                for i, v in enumerate(self.categories[c]):
+                    if v not in values:
+                        rules.hi[f.start + i] = 0.0
+        return rules
+
     def describe(self, x: np.ndarray) -> dict[str, str]:
         """One row in original units, categoricals by name: {"age": "39", "sex": "Male", ...}."""
         values = self.unscale(np.asarray(x)[None])[0]

@@ -85,6 +85,44 @@ def check_fit_inputs(X, y, immutable, categorical, groups):
     return X, check_labels(y, len(X)), immutable, categorical, groups
 
 
+def fit_constraints(immutable, constraints):
+    """The rules a fit keeps: the immutables fixed, and a lender's constraints (one set for
+    every row; constraints.Constraints) -> Constraints."""
+    from constraints import Constraints
+    rules = as_constraints(constraints, None, len(immutable))
+    if rules is not None and rules.fixed.ndim != 1:
+        raise ValueError("constraints given to fit are a lender's rules, one set for every row; give a "
+                         "person's own limits to recourse(X, constraints=...)")
+    return Constraints.immutables(immutable) & rules
+
+
+def as_constraints(constraints, n_rows, n_features):
+    from constraints import as_constraints
+    return as_constraints(constraints, n_rows, n_features)
+
+
+def check_options(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k (options per row) must be a whole number of at least 1, got {k!r}")
+    return int(k)
+
+
+def best_distinct(S, score, k):
+    """The k highest-scoring distinct candidates of each row: S (M, n, D), score (M, n) ->
+    (M, k, D), the last distinct one repeated where a row has fewer than k."""
+    M, n, D = S.shape
+    out = np.empty((M, k, D), dtype=S.dtype)
+    for i in range(M):
+        chosen = []
+        for c in np.argsort(-score[i], kind="stable"):
+            if not any(np.array_equal(S[i, c], S[i, d]) for d in chosen):
+                chosen.append(c)
+            if len(chosen) == k:
+                break
+        out[i] = S[i, chosen + [chosen[-1]] * (k - len(chosen))]
+    return out
+
+
 def check_training_sets(X, neg, pos, gamma):
     """D_h^- and D_h^+ as float tensors (N-, D), (N+, D), or a one-line error if one is empty."""
     if not neg.any():
@@ -109,35 +147,40 @@ def pairing_method(pairing: str, n_src: int, n_dst: int) -> str:
     return "exact" if n_src * n_dst <= EXACT_COSTS else "prefilter"
 
 
-def make_pairs(X_src, X_dst, lam, immutable, top_k, pairing="auto", device="cpu"):
+def make_pairs(X_src, X_dst, lam, immutable, top_k, pairing="auto", device="cpu", constraints=None):
     """Q over the given sources and targets (genre.pairing_distribution, or the prefiltered
-    search of pairing.py for large tables), computed on `device`, kept on the CPU."""
+    search of pairing.py for large tables), computed on `device`, kept on the CPU;
+    constraints (optional) rule out the targets that break one for their source."""
     from genre import Pairs, pairing_distribution
     if pairing_method(pairing, len(X_src), len(X_dst)) == "prefilter":
         from pairing import prefiltered_pairing as find_pairs
     else:
         find_pairs = pairing_distribution
-    idx, prob, keep = find_pairs(X_src.to(device), X_dst.to(device), lam, immutable.to(device), top_k)
+    idx, prob, keep = find_pairs(X_src.to(device), X_dst.to(device), lam, immutable.to(device), top_k,
+                                 constraints=constraints)
     return Pairs.from_q(X_src[keep.cpu()], X_dst, idx.cpu(), prob.cpu())
 
 
-def split_pairs(X_neg, X_pos, immutable, cfg, settings, seed, device="cpu"):
+def split_pairs(X_neg, X_pos, rules, cfg, settings, seed, device="cpu"):
     """Algorithm 1, line 3: Q for the training sources, and for cfg.val_frac of the sources held
     out to pick the best checkpoint (paired over all of D_h^+, the Q asked for at test time;
     the authors' code holds out val_frac of the targets too). At most settings.max_sources
-    sources, a uniform subsample. Returns (train Pairs, validation Pairs or None)."""
+    sources, a uniform subsample. rules: the fit's Constraints (C = inf where a target breaks
+    one; fixed features as immutables). Returns (train Pairs, validation Pairs or None)."""
     rng = np.random.default_rng(seed)
     order = torch.from_numpy(rng.permutation(len(X_neg)))[:settings.max_sources]
     n_val = int(round(cfg.val_frac * len(order))) if len(order) >= 10 else 0
-    immutable = torch.as_tensor(immutable)
-    train = make_pairs(X_neg[order[n_val:]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device)
+    immutable = torch.as_tensor(rules.fixed)
+    rules = rules if rules.beyond_fixed() else None                         # the fixed ones: as immutables
+    train = make_pairs(X_neg[order[n_val:]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device, rules)
     if len(train.x) == 0:
         raise ValueError("No source in D_h^- has a target in D_h^+ with the same immutable features.")
     val = None
     if n_val:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                                 # a small val set may miss a group
-            val = make_pairs(X_neg[order[:n_val]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device)
+            val = make_pairs(X_neg[order[:n_val]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device,
+                             rules)
         val = val if len(val.x) else None
     if val is None:
         warnings.warn("Too few sources for a validation split; keeping the checkpoint with the lowest "
@@ -299,25 +342,31 @@ def sampling_noise(B, D, seed):
     return u, torch.special.ndtri(v).float()
 
 
-def sample(genre, X, n, kinds, tau, sigma):
+def sample(genre, X, n, kinds, tau, sigma, rules):
     """genre.sample_recourse with cached_decoder for the rows of X (M, D), n each, in chunks
-    of about settings.sample_chunk sequences -> (M, n, D) numpy."""
+    of about settings.sample_chunk sequences -> (M, n, D) numpy. rules: the Constraints to
+    keep (constraints.BinMask), beyond the immutables that feature_value copies."""
+    from constraints import BinMask
     from genre import sample_recourse
     M, D = X.shape
     u, eps = sampling_noise(M * n, D, genre.seed_)                          # (M n, D) each
     x, out, dev = torch.from_numpy(X), torch.empty(M * n, D), genre.device_
+    bounds = None
+    if rules.beyond_fixed() or (np.broadcast_to(rules.fixed, X.shape) & ~genre.immutable_).any():
+        bounds = [torch.from_numpy(np.repeat(b, n, axis=0)).to(dev) for b in rules.bounds(X)]   # (M n, D) each
     rows = max(1, genre.settings_.sample_chunk // n)                        # rows of X per chunk
     for s in range(0, M, rows):
         c = slice(s * n, (s + rows) * n)                                    # their sequences
+        mask = None if bounds is None else BinMask(genre.bins_, kinds, bounds[0][c], bounds[1][c])
         out[c] = sample_recourse(genre.model_, x[s:s + rows].to(dev), n, u[c].to(dev), eps[c].to(dev),
-                                 genre.bins_, kinds, tau, sigma, cached_decoder).cpu()
+                                 genre.bins_, kinds, tau, sigma, cached_decoder, mask).cpu()
     return out.view(M, n, D).numpy()
 
 
 # ----------------------------------------------------------------------------- saving and loading
 
 SAVED = ("config", "settings", "n_features", "state_dict", "bins", "immutable", "categorical", "groups",
-         "positives", "random_state", "fit_seconds")
+         "constraints", "positives", "random_state", "fit_seconds")
 
 
 def save(genre, path, include_positives=True):
@@ -330,6 +379,7 @@ def save(genre, path, include_positives=True):
                  bins={k: v.cpu() for k, v in asdict(genre.bins_).items()},
                  immutable=torch.from_numpy(genre.immutable_), categorical=torch.from_numpy(genre.categorical_),
                  groups=genre.groups_,
+                 constraints={k: torch.from_numpy(np.asarray(v)) for k, v in vars(genre.constraints_).items()},
                  positives=torch.from_numpy(genre.positives_) if include_positives else None,
                  random_state=genre.random_state, fit_seconds=genre.fit_seconds_)
     if hasattr(path, "write"):
@@ -360,6 +410,8 @@ def load(cls, path, h=None, device="auto", verbose=True):
     genre.bins_ = Bins(**state["bins"]).to(genre.device_)
     genre.immutable_, genre.categorical_ = state["immutable"].numpy(), state["categorical"].numpy()
     genre.groups_ = state["groups"]
+    from constraints import Constraints
+    genre.constraints_ = Constraints(**{k: v.numpy() for k, v in state["constraints"].items()})
     genre.positives_ = None if state["positives"] is None else state["positives"].numpy()
     genre.n_features_in_, genre.h_, genre.fit_seconds_ = state["n_features"], h, state["fit_seconds"]
     return genre

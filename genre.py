@@ -83,7 +83,7 @@ class GenReConfig:
     tau: float = 10.0           # Sec. 5.1; multiplies the logits: tau > 1 samples sharper
     sigma: float = 0.0          # Sec. 5.1; x+_j = mu_jk + sigma * eps
     n_samples: int = 10         # Sec. 5.1; candidates per x, the best by h returned
-    select: str = "h"           # "h": the best by h (Sec. 5.1); "plausible": see SELECTIONS
+    select: str = "h"           # "h": the best by h (Sec. 5.1); "plausible": plausible_then_h
 
     def __post_init__(self):
         """Refuse a setting that would otherwise fail, or mislead, minutes into training."""
@@ -120,7 +120,7 @@ class GenReConfig:
     def plausible(cls, **overrides):
         """The project's own recipe (not the paper's): sample at tau 5 and return the best of
         10 by h among the candidates a LocalOutlierFactor of the training positives calls
-        inliers (best_plausible). Chosen on the development split, results/README.md."""
+        inliers (plausible_then_h). Chosen on the development split, results/README.md."""
         return cls(**{**dict(tau=5.0, select="plausible"), **overrides})
 
 
@@ -139,7 +139,7 @@ def training_sets(y, p, gamma):
     return (y == 0) & (p <= 0.5), (y == 1) & (p > gamma)
 
 
-def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024):
+def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024, constraints=None):
     """Eq. 6, truncated to its top K entries (Algorithm 1, line 3):
 
         Q(x+ | x) = exp(-lam C(x, x+)) / sum_{x' in D_h^+} exp(-lam C(x, x')),   x+ in D_h^+
@@ -147,7 +147,8 @@ def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024):
 
     Keeping each source's K most likely targets and renormalising is the authors' code;
     a softmax over the top-K log-weights is exactly that renormalisation. Computed
-    `chunk` sources at a time: memory O(chunk N+ + N- K).
+    `chunk` sources at a time: memory O(chunk N+ + N- K). A lender's constraints
+    (constraints.Constraints, optional) make C = +inf too wherever x+ breaks one for x.
 
     X_src (N-, D), X_dst (N+, D) float tensors; immutable (D,) bool tensor. Returns
     idx (N-, T) int32 indices into X_dst, prob (N-, T) rows summing to one, and keep
@@ -158,6 +159,9 @@ def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024):
     idx, logq = [], []
     for s in range(0, len(X_src), chunk):
         cost = l1_cost(X_src[s:s + chunk], X_dst, immutable)                 # (c, N+), inf: an immutable differs
+        if constraints is not None:
+            breaks = constraints.pair_breaks(X_src[s:s + chunk], X_dst)      # (c, N+) or None
+            cost = cost if breaks is None else cost.masked_fill(breaks, float("inf"))
         top_logq, top_idx = torch.topk(-lam * cost, T, dim=1)                # (c, T), cheapest first
         idx.append(top_idx.int())
         logq.append(top_logq)
@@ -490,39 +494,47 @@ def full_decoder(model, memory, n):
 
 
 @torch.no_grad()
-def sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=full_decoder):
+def sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=full_decoder, mask=None):
     """Algorithm 2, n samples for each of m rows: x (m, D) -> x+ (B, D), B = m n, row i's
     samples at i n .. i n + n - 1. u, eps (B, D) are every random number the sampling
     uses (uniforms for the bins, normals for the noise), drawn by the caller.
     `decoder` gives the next feature's logits: full_decoder here, or engine.cached_decoder,
-    which gives the same logits keeping each layer's keys and values (tested)."""
+    which gives the same logits keeping each layer's keys and values (tested).
+    `mask` (constraints.BinMask, optional) keeps actionability constraints: the bins that
+    would break one get probability zero before the draw."""
     model.eval()
     memory = model.encode(x)                                                # (m, D) -> (m, D, E), once per row
     next_logits = decoder(model, memory, n)
     x = x.repeat_interleave(n, dim=0)                                       # (m, D) -> (B, D)
     x_plus = torch.zeros_like(x)
     for j in range(x.shape[1]):
-        k = draw_bin(next_logits(x_plus, j), u[:, j], tau)                  # (B,)
+        logits = next_logits(x_plus, j)                                     # (B, K)
+        if mask is not None:
+            logits, allowed = mask.restrict(j, logits, x_plus, sigma * eps[:, j])
+        k = draw_bin(logits, u[:, j], tau)                                  # (B,)
         x_plus[:, j] = feature_value(j, k, x, x_plus, eps[:, j], bins, kinds[j], sigma)
+        if mask is not None:
+            x_plus[:, j] = mask.keep(j, x_plus[:, j], x, allowed)
     return x_plus
 
 
-def best_by_h(p, genre, candidates):
-    """Sec. 5.1: of each row's n candidates, the one h rates highest. p (M, n) = h(x+) -> (M,)."""
-    return p.argmax(axis=1)
+def by_h(p, genre, candidates):
+    """Sec. 5.1: each row's candidates ranked by h, the best first returned.
+    p (M, n) = h(x+) -> (M, n) scores, higher better."""
+    return p
 
 
-def best_plausible(p, genre, candidates):
-    """The project's rule (GenReConfig.plausible, not the paper's): the candidate h rates
-    highest among those a LocalOutlierFactor (5 neighbours) of the training rows with y = 1
-    calls inliers, the highest by h if none is. It uses only what the method saw when it
-    was fitted. p (M, n), candidates (M, n, D) -> (M,): an inlier's p + 1 beats any outlier."""
+def plausible_then_h(p, genre, candidates):
+    """The project's rule (GenReConfig.plausible, not the paper's): ranked by h among the
+    candidates a LocalOutlierFactor (5 neighbours) of the training rows with y = 1 calls
+    inliers, before any outlier (+1 for an inlier). It uses only what the method saw when it
+    was fitted. p (M, n), candidates (M, n, D) -> (M, n) scores."""
     M, n, D = candidates.shape
     inlier = genre.plausibility().predict(candidates.reshape(M * n, D)).reshape(M, n) == 1
-    return (p + inlier).argmax(axis=1)
+    return p + inlier
 
 
-SELECTIONS = {"h": best_by_h, "plausible": best_plausible}     # GenReConfig.select
+SELECTIONS = {"h": by_h, "plausible": plausible_then_h}     # GenReConfig.select
 
 
 # -----------------------------------------------------------------------------
@@ -534,13 +546,17 @@ class GenRe:
     GenRe(cfg=None, random_state=0, device="auto", verbose=True, settings=None)
         cfg: GenReConfig (None: GenReConfig(), the paper's method); settings:
         engine.Settings (how it runs: threads, large tables, validation cadence).
-    fit(X, y, h, immutable=None, categorical=None, groups=None) -> self
-    sample(X, n=None, tau=None, sigma=None) -> (M, n, D) candidates
-    recourse(X, h=None, tau=None, sigma=None, select=None) -> (M, D)
+    fit(X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> self
+    sample(X, n=None, tau=None, sigma=None, constraints=None) -> (M, n, D) candidates
+    recourse(X, h=None, tau=None, sigma=None, select=None, constraints=None, k=None)
+        -> (M, D), or (M, k, D) options with k
     save(path, include_positives=True);  GenRe.load(path, h=None)
 
     h is the classifier: h.predict_proba(X) -> P(y = 1 | x), shape (N,). It is kept (h_)
-    for recourse() but not saved: pass it to load() or recourse().
+    for recourse() but not saved: pass it to load() or recourse(). constraints
+    (constraints.Constraints) given to fit are a lender's rules: Q pairs only targets that
+    keep them, and every sample keeps them; given to sample or recourse, a person's own
+    limits for this call (one set, or a list of one per row), kept without retraining.
     """
 
     def __init__(self, cfg=None, random_state=0, device="auto", verbose=True, settings=None):
@@ -550,17 +566,18 @@ class GenRe:
         self.verbose = verbose
         self.settings = settings
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
         """Algorithm 1. X (N, D) scaled features, y (N,) labels in {0, 1}, h the classifier,
         immutable and categorical (D,) bool masks, groups the feature indices of each one-hot
         group (a categorical with more than two values)."""
         t0 = time.time()
         self._setup()
-        X, y, self.immutable_, self.categorical_, self.groups_ = engine.check_fit_inputs(
-            X, y, immutable, categorical, groups)
+        X, y, immutable, self.categorical_, self.groups_ = engine.check_fit_inputs(X, y, immutable, categorical, groups)
+        self.constraints_ = engine.fit_constraints(immutable, constraints)
+        self.immutable_ = self.constraints_.fixed                          # the lender's fixed features too
         neg, pos = training_sets(y, check_classifier(h, X), self.cfg_.gamma)   # Sec. 4.1
         X_neg, X_pos = engine.check_training_sets(X, neg, pos, self.cfg_.gamma)
-        train, val = engine.split_pairs(X_neg, X_pos, self.immutable_, self.cfg_, self.settings_, self.seed_)  # line 3
+        train, val = engine.split_pairs(X_neg, X_pos, self.constraints_, self.cfg_, self.settings_, self.seed_)  # line 3
         self.bins_ = make_bins(X_pos, self.cfg_.n_bins).to(self.device_)   # Sec. 4.2
         self.model_ = RecourseTransformer(X.shape[1], self.cfg_).to(self.device_)
         log = engine.TrainingLog(self, train, val, X_neg, X_pos)
@@ -582,7 +599,7 @@ class GenRe:
         self.generator_ = torch.Generator().manual_seed(self.seed_)
         self.lof_ = None
 
-    def sample(self, X, n=None, tau=None, sigma=None):
+    def sample(self, X, n=None, tau=None, sigma=None, constraints=None):
         """Algorithm 2, n times per row: X (M, D) -> (M, n, D) float32 candidates; n, tau and
         sigma override the config's for this call. The random numbers come from a generator
         seeded with random_state at each call, so a call repeats exactly, and a row's samples
@@ -592,11 +609,15 @@ class GenRe:
         cfg = self.cfg_
         n = cfg.n_samples if n is None else int(n)
         kinds = feature_kinds(X.shape[1], self.immutable_, self.categorical_, self.groups_)
-        return engine.sample(self, X, n, kinds, cfg.tau if tau is None else tau, cfg.sigma if sigma is None else sigma)
+        rules = self.constraints_ & engine.as_constraints(constraints, len(X), X.shape[1])
+        return engine.sample(self, X, n, kinds, cfg.tau if tau is None else tau, cfg.sigma if sigma is None else sigma,
+                             rules)
 
-    def recourse(self, X, h=None, tau=None, sigma=None, select=None):
-        """Algorithm 2 with Sec. 5.1's choice: cfg.n_samples candidates per row, one returned
-        by the selection rule (cfg.select: the best by h) -> (M, D) float32."""
+    def recourse(self, X, h=None, tau=None, sigma=None, select=None, constraints=None, k=None):
+        """Algorithm 2 with Sec. 5.1's choice: cfg.n_samples candidates per row, the best by the
+        selection rule (cfg.select: by h) returned -> (M, D) float32. With k, k options per row
+        -> (M, k, D): the k best distinct ones among cfg.n_samples * k candidates (fewer distinct
+        candidates than k: the last one repeated)."""
         check_fitted(self, "model_")
         h = h if h is not None else self.h_
         if h is None:
@@ -604,14 +625,18 @@ class GenRe:
         select = self.cfg_.select if select is None else select
         if select not in SELECTIONS:
             raise ValueError(f"select must be one of {tuple(SELECTIONS)}, got {select!r}")
-        S = self.sample(X, tau=tau, sigma=sigma)                            # (M, n, D)
+        n = None if k is None else self.cfg_.n_samples * engine.check_options(k)
+        S = self.sample(X, n=n, tau=tau, sigma=sigma, constraints=constraints)   # (M, n, D)
         M, n, D = S.shape
         p = check_classifier(h, S.reshape(M * n, D)).reshape(M, n)           # h(x+) of each candidate
-        return S[np.arange(M), SELECTIONS[select](p, self, S)]               # (M, D)
+        score = SELECTIONS[select](p, self, S)                               # (M, n)
+        if k is None:
+            return S[np.arange(M), score.argmax(axis=1)]                     # (M, D)
+        return engine.best_distinct(S, score, k)                             # (M, k, D)
 
     def plausibility(self):
         """The LocalOutlierFactor(n_neighbors=5, novelty=True) of the training rows with y = 1
-        that best_plausible asks, fitted on first use. The benchmark's LOF metric (Sec. 5.1)
+        that plausible_then_h asks, fitted on first use. The benchmark's LOF metric (Sec. 5.1)
         is fitted the same way on the rows the hidden oracle accepts, which a method cannot
         see; the labels are its visible stand-in."""
         check_fitted(self, "model_")
@@ -620,8 +645,8 @@ class GenRe:
         return self.lof_
 
     def save(self, path, include_positives=True):
-        """One file, written whole: config, weights, bins and masks, and the training positives
-        select="plausible" needs (include_positives=False leaves them out)."""
+        """One file, written whole: config, weights, bins, masks and constraints, and the
+        training positives select="plausible" needs (include_positives=False leaves them out)."""
         engine.save(self, path, include_positives)
 
     @classmethod

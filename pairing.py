@@ -66,27 +66,33 @@ def l2_candidates(xs, Xg, n):
     return cand, (d2.max(dim=1).values - slack).clamp(min=0).sqrt()
 
 
-def group_top_k(xs, Xg, lam, T, n_candidates):
+def group_top_k(xs, Xg, lam, T, n_candidates, constraints=None):
     """Top-T log-weights -lam C(x, x+) of sources xs over one group's targets Xg.
 
     Exact if the group has at most n_candidates targets; else the L2 candidates
     re-ranked by exact L1. xs (c, D), Xg (G, D) -> idx (c, t) into Xg, cheapest
-    first, log-weights (c, t), certified (c,) bool; t = min(T, G).
+    first, log-weights (c, t), certified (c,) bool; t = min(T, G). constraints
+    (optional): C = inf for a target that breaks one (among the candidates only).
     """
     no_immutables = torch.zeros(xs.shape[1], dtype=torch.bool, device=xs.device)
     t = min(T, len(Xg))
     if len(Xg) <= n_candidates:                                              # exact: every target
-        logq, idx = torch.topk(-lam * l1_cost(xs, Xg, no_immutables), t, dim=1)   # (c, G) -> (c, t)
+        cost = l1_cost(xs, Xg, no_immutables)                                # (c, G)
+        breaks = None if constraints is None else constraints.pair_breaks(xs, Xg)
+        cost = cost if breaks is None else cost.masked_fill(breaks, float("inf"))
+        logq, idx = torch.topk(-lam * cost, t, dim=1)                        # (c, G) -> (c, t)
         return idx, logq, torch.ones(len(xs), dtype=torch.bool, device=xs.device)
     cand, r = l2_candidates(xs, Xg, n_candidates)                            # (c, C), (c,)
     cost = (xs[:, None, :] - Xg[cand]).abs().sum(-1)                         # (c, C, D) -> (c, C) exact L1
+    breaks = None if constraints is None else constraints.pair_breaks(xs, Xg[cand])
+    cost = cost if breaks is None else cost.masked_fill(breaks, float("inf"))
     logq, pick = torch.topk(-lam * cost, t, dim=1)                           # (c, t)
     certified = -logq[:, -1] / lam <= r                                      # K-th L1 <= any outsider's L1
     return cand.gather(1, pick), logq, certified
 
 
 def prefiltered_pairing(X_src, X_dst, lam, immutable, top_k, n_candidates=2048, chunk=512,
-                        stats=None):
+                        stats=None, constraints=None):
     """Eq. 6 truncated to its top K, as genre.pairing_distribution, searched per
     immutable group with an L2 prefilter re-ranked by exact L1 (module docstring):
 
@@ -101,7 +107,8 @@ def prefiltered_pairing(X_src, X_dst, lam, immutable, top_k, n_candidates=2048, 
     columns (the exact path puts other groups' targets there, also at 0).
     Memory: O(N- T) for the result plus O(chunk * (G + C D)) working space.
     If `stats` is a dict, it gets "certified", an (N-,) bool of the rows whose
-    top K is provably the exact one.
+    top K is provably the exact one. constraints (constraints.Constraints, optional): as
+    in genre.pairing_distribution, among each source's candidates.
     """
     if X_src.ndim != 2 or X_dst.ndim != 2 or X_src.shape[1] != X_dst.shape[1]:
         raise ValueError(f"X_src {tuple(X_src.shape)} and X_dst {tuple(X_dst.shape)} must be (rows, D) "
@@ -122,12 +129,12 @@ def prefiltered_pairing(X_src, X_dst, lam, immutable, top_k, n_candidates=2048, 
         X_group = X_dst[targets]                                             # (G, D)
         for s in range(0, len(sources), chunk):
             rows = sources[s:s + chunk]                                      # (c,)
-            i, logq, exact = group_top_k(X_src[rows], X_group, lam, T, n_candidates)
+            i, logq, exact = group_top_k(X_src[rows], X_group, lam, T, n_candidates, constraints)
             t = i.shape[1]
             idx[rows] = targets[i[:, :1]].int()                              # spare columns: the best target
             idx[rows, :t] = targets[i].int()
             prob[rows, :t] = torch.softmax(logq, dim=1)                      # renormalised over the top t
-            keep[rows], certified[rows] = True, exact
+            keep[rows], certified[rows] = torch.isfinite(logq[:, 0]), exact
     if stats is not None:
         stats["certified"] = certified
     if keep.all():

@@ -7,6 +7,7 @@ import torch
 
 import engine
 import genre
+from constraints import Constraints
 from engine import Settings
 from genre import GenRe, RecourseTransformer, feature_kinds, full_decoder, pairing_distribution, sample_recourse
 from test_genre import LinearH, dense, tiny, tiny_config, toy_data
@@ -55,8 +56,8 @@ def test_max_sources_pairs_a_uniform_subsample_and_changes_nothing_when_not_reac
     """Q is built for max_sources rows of D_h^- (train + validation), distinct rows of it;
     a cap at or above |D_h^-| gives the same pairs as no cap (the same random draws)."""
     X_neg, X_pos = torch.rand(200, 3), torch.rand(50, 3)
-    imm = np.zeros(3, dtype=bool)
-    pairs = lambda cap: engine.split_pairs(X_neg, X_pos, imm, tiny_config(), Settings(max_sources=cap), seed=0)
+    free = Constraints.free(3)
+    pairs = lambda cap: engine.split_pairs(X_neg, X_pos, free, tiny_config(), Settings(max_sources=cap), seed=0)
     capped = pairs(30)
     sources = torch.cat([capped[0].x, capped[1].x])                       # (30, D)
     assert len(sources) == 30 and len(torch.unique(sources, dim=0)) == 30
@@ -67,7 +68,7 @@ def test_max_sources_pairs_a_uniform_subsample_and_changes_nothing_when_not_reac
 
 def test_validation_sources_are_held_out_of_training():
     X_neg, X_pos = torch.rand(100, 3), torch.rand(50, 3)
-    train, val = engine.split_pairs(X_neg, X_pos, np.zeros(3, bool), tiny_config(), Settings(), seed=1)
+    train, val = engine.split_pairs(X_neg, X_pos, Constraints.free(3), tiny_config(), Settings(), seed=1)
     assert len(train.x) == 90 and len(val.x) == 10                        # val_frac 0.1
     rows = lambda t: {tuple(r.tolist()) for r in t}
     assert not rows(train.x) & rows(val.x) and rows(train.x) | rows(val.x) == rows(X_neg)
