@@ -229,3 +229,31 @@ class BinMask:
             value = torch.minimum(torch.maximum(value, L), U)
             nearest = torch.where(L <= U, torch.minimum(torch.maximum(x[:, j], L), U), x[:, j])
         return torch.where(ok.any(1), value, nearest.to(value.dtype))
+
+
+def revert_unneeded(X, X_plus, h, categorical, groups=(), rules: Constraints | None = None) -> np.ndarray:
+    """A sparsity post-step (not in the paper): each row's changed features are tried one at a
+    time, the smallest change first, back at x's value; a revert is kept where h still accepts
+    the recourse (h(x+) > 0.5) and every rule still holds. A one-hot group reverts as a whole.
+    X, X_plus (M, D) -> (M, D) float32, changing no more features than X_plus does."""
+    X, out = np.asarray(X, dtype=np.float32), np.array(X_plus, dtype=np.float32)
+    units = [list(g) for g in groups] + [[j] for j in np.flatnonzero(~in_groups(groups, X.shape[1]))]
+    change = np.stack([np.abs(out[:, u] - X[:, u]).sum(1) for u in units], axis=1)     # (M, U)
+    order = np.argsort(change, axis=1, kind="stable")                                  # smallest first
+    rows = np.arange(len(X))
+    for r in range(len(units)):
+        unit = order[:, r]                                                              # (M,) each row's r-th
+        candidate = out.copy()
+        for u, cols in enumerate(units):
+            mine = unit == u
+            candidate[np.ix_(mine, cols)] = X[np.ix_(mine, cols)]
+        ok = (change[rows, unit] > 0) & (np.asarray(h.predict_proba(candidate)) > 0.5)
+        if rules is not None:
+            ok &= ~rules.violated(X, candidate)
+        out[ok] = candidate[ok]
+    return out
+
+
+def features_changed(X, X_plus) -> np.ndarray:
+    """(M,) int: how many features each recourse changes (beyond float32 rounding)."""
+    return (np.abs(np.asarray(X_plus, dtype=np.float64) - np.asarray(X, dtype=np.float64)) > TOLERANCE).sum(axis=1)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from constraints import features_changed, revert_unneeded
 from common import atomic_write, check_folder, child_seed, provenance, set_seed, torch_threads
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
@@ -205,6 +206,8 @@ class Benchmark:
     seconds: dict = dataclasses.field(default_factory=dict)   # stage -> wall time (0 when cached)
     cache_dir: str | None = None                              # where fitted models are kept
     n_negatives: int | None = None                            # test negatives scored (set by evaluate_seed)
+    constraints: object = None                                # constraints.Constraints the methods keep, or None
+    constraints_at: str = "fit"                               # given to fit (a lender's rules) or to recourse
 
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:
@@ -370,15 +373,19 @@ def fit_lof(bench: Benchmark):
     return LocalOutlierFactor(n_neighbors=5, novelty=True).fit(positives)
 
 
-def score(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray) -> dict:
+def score(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray, constraints=None) -> dict:
     """The paper's metrics (Sec. 5.1) for recourses X_plus of rows X, both (M, D).
 
     Cost = mean L1 distance; Val = fraction with oracle P(y=1|x+) > 0.5;
-    LOF = fraction of inliers; Score = Val + LOF - Cost / d (maximum 2).
+    LOF = fraction of inliers; Score = Val + LOF - Cost / d (maximum 2). Beside them:
+    rows that change an immutable feature, rows that break a constraint (None when none
+    was given), and the mean number of features a recourse changes.
     """
     moved = X_plus[:, immutable] != X[:, immutable]
     return {**summarise_rows(*score_rows(X, X_plus, oracle, lof), d=X.shape[1]),
-            "immutable_violations": int(moved.any(axis=1).sum())}
+            "immutable_violations": int(moved.any(axis=1).sum()),
+            "constraint_violations": None if constraints is None else int(constraints.violated(X, X_plus).sum()),
+            "features_changed": float(features_changed(X, X_plus).mean())}
 
 
 def score_rows(X: np.ndarray, X_plus: np.ndarray, oracle, lof):
@@ -405,7 +412,19 @@ NNR_POOLS = {"nnr": "label", "nnr_h": "h", "nnr_dhplus": "dhplus"}      # Sec. 5
 # GenRe's rows: the paper's method (GenReConfig()), and the project's own recipe
 # (GenReConfig.plausible(): tau 5, the best plausible sample), sharing one trained model.
 GENRE_ROWS = {"genre": GenReConfig, "genre_plausible": GenReConfig.plausible}
-METHODS = (*GENRE_ROWS, *(m for b in MODED for m in (b, b + "_paper")), *NNR_POOLS)
+POST_STEPS = {"genre_sparse": "genre"}   # the paper's GenRe, then constraints.revert_unneeded
+METHODS = (*GENRE_ROWS, *POST_STEPS, *(m for b in MODED for m in (b, b + "_paper")), *NNR_POOLS)
+# What `python evaluate.py` runs unless told otherwise: the design's pieces (GenRe's rows, the
+# search it replaces, and the nearest-neighbour rows that isolate what learning adds, Sec. 5.5).
+DEFAULT_METHODS = ("genre", "genre_plausible", "wachter", *NNR_POOLS)
+OPTIONS = 3                               # options per person that GenRe's rows are scored for (diversity)
+
+
+def options_diversity(options: np.ndarray) -> float:
+    """The mean L1 cost between two options of the same person, over pairs and people. (M, k, D)."""
+    M, k, _ = options.shape
+    pairs = [np.abs(options[:, a] - options[:, b]).sum(1) for a in range(k) for b in range(a + 1, k)]
+    return float(np.mean(pairs)) if pairs else 0.0
 
 
 def genre_configs(overrides: dict | None = None, paper_sizes: bool = False, dataset: str = "") -> dict:
@@ -507,11 +526,34 @@ def load_or_fit_genre(bench: Benchmark, cfg: GenReConfig, key: str, verbose: boo
 
 
 def fit_one(method, bench: Benchmark):
-    """Fit a method on what a method may see: the train split (X, drawn y), h and the feature
-    roles. Never the oracle, the test split's labels or the metric's LOF."""
+    """Fit a method on what a method may see: the train split (X, drawn y), h, the feature
+    roles and a lender's constraints. Never the oracle, the test split's labels or the
+    metric's LOF."""
     ds = bench.ds
+    rules = {"constraints": bench.constraints} if bench.constraints is not None and bench.constraints_at == "fit" else {}
     return method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable,
-                      categorical=ds.categorical, groups=ds.groups)
+                      categorical=ds.categorical, groups=ds.groups, **rules)
+
+
+def recourse_of(method, X, bench: Benchmark, **options):
+    """method.recourse(X), given the benchmark's constraints when they are a person's (recourse time)."""
+    if bench.constraints is not None and bench.constraints_at == "recourse":
+        options["constraints"] = bench.constraints
+    return method.recourse(X, **options)
+
+
+class Sparse:
+    """A method's recourse with the sparsity post-step constraints.revert_unneeded after it
+    (the row genre_sparse: GenRe's, not the paper's)."""
+
+    def __init__(self, method, bench: Benchmark):
+        self.method, self.bench = method, bench
+        self.fit_seconds_ = getattr(method, "fit_seconds_", 0.0)
+
+    def recourse(self, X, constraints=None):
+        ds, rules = self.bench.ds, self.bench.constraints
+        X_plus = self.method.recourse(X) if constraints is None else self.method.recourse(X, constraints=constraints)
+        return revert_unneeded(X, X_plus, self.bench.h, ds.categorical, ds.groups, rules)
 
 
 def fit_method(name: str, bench: Benchmark, genre_configs=None, verbose: bool = True, memo=None,
@@ -519,6 +561,8 @@ def fit_method(name: str, bench: Benchmark, genre_configs=None, verbose: bool = 
     """Fit one method on the train split; GenRe's rows share a trained model through `memo`."""
     if name in GENRE_ROWS:
         return fit_genre(bench, (genre_configs or {}).get(name) or GENRE_ROWS[name](), verbose, memo)
+    if name in POST_STEPS:
+        return Sparse(fit_method(POST_STEPS[name], bench, genre_configs, verbose, memo, vae_epochs), bench)
     method = make_method(name, bench.seed, genre_configs, bench.cache_dir, verbose, vae_epochs)
     return fit_one(method, bench)
 
@@ -533,13 +577,19 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
     with torch_threads(1):          # every method on one thread: the same numbers whatever the machine's setting
         method = fit_method(name, bench, genre_configs, verbose, memo, vae_epochs)
         t1 = time.time()
-        X_plus = method.recourse(X_neg)
-    t2 = time.time()
-    result = score(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable)
+        X_plus = recourse_of(method, X_neg, bench)
+        t2 = time.time()
+        if name in GENRE_ROWS:                                      # k = 3 options: how far apart they are
+            result_options = options_diversity(recourse_of(method, X_neg, bench, k=OPTIONS))
+    rules = bench.constraints
+    result = score(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable, rules)
+    if name in GENRE_ROWS:
+        result["diversity"] = result_options
     if novel is None:                                               # (M,) bool, usually given by evaluate_seed
         novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)
     if novel.any():
-        result["novel"] = score(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable)
+        result["novel"] = score(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable,
+                                None if rules is None else rules.rows(novel))
     fit_seconds = getattr(method, "fit_seconds_", t1 - t0)
     result["h_valid"] = float((bench.h.predict_proba(X_plus) > 0.5).mean())   # what the method aimed at
     if hasattr(method, "active_units_"):
@@ -568,6 +618,11 @@ def aggregate(per_seed: list[dict]) -> dict:
         values = np.array([r[key] for r in per_seed])
         out[key], out[key + "_std"], out[key + "_per_seed"] = float(values.mean()), spread(values), values.tolist()
     out["immutable_violations"] = int(sum(r["immutable_violations"] for r in per_seed))
+    broken = [r.get("constraint_violations") for r in per_seed]
+    out["constraint_violations"] = None if None in broken else int(sum(broken))
+    out["features_changed"] = float(np.mean([r["features_changed"] for r in per_seed]))
+    if all("diversity" in r for r in per_seed):
+        out["diversity"] = float(np.mean([r["diversity"] for r in per_seed]))
     out["failed"] = int(sum(r["failed"] for r in per_seed))
     out["h_valid"] = float(np.mean([r["h_valid"] for r in per_seed]))
     if all("active_units" in r for r in per_seed):
@@ -647,11 +702,15 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
 
 def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = CACHE_DIR,
              retrain: bool = False, verbose: bool = True, genre_configs=None, explain: int = 0,
-             vae_epochs: int | None = None) -> dict:
+             vae_epochs: int | None = None, constraints: dict | None = None, constraints_at: str = "fit",
+             options: int = 1) -> dict:
     """Run the whole pipeline for one data set; return the results dict (see README).
 
-    With explain > 0, the first method's recourses for that many test negatives
-    of the first seed are printed as actions in original units.
+    constraints: actionability rules in original units, the keyword arguments of
+    Dataset.constraints (fixed, increase, decrease, ranges, allowed); every method keeps
+    them, given to fit (a lender's rules) or, constraints_at="recourse", to recourse only.
+    With explain > 0, the first method's recourses for that many test negatives of the
+    first seed are printed as actions in original units, `options` per person.
     """
     check_methods(methods)
     if len(seeds) == 0 or min(seeds) < 0:
@@ -664,28 +723,50 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
         raise ValueError(f"--explain must be 0 or more, got {explain}")
     if vae_epochs is not None and vae_epochs < 1:
         raise ValueError(f"--vae-epochs must be at least 1, got {vae_epochs} (a VAE needs training)")
+    if constraints_at not in ("fit", "recourse"):
+        raise ValueError(f"--constraints-at must be 'fit' or 'recourse', got {constraints_at!r}")
+    if options < 1 or (options > 1 and methods[0] not in GENRE_ROWS):
+        raise ValueError(f"--options {options}: several options per person come from GenRe's samples; "
+                         f"name a GenRe row ({', '.join(GENRE_ROWS)}) first in --methods")
+    rules = (load(data) if isinstance(data, str) else data).constraints(**constraints) if constraints else None
     benches, per_seed = [], []
     for seed in seeds:
-        bench = prepare(data, seed, cache_dir, retrain, verbose)
+        bench = dataclasses.replace(prepare(data, seed, cache_dir, retrain, verbose), constraints=rules,
+                                    constraints_at=constraints_at)
         scores, fitted, X_neg, _ = evaluate_seed(bench, methods, n_test, genre_configs, verbose, vae_epochs)
         benches.append(bench)
         per_seed.append(scores)
         if explain and seed == seeds[0]:
             X = X_neg[:explain]
-            log(explain_recourse(bench, X, fitted[methods[0]].recourse(X), methods[0]))
-    return summarise(benches[0].ds.name, n_test, seeds, benches, per_seed, genre_configs)
+            shown = recourse_of(fitted[methods[0]], X, bench, **({"k": options} if options > 1 else {}))
+            log(explain_recourse(bench, X, shown, methods[0]))
+    results = summarise(benches[0].ds.name, n_test, seeds, benches, per_seed, genre_configs)
+    if constraints:
+        results["constraints"] = {"rules": constraints, "given_at": constraints_at}
+    return results
 
 
 def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method: str) -> str:
-    """Recourses as actions in original units: "hours-per-week: 40 -> 45", categoricals by name,
-    with the oracle's P(favourable) before and after."""
-    p_before, p_after = oracle_proba(bench.oracle, X), oracle_proba(bench.oracle, X_plus)
-    lines = [f"Recourse by {method} for {len(X)} test negatives (original units):"]
-    for i, (x, xp) in enumerate(zip(X, X_plus)):
-        before, after = bench.ds.describe(x), bench.ds.describe(xp)
-        changes = [f"{c}: {before[c]} -> {after[c]}" for c in before if before[c] != after[c]]
-        lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} -> {p_after[i]:.2f}; "
-                     + ("; ".join(changes) if changes else "no change"))
+    """Recourses as actions in original units ("hours-per-week: 40 -> 45", categoricals by name),
+    with the oracle's P(favourable) before and after. X_plus (M, D), or (M, k, D): k options
+    for each person, one line each."""
+    options = X_plus if X_plus.ndim == 3 else X_plus[:, None]
+    p_before = oracle_proba(bench.oracle, X)
+    k = options.shape[1]
+    lines = [f"Recourse by {method} for {len(X)} test negatives (original units)"
+             + (f", {k} options each:" if k > 1 else ":")]
+    for i, x in enumerate(X):
+        before, p_after = bench.ds.describe(x), oracle_proba(bench.oracle, options[i])
+        actions = []
+        for xp in options[i]:
+            after = bench.ds.describe(xp)
+            changes = [f"{c}: {before[c]} -> {after[c]}" for c in before if before[c] != after[c]]
+            actions.append("; ".join(changes) if changes else "no change")
+        if k == 1:
+            lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} -> {p_after[0]:.2f}; {actions[0]}")
+            continue
+        lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} now")
+        lines += [f"      option {o + 1}: P(favourable) {p:.2f}; {a}" for o, (p, a) in enumerate(zip(p_after, actions))]
     return "\n".join(lines)
 
 
@@ -717,7 +798,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--immutable", help="with --csv: comma-separated columns recourse must keep")
     src.add_argument("--test-size", type=float, help="with --csv: test fraction (default 0.25)")
     p.add_argument("--methods", nargs="+", default=None,
-                   help=f"recourse methods to run (default: all, baselines in --baseline-mode): {', '.join(METHODS)}")
+                   help=f"recourse methods to run (default: {' '.join(DEFAULT_METHODS)}, a few minutes on a "
+                        f"laptop; 'all': the whole Table 2, baselines in --baseline-mode): {', '.join(METHODS)}")
     p.add_argument("--baseline-mode", choices=["designed", "paper", "both"], default="designed",
                    help="Table 2 baselines named without _paper run as their authors designed them (designed), "
                         "as the paper's runner ran them (paper, the NAME_paper rows), or both")
@@ -743,12 +825,58 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                       "(default cache/ beside evaluate.py)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
     p.add_argument("--quiet", action="store_true", help="print only the table")
+    act = p.add_argument_group(
+        "actionability constraints (original units; every method keeps them)",
+        "e.g. --increase age,education-num --range hours-per-week=35:60 --fixed relationship "
+        "--allow workclass=Private --explain 3 --options 3")
+    act.add_argument("--fixed", help="comma-separated columns that may not change (beyond the data set's immutables)")
+    act.add_argument("--increase", help="comma-separated numeric columns that may only go up")
+    act.add_argument("--decrease", help="comma-separated numeric columns that may only go down")
+    act.add_argument("--range", action="append", default=[], metavar="COLUMN=LO:HI",
+                     help="a numeric column's permitted range (either end may be left open: age=:65); repeatable")
+    act.add_argument("--allow", action="append", default=[], metavar="COLUMN=V1,V2",
+                     help="the values a categorical column may take; repeatable")
+    act.add_argument("--constraints-at", choices=["fit", "recourse"], default="fit",
+                     help="give the constraints to fit (a lender's rules: GenRe is trained with them) or only "
+                          "to recourse (a person's own limits, no retraining); default fit")
+    act.add_argument("--options", type=int, default=1, metavar="K",
+                     help="with --explain: K options per person (GenRe's rows; default 1)")
     return p.parse_args(argv)
 
 
+def constraints_from_args(args) -> dict | None:
+    """The constraint flags as Dataset.constraints' keyword arguments, or None if none was given."""
+    split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]
+
+    def pairs(items, flag):
+        out = {}
+        for item in items:
+            column, sep, value = item.partition("=")
+            if not sep or not column.strip():
+                raise ValueError(f"--{flag} takes COLUMN=VALUES, got {item!r}")
+            out[column.strip()] = value
+        return out
+
+    ranges = {}
+    for column, text in pairs(args.range, "range").items():
+        lo, sep, hi = text.partition(":")
+        try:
+            ranges[column] = tuple(float(v) if v.strip() else None for v in (lo, hi))
+        except ValueError:
+            raise ValueError(f"--range {column}={text}: give LO:HI as numbers (either may be empty)") from None
+        if not sep:
+            raise ValueError(f"--range {column}={text}: give LO:HI (either may be empty)")
+    spec = dict(fixed=split(args.fixed), increase=split(args.increase), decrease=split(args.decrease),
+                ranges=ranges, allowed={c: split(v) for c, v in pairs(args.allow, "allow").items()})
+    return spec if any(spec.values()) else None
+
+
 def methods_from_args(args) -> list[str]:
-    """--methods (default: every method), each Table 2 baseline's short name mapped by --baseline-mode."""
-    names = args.methods or [*GENRE_ROWS, *MODED, *NNR_POOLS]
+    """--methods (default: DEFAULT_METHODS; "all": every method), each Table 2 baseline's short
+    name mapped by --baseline-mode."""
+    names = args.methods or list(DEFAULT_METHODS)
+    if names == ["all"]:
+        names = [*GENRE_ROWS, *POST_STEPS, *MODED, *NNR_POOLS]
     check_methods(names)
     modes = {"designed": ("",), "paper": ("_paper",), "both": ("", "_paper")}[args.baseline_mode]
     out = []
@@ -830,7 +958,9 @@ def main(argv=None) -> int:
             write_json({"dataset": name}, args.out)                       # refuses, before any training
         results = evaluate(data, methods, args.seeds, args.n_test, args.cache, args.retrain,
                            verbose=not args.quiet, genre_configs=genre_configs_from_args(args, name),
-                           explain=args.explain, vae_epochs=args.vae_epochs)
+                           explain=args.explain, vae_epochs=args.vae_epochs,
+                           constraints=constraints_from_args(args), constraints_at=args.constraints_at,
+                           options=args.options)
         path = write_json(results, args.out)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
