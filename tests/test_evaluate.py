@@ -134,7 +134,8 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
 def test_aggregate_over_seeds():
     """Means and sample stds (ddof = 1) by hand; per-seed values kept in seed order; counts summed."""
     rows = [dict(cost=c, validity=v, lof=l, score=v + l - c / 2, immutable_violations=i, failed=f,
-                 seconds=s, fit_seconds=s - 1, recourse_seconds=0.5, score_seconds=0.5, h_valid=v, active_units=i)
+                 seconds=s, fit_seconds=s - 1, recourse_seconds=0.5, score_seconds=0.5, h_valid=v, active_units=i,
+                 constraint_violations=i + 1, features_changed=2.0 * i, diversity=s)
             for c, v, l, i, f, s in [(1.0, 0.5, 1.0, 0, 1, 3.0), (3.0, 1.0, 0.5, 2, 0, 5.0)]]
     out = evaluate.aggregate(rows)
     assert out["cost"] == 2.0 and out["cost_per_seed"] == [1.0, 3.0]
@@ -145,6 +146,9 @@ def test_aggregate_over_seeds():
     assert (out["immutable_violations"], out["failed"], out["seconds"]) == (2, 1, 4.0)
     assert out["seconds_per_seed"] == [3.0, 5.0] and out["fit_seconds"] == 3.0
     assert out["h_valid"] == 0.75 and out["active_units_per_seed"] == [0, 2]
+    assert (out["constraint_violations"], out["features_changed"], out["diversity"]) == (4, 2.0, 4.0)
+    unconstrained = [{**r, "constraint_violations": None} for r in rows]
+    assert evaluate.aggregate(unconstrained)["constraint_violations"] is None   # no rules given: none to break
     assert evaluate.aggregate(rows[:1])["score_std"] is None   # one seed: no spread to report
 
 
@@ -212,9 +216,9 @@ class Spy:
         Spy.seen += [("fit", X, y, h, immutable, categorical, groups)]
         return self
 
-    def recourse(self, X):
+    def recourse(self, X, k=None):
         Spy.seen += [("recourse", X)]
-        return X.copy()
+        return X.copy() if k is None else np.repeat(X[:, None], k, axis=1)   # GenRe's rows ask for k options
 
 
 def test_no_method_sees_the_oracle_the_test_labels_or_the_metrics_lof(moons_cache, monkeypatch):
@@ -223,7 +227,7 @@ def test_no_method_sees_the_oracle_the_test_labels_or_the_metrics_lof(moons_cach
     Spy.seen = []
     scores, fitted, X_neg, lof = evaluate.evaluate_seed(dataclasses.replace(bench, cache_dir=None),
                                                         ["nnr", "wachter", "genre"], 20, verbose=False)
-    assert len(Spy.seen) == 6                                     # three fits, three recourse calls
+    assert len(Spy.seen) == 7                                     # three fits, three recourse calls, GenRe's options
     forbidden = [bench.oracle, lof, bench.ds.y_test]
     for call in Spy.seen:
         for arg in call[1:]:
