@@ -207,7 +207,8 @@ class Benchmark:
     cache_dir: str | None = None                              # where fitted models are kept
     n_negatives: int | None = None                            # test negatives scored (set by evaluate_seed)
     constraints: object = None                                # constraints.Constraints the methods keep, or None
-    constraints_at: str = "fit"                               # given to fit (a lender's rules) or to recourse
+    constraints_at: str = "fit"                               # given to "fit" (a lender's rules), to "recourse"
+                                                              # (a person's), or to no method ("count": only scored)
 
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:

@@ -299,6 +299,103 @@ def draw_from_q(X, X_pos, lam, immutable, top_k, n, seed) -> np.ndarray:
     return out
 
 
+# ----------------------------------------------------------------------------- 6. Table 13: fractions
+
+FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)   # shares of the training rows GenRe is trained on
+FRACTION_SEEDS = (0, 1, 2)
+
+
+def fraction_study(name: str, seeds, n_test: int, cache: str) -> dict:
+    """App. D.5, Table 13: GenRe (both rows, one trained model) trained on a uniform share of
+    the training rows, drawn with its own stream of the seed; h, the test negatives and the
+    metric stay the seed's. {fraction: {"n_train", "fit_seconds", row: Score dicts, per seed}}."""
+    import evaluate
+    out = {str(f): {"n_train": [], "fit_seconds": [], **{row: [] for row in evaluate.GENRE_ROWS}} for f in FRACTIONS}
+    for seed in seeds:
+        bench = prepare(name, seed, cache)
+        X_neg, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
+        ds = bench.ds
+        for f in FRACTIONS:
+            rng = np.random.default_rng(child_seed(seed, f"fraction {f}"))
+            rows = np.sort(rng.choice(len(ds.y_train), int(round(f * len(ds.y_train))), replace=False))
+            part = dataclasses.replace(bench, ds=dataclasses.replace(ds, X_train=ds.X_train[rows], y_train=ds.y_train[rows]))
+            memo = {}
+            for row, preset in evaluate.GENRE_ROWS.items():
+                genre = fit_genre(part, preset(), verbose=False, memo=memo)
+                out[str(f)][row].append(score(X_neg, genre.recourse(X_neg), bench.oracle, lof, ds.immutable))
+            out[str(f)]["n_train"].append(len(rows))
+            out[str(f)]["fit_seconds"].append(genre.fit_seconds_)
+            log(f"[{name} seed {seed}] fraction {f}: genre score {out[str(f)]['genre'][-1]['score']:.3f} "
+                f"({genre.fit_seconds_:.0f}s)")
+    return out
+
+
+def plot_fractions(studies: dict, path: str) -> None:
+    """Table 13's figure: Score (left) and training seconds (right) against the share of the
+    training rows, mean over seeds; one line per GenRe row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import evaluate
+    (name, study), = studies.items()
+    shares = [float(f) for f in study]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for row in evaluate.GENRE_ROWS:
+        left.plot(shares, [np.mean([r["score"] for r in study[f][row]]) for f in study], "o-", label=row)
+    right.plot(shares, [np.mean(study[f]["fit_seconds"]) for f in study], "o-", color="tab:gray")
+    for ax, label in ((left, "Score (mean over seeds)"), (right, "training seconds (pairing + Algorithm 1)")):
+        ax.set_xscale("log")
+        ax.set_xticks(shares, [f"{s:g}" for s in shares])
+        ax.set_xlabel(f"share of {name}'s training rows")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle(f"GenRe on fractions of {name}'s training data (Table 13)")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- 7. Table 4: diffusion
+
+DIFFUSION_ROWS = ["genre", "diffusion_q", "diffusion_svdd5", "diffusion_svdd10", "diffusion_svdd5_kept"]
+
+
+# ----------------------------------------------------------------------------- 8. the constrained study
+
+# Common sense for adult (stated in results/README.md): age and education only go up, hours
+# per week within 35-60, relationship and marital status as they are; race and sex are the
+# data set's immutables.
+ADULT_RULES = dict(increase=["age", "education-num"], ranges={"hours-per-week": (35.0, 60.0)},
+                   fixed=["relationship", "marital-status"])
+
+
+def constrained_study(name: str, seeds, n_test: int, cache: str, vae_epochs=None) -> dict:
+    """Every method in its designed mode with ADULT_RULES given at fit (a lender's rules), the
+    Table 2 baselines as the paper's runner ran them given the same (they ignore them), GenRe
+    given them only at recourse time (no retraining), and each method without the rules:
+    {"rules": ..., "with": results, "at_recourse": results, "without": results}."""
+    import evaluate
+    designed = [*evaluate.GENRE_ROWS, *evaluate.POST_STEPS, *evaluate.MODED, *evaluate.NNR_POOLS]
+    rules = load_dataset_rules(name)
+    runs = {}
+    for key, methods, given_at in (("with", designed + [m + "_paper" for m in evaluate.MODED], "fit"),
+                                   ("at_recourse", list(evaluate.GENRE_ROWS), "recourse"),
+                                   ("without", designed, "count")):       # not given, their breaks counted
+        benches, per_seed = [], []
+        for seed in seeds:
+            bench = dataclasses.replace(prepare(name, seed, cache), constraints=rules, constraints_at=given_at)
+            per_seed.append(evaluate_seed(bench, methods, n_test, vae_epochs=vae_epochs)[0])
+            benches.append(bench)
+        runs[key] = summarise(name, n_test, seeds, benches, per_seed)
+    return {"rules": ADULT_RULES, **runs}
+
+
+def load_dataset_rules(name: str):
+    from datasets import load
+    return load(name).constraints(**ADULT_RULES)
+
+
 # ----------------------------------------------------------------------------- command line
 
 def write(out: str, fname: str, data: dict) -> None:
@@ -307,7 +404,11 @@ def write(out: str, fname: str, data: dict) -> None:
     atomic_write(os.path.join(out, fname), lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
-STAGES = ("development", "comparison", "generative", "lambda", "tau_sigma")
+STAGES = ("development", "ablation", "comparison", "generative", "lambda", "tau_sigma", "diffusion",
+          "fractions", "constrained", "gaps")
+LONGEST_FIRST = ("generative", "constrained", "ablation", "comparison", "diffusion", "fractions", "gaps",
+                 "development")
+STUDY_DATA = {"fractions": "adult", "constrained": "adult"}     # the studies of one data set
 
 
 def parse_args(argv=None):
@@ -389,16 +490,18 @@ def main(argv=None) -> int:
 
 def plan(args) -> list[tuple[str, str]]:
     """The run as independent units (stage, data set), roughly longest first so that --jobs
-    workers finish together: the generative baselines (four VAEs per seed), then the
-    comparison with its studies, then the development study. Units share only the cache
-    folder (each cached file is written whole), so any order gives the same numbers."""
+    workers finish together. Units share only the cache folder (each cached file is written
+    whole), so any order gives the same numbers."""
     generative = [m for m in args.methods if m in GENERATIVE]
-    units = [("generative", name) for name in args.datasets if generative and "generative" in args.only]
-    if {"comparison", "lambda", "tau_sigma"} & set(args.only):
-        units += [("comparison", name) for name in args.datasets]
-    if "development" in args.only:
-        units += [("development", name) for name in args.datasets]
-    return units
+    per_dataset = [("generative", bool(generative)), ("ablation", True), ("comparison", True),
+                   ("diffusion", True), ("development", True), ("gaps", True)]
+    units = []
+    for stage, wanted in per_dataset:
+        runs = stage in args.only or (stage == "comparison" and {"lambda", "tau_sigma"} & set(args.only))
+        units += [(stage, name) for name in args.datasets if wanted and runs]
+    units += [(stage, name) for stage, name in STUDY_DATA.items() if stage in args.only and name in args.datasets]
+    first = {"adult": 0, "heloc": 1, "compas": 2}                        # adult's units take longest
+    return sorted(units, key=lambda u: (first[u[1]], LONGEST_FIRST.index(u[0])))
 
 
 def run_unit(unit: tuple[str, str], args) -> dict:
@@ -406,29 +509,25 @@ def run_unit(unit: tuple[str, str], args) -> dict:
     t0, (stage, name) = time.time(), unit
     if stage == "development":
         out = {"scores": development_scores(name, args.dev_seeds, args.n_test, args.cache)}
+    elif stage == "ablation":
+        import ablation
+        out = {"scores": ablation.ablation_scores(name, args.dev_seeds_ablation, args.n_test, args.cache, log=log)}
     elif stage == "generative":
         out = {"results": comparison(name, args.generative_seeds, [m for m in args.methods if m in GENERATIVE],
                                      args.n_test, args.cache, vae_epochs=args.vae_epochs)[0]}
+    elif stage == "diffusion":
+        out = {"results": comparison(name, args.seeds, DIFFUSION_ROWS, args.n_test, args.cache)[0]}
+    elif stage == "fractions":
+        out = {"fractions": fraction_study(name, args.fraction_seeds, args.n_test, args.cache)}
+    elif stage == "constrained":
+        out = {"constrained": constrained_study(name, args.seeds, args.n_test, args.cache, args.vae_epochs)}
+    elif stage == "gaps":
+        import gaps
+        out = {"gaps": gaps.run_dataset(name, args.cache)}
     else:
         out = comparison_and_studies(name, args)
     log(f"[{name}] {stage} done")
     return {**out, "minutes": (time.time() - t0) / 60}
-
-
-def comparison_and_studies(name: str, args) -> dict:
-    """Table 2 for the methods that are not generative, then the lambda and tau/sigma studies,
-    which reuse its seed-0 GenRe."""
-    out, main_methods = {}, [m for m in args.methods if m not in GENERATIVE]
-    if "comparison" in args.only:
-        out["results"], reuse = comparison(name, args.seeds, main_methods, args.n_test, args.cache)
-    else:
-        reuse = seed_model(name, args.seeds[0], args.n_test, args.cache)
-    if "tau_sigma" in args.only:
-        out["tau_sigma"] = tau_sigma(**reuse)
-    if "lambda" in args.only:
-        out["lambda"] = lambda_sweep(reuse["bench"], reuse["genre"], reuse["X_neg"], reuse["lof"], args.lambdas,
-                                     with_cruds="cruds" in args.methods, vae_epochs=args.vae_epochs)
-    return out
 
 
 def run_all(units, args):
@@ -448,35 +547,49 @@ def run_all(units, args):
 
 
 def run(args) -> None:
-    """Run the chosen stages and write their JSON files (each written whole as its unit
-    finishes); each unit's minutes and the whole run's go to <out>/timing.json."""
+    """Run the chosen stages and write their JSON files (each written whole as soon as what it
+    holds is done); each unit's minutes and the whole run's go to <out>/timing.json."""
     args.lambdas = (1.0, 5.0, 10.0) if args.quick else LAMBDAS
     args.dev_seeds = DEV_SEEDS[:1] if args.quick else DEV_SEEDS
+    import ablation
+    args.dev_seeds_ablation = ablation.SEEDS[:1] if args.quick else ablation.SEEDS
+    args.fraction_seeds = args.seeds[:1] if args.quick else FRACTION_SEEDS
     command = "python experiments.py " + " ".join(sys.argv[1:])
-    t0, timing, dev_scores, sweeps, studies = time.time(), {}, {}, {}, {}
+    t0, timing, collected = time.time(), {}, {}
     units = plan(args)
     log(f"{len(units)} units on {args.jobs} worker(s): " + ", ".join(f"{s} {n}" for s, n in units))
     for (stage, name), out in run_all(units, args):
         timing[f"{stage} {name}"] = {"minutes": out["minutes"], "command": command}
-        if stage == "development":
-            dev_scores[name] = out["scores"]
-        elif stage == "generative":
+        if stage == "generative":
             write(args.out, f"{name}_generative.json", out["results"])
-        else:
+        elif stage == "comparison":
             if "results" in out:
                 write_json(out["results"], args.out, published_ok=True)
-            studies.update({name: out["tau_sigma"]} if "tau_sigma" in out else {})
-            sweeps.update({name: out["lambda"]} if "lambda" in out else {})
+            for key in ("tau_sigma", "lambda"):
+                if key in out:
+                    collected.setdefault(key, {})[name] = out[key]
+        else:
+            collected.setdefault(stage, {})[name] = next(v for k, v in out.items() if k != "minutes")
     in_order = lambda d: {n: d[n] for n in args.datasets if n in d}
-    if dev_scores:
-        dev = rank_candidates(in_order(dev_scores), args.dev_seeds, args.n_test)
+    collected = {stage: in_order(by_name) for stage, by_name in collected.items()}
+    if "development" in collected:
+        dev = rank_candidates(collected["development"], args.dev_seeds, args.n_test)
         write(args.out, "development.json", dev)
         log(f"development study: first {dev['first']!r}")
-    if studies:
-        write(args.out, "tau_sigma.json", in_order(studies))
-    if sweeps:
-        write(args.out, "lambda_sweep.json", in_order(sweeps))
-        plot_lambda(in_order(sweeps), os.path.join(args.figures, "lambda_sweep.png"))
+    if "ablation" in collected:
+        import ablation
+        write(args.out, "ablation.json", {"seeds": list(args.dev_seeds_ablation), "n_test": args.n_test,
+                                          **ablation.summarise(collected["ablation"])})
+    if "diffusion" in collected:
+        write(args.out, "diffusion.json", collected["diffusion"])
+    for stage in ("fractions", "constrained", "gaps", "tau_sigma"):
+        if stage in collected:
+            write(args.out, f"{stage}.json", collected[stage])
+    if "lambda" in collected:
+        write(args.out, "lambda_sweep.json", collected["lambda"])
+        plot_lambda(collected["lambda"], os.path.join(args.figures, "lambda_sweep.png"))
+    if "fractions" in collected:
+        plot_fractions(collected["fractions"], os.path.join(args.figures, "fractions.png"))
     path = os.path.join(args.out, "timing.json")
     whole = set(args.only) == set(STAGES) and set(args.datasets) == set(DATASETS)
     key = "run" if whole else "run: --only " + " ".join(args.only)      # "run" is the whole run's alone

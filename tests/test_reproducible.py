@@ -1,0 +1,66 @@
+"""The same seed gives the same numbers: at one and at two threads, and as published.
+
+README, "Reproducibility": with the pinned versions (requirements.txt) on a CPU of the same
+family, a seed's JSON repeats bit for bit whatever the thread settings; these tests check it.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMES = ("seconds", "fit_seconds", "recourse_seconds", "score_seconds", "seconds_per_seed", "stage_seconds")
+
+
+def without_times(value):
+    """A results dict without wall-clock times and provenance, the parts that may differ."""
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k not in TIMES and k != "provenance"}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
+
+
+def run_cli(args, threads, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    out = tmp_path / f"out{threads}"
+    subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), *args, "--out", str(out),
+                    "--cache", str(tmp_path / f"cache{threads}"), "--quiet"], check=True, env=env,
+                   capture_output=True, cwd=tmp_path)
+    (path,) = out.glob("*.json")
+    return json.loads(path.read_text())
+
+
+def test_a_small_benchmark_gives_the_same_json_at_one_and_two_threads(tmp_path):
+    """Every stage (oracle, labels, h, GenRe's fit and sampling, a search, NNR, the metric) at
+    OMP_NUM_THREADS=1 and =2, each from an empty cache: the JSON is equal, float for float."""
+    rng = np.random.default_rng(0)
+    n = 400
+    x1, x2 = rng.normal(size=n), rng.integers(0, 5, n)
+    group = rng.choice(["a", "b", "c"], n)
+    y = (x1 + 0.5 * x2 + (group == "b") + rng.normal(0, 0.5, n) > 1.5).astype(int)
+    csv = tmp_path / "small.csv"
+    csv.write_text("x1,x2,group,y\n" + "".join(f"{a:.4f},{b},{g},{t}\n" for a, b, g, t in zip(x1, x2, group, y)))
+    args = ["--csv", str(csv), "--target", "y", "--categorical", "group", "--seeds", "0", "1",
+            "--methods", "genre", "genre_plausible", "wachter", "nnr_dhplus", "--n-test", "30",
+            "--set", "steps=30", "n_enc_layers=1", "n_dec_layers=1"]
+    one, two = run_cli(args, 1, tmp_path), run_cli(args, 2, tmp_path)
+    assert one["methods"]["genre"]["score_per_seed"] and one["seeds"] == [0, 1]
+    assert without_times(one) == without_times(two)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(HERE, "results", "compas.json")), reason="no published results")
+def test_a_published_per_seed_number_repeats_exactly(tmp_path):
+    """compas seed 0 from an empty cache: GenRe (the paper's method) and NNR (D_h^+) give the
+    Scores, Costs, Vals and LOFs results/compas.json publishes for that seed, exactly."""
+    import evaluate
+    published = json.loads(open(os.path.join(HERE, "results", "compas.json")).read())
+    seed = published["seeds"].index(0)
+    ran = evaluate.evaluate("compas", ["genre", "nnr_dhplus"], [0], published["n_test_requested"],
+                            str(tmp_path), verbose=False)
+    for method in ("genre", "nnr_dhplus"):
+        for key in ("cost", "validity", "lof", "score"):
+            assert ran["methods"][method][key] == published["methods"][method][key + "_per_seed"][seed], (method, key)
