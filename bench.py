@@ -1,17 +1,18 @@
 """Speed and memory of the pipeline, measured and written to BENCHMARKS.md.
 
     python bench.py                      # parts 1-4 (~15 minutes on a 2-core CPU)
-    python bench.py --only throughput --json gpu.json    # just GenRe's throughput (as run on a GPU)
+    python bench.py --only throughput --json out.json    # just GenRe's throughput, raw numbers kept
     python bench.py --scaling            # 5. scaling study on synthetic data, and figures/scaling.png
     python bench.py --million            # 6. a million rows: prefiltered pairing vs exact on 100k
     python bench.py --pairing-error      # 7. the prefilter's error against the exact top K
 
 What is measured (each a median over --repeats runs unless said otherwise):
-  1. GenRe training throughput, pairs per second, default and paper() configs;
+  1. GenRe training: milliseconds per optimiser step, and the steps a fit runs, apart,
+     for GenReConfig() and GenReConfig.paper_sizes();
   2. sampling throughput, samples per second, 2,000 negatives x 10 samples;
   3. building adult's pairing distribution Q: seconds and peak resident memory;
-  4. `python evaluate.py --dataset D --seeds 0` end to end from a cold cache, per
-     data set: seconds per stage and peak resident memory, with GenRe's Score;
+  4. `python evaluate.py --dataset D` end to end from a cold cache, per data set:
+     seconds per stage and peak resident memory, with GenRe's Score;
   5. loading, pairing, training and 1,000 recourses on a synthetic table of
      N = 10k, 100k, 1M rows (d = 13) and 100k (d = 21): seconds and peak memory
      per stage, one run each;
@@ -57,15 +58,16 @@ def machine() -> str:
 # ----------------------------------------------------------------------------- 1-2. throughput
 
 def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 13,
-               n_neg: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """GenRe on random data labelled by a fixed linear h: (training pairs/s, candidate
-    samples/s, recourses/s).
+               n_neg: int = 2000, seed: int = 0) -> tuple[float, float, float, int, int]:
+    """GenRe on random data labelled by a fixed linear h: (ms per training step, candidate
+    samples/s, recourses/s, the batch, the steps a fit of this config runs).
 
-    Training time is the optimiser loop alone (the fit's history), pairs = steps x batch.
-    Candidate samples: 10 per row for n_neg rows with the fast (cached) decoder. Recourses:
-    the whole recourse() call for n_neg rows (10 candidates each, h on them, the choice).
+    Training time is the optimiser loop alone (the fit's history). Candidate samples: 10 per
+    row for n_neg rows with the fast (cached) decoder. Recourses: the whole recourse() call
+    for n_neg rows (10 candidates each, h on them, the choice).
     """
-    from genre import GenRe, GenReConfig
+    from engine import Settings
+    from genre import GenRe, GenReConfig, training_steps
     rng = np.random.default_rng(seed)
     X = rng.random((n_rows, n_features)).astype(np.float32)
     w = torch.from_numpy(rng.normal(size=n_features).astype(np.float32))
@@ -75,18 +77,19 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
             return torch.sigmoid(5 * (torch.as_tensor(X) - 0.5) @ w).numpy()
 
     y = (rng.random(n_rows) < LinearH().predict_proba(X)).astype(int)
-    from engine import Settings
+    full = GenReConfig.paper_sizes() if paper else GenReConfig()
     cfg = GenReConfig.paper_sizes(steps=steps) if paper else GenReConfig(steps=steps)
     model = GenRe(cfg, random_state=seed, verbose=False, settings=Settings(eval_every=steps)).fit(X, y, LinearH())
     train_seconds = model.history_[-1]["seconds"]
-    model.recourse(X[:10])                                                  # warm up (and fit the LOF)
+    model.recourse(X[:10])                                                  # warm up
     t0 = time.time()
     model.sample(X[:n_neg])
     t1 = time.time()
     model.recourse(X[:n_neg])
     t2 = time.time()
-    return (steps * min(cfg.batch_size, model.n_sources_) / train_seconds,
-            n_neg * cfg.n_samples / (t1 - t0), n_neg / (t2 - t1))
+    n_train = int(round(0.9 * ((y == 0) & (LinearH().predict_proba(X) <= 0.5)).sum()))   # training sources
+    batch, fit_steps = training_steps(n_train, n_features, full)
+    return 1000 * train_seconds / steps, n_neg * cfg.n_samples / (t1 - t0), n_neg / (t2 - t1), batch, fit_steps
 
 
 def model_size(paper: bool) -> str:
@@ -98,15 +101,22 @@ def model_size(paper: bool) -> str:
 
 def median_throughput(paper: bool, steps: int, repeats: int, n_features: int) -> dict:
     runs = [throughput(paper, steps, n_features=n_features, seed=r) for r in range(repeats)]
-    return {"pairs_per_s": statistics.median(r[0] for r in runs),
+    return {"ms_per_step": statistics.median(r[0] for r in runs),
             "samples_per_s": statistics.median(r[1] for r in runs),
             "recourses_per_s": statistics.median(r[2] for r in runs),
+            "batch": runs[0][3], "fit_steps": runs[0][4],
             "steps": steps, "n_features": n_features, "repeats": repeats, "machine": machine(),
             "model": model_size(paper)}
 
 
-# GPU files written before bench.py recorded the model: the CPU default then had 2 heads.
-OLD_DEFAULT = "2+2 layers, 2 heads, d_model 32 (the default config of the time)"
+def code_state() -> str:
+    """The commit the measurement ran with, and GenReConfig()'s budget and sizes then."""
+    from common import provenance
+    from genre import GenReConfig
+    p, c = provenance(), GenReConfig()
+    commit = f"commit {str(p['commit'])[:10]}" + (" with uncommitted changes" if p["dirty"] else "")
+    return (f"{commit}; GenReConfig(): {c.n_enc_layers}+{c.n_dec_layers} layers, lr {c.lr:g}, batch {c.batch_size}, "
+            f"at most {c.feature_steps} / d steps, tau {c.tau:g}")
 
 
 # adult has 13 features, heloc 21: a step and a sample cost about D tokens each
@@ -165,16 +175,13 @@ def pairing(cache: str, repeats: int) -> dict:
             "n_neg": int(n_neg), "n_pos": int(n_pos), "repeats": repeats}
 
 
-E2E_METHODS = ("genre", "genre_paper", "nnr_dhplus")      # the README's quick start
-
-
 def end_to_end(dataset: str, repeats: int) -> dict:
-    """`python evaluate.py --dataset D --seeds 0 --methods E2E_METHODS` from an empty cache:
-    stage seconds and peak memory."""
+    """`python evaluate.py --dataset D` (the README's command: evaluate.DEFAULT_METHODS, seed 0)
+    from an empty cache: stage seconds and peak memory."""
     runs = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            argv = ["evaluate.py", "--dataset", dataset, "--seeds", "0", "--quiet", "--methods", *E2E_METHODS,
+            argv = ["evaluate.py", "--dataset", dataset, "--quiet",
                     "--cache", os.path.join(tmp, "cache"), "--out", tmp]
             sec, rss, _ = run_child(RUN_SCRIPT.format(argv=argv))
             with open(os.path.join(tmp, f"{dataset}.json")) as f:
@@ -475,7 +482,7 @@ def growth_exponent(ns, values) -> float:
 def scaling_section(runs: list[dict], command: str) -> str:
     out = ["## Scaling on synthetic tabular data", "",
            f"Written by `{command}` (load average {os.getloadavg()[0]:.1f} at the end; "
-           f"other work shared the CPU). Machine: {machine()}.", "",
+           f"other work shared the CPU). Machine: {machine()}; {code_state()}.", "",
            "The table comes from `bench.synthetic` (2 immutable binaries, 2-3 mutable binaries, "
            "correlated continuous features, label y ~ Bernoulli(sigmoid(3 f(x))) with a nonlinear f); "
            "h is a (32, 32) MLP fitted on 20,000 rows. One child process per row, two side by side "
@@ -545,7 +552,7 @@ def million_section(res: dict, command: str, load_before: float) -> str:
     return "\n".join([
         "## A million rows on one machine", "",
         f"Written by `{command}`; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
-        f"(other work shared the 2 cores). Machine: {machine()}.", "",
+        f"(other work shared the 2 cores). Machine: {machine()}; {code_state()}.", "",
         "`GenRe.fit` with the default config on the 1,000,000-row synthetic table (Eq. 6 for "
         "max_sources = 100,000 sources of D_h^- drawn uniformly, over all of D_h^+, by "
         "`pairing.prefiltered_pairing`), then `GenRe.recourse` for 1,000 fresh rows with h <= 0.5, "
@@ -566,7 +573,7 @@ def million_section(res: dict, command: str, load_before: float) -> str:
 
 def pairing_error_section(rows: list[dict], command: str) -> str:
     out = ["## Prefiltered pairing: error against the exact top K", "",
-           f"Written by `{command}`. Machine: {machine()}.", "",
+           f"Written by `{command}`. Machine: {machine()}; {code_state()}.", "",
            "Eq. 6 (lambda 5, K 1000) for 2,000 sources drawn at random from the synthetic table's D_h^-, "
            "each over all of its D_h^+, exact "
            "(`genre.pairing_distribution`) and prefiltered (`pairing.prefiltered_pairing`: per immutable "
@@ -589,11 +596,12 @@ def beyond_section(runs: list[dict]) -> str:
     """"Past one machine": the largest N measured per stage, and the arithmetic of going further."""
     big = max(runs, key=lambda r: (r["n"], -r["d"]))
     n, d, p, t, rc = big["n"], big["d"], big["pairing"], big["training"], big["1,000 recourses"]
+    from engine import Settings
     from genre import GenReConfig, RecourseTransformer
-    c = GenReConfig()
+    c, settings = GenReConfig(), Settings()
     n_params = sum(q.numel() for q in RecourseTransformer(d, c).parameters())
     steps = round(c.feature_steps / d)
-    q_gb = min(p["n_neg"], c.max_sources) * c.top_k * 8 / 1e9           # int32 index + float32 CDF per partner
+    q_gb = min(p["n_neg"], settings.max_sources) * c.top_k * 8 / 1e9    # int32 index + float32 CDF per partner
     per_source_ms = 1e3 * p["cpu_seconds"] / p["n_src"]
     lines = ["## Past one machine", "",
              f"Measured here (`python bench.py --scaling`, table above): every stage ran at N = {n:,} rows, "
@@ -603,7 +611,7 @@ def beyond_section(runs: list[dict]) -> str:
              f"{t['peak_mb'] / 1024:.1f} GB, 1,000 recourses {rc['seconds']:.0f} s / {rc['peak_mb'] / 1024:.1f} GB. "
              "What grows with N, and what to do past this machine:", "",
              f"- **Storage of Q.** Each source keeps T = {c.top_k} partners (an int32 index and a float32 "
-             f"CDF, 8 kB), and at most max_sources = {c.max_sources:,} sources are paired: {q_gb:.1f} GB "
+             f"CDF, 8 kB), and at most max_sources = {settings.max_sources:,} sources are paired: {q_gb:.1f} GB "
              f"whatever N. Loading holds the table itself: {big['loading']['peak_mb'] / 1024:.1f} GB at "
              f"{n:,} rows, so this machine's 24 GB end near {24 * 1024 / big['loading']['peak_mb'] * n / 1e6:.0f}M "
              "rows, first of all stages; past that, read the CSV in row blocks into a memory-mapped array.",
@@ -621,111 +629,46 @@ def beyond_section(runs: list[dict]) -> str:
              f"all-reduces the gradients each step: the default model's {n_params / 1e3:.0f}k parameters "
              f"are {n_params * 4 / 1e3:.0f} kB, so the all-reduce is cheap next to the step.",
              f"- **Recourse** is independent per row: shard the rows. The plausibility LOF is fitted once "
-             f"on at most lof_rows = {c.lof_rows:,} training positives, so it stops growing there."]
+             f"on at most lof_rows = {settings.lof_rows:,} training positives, so it stops growing there."]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- training speed against a commit
-
-TRAIN_CHILD = """
-import sys, time, numpy as np
-sys.path.insert(0, {folder!r})
-import genre
-d = np.load({data!r})
-X, y, p = d["X"], d["y"], d["p"]
-class H:                                         # h's probabilities on the training rows, as computed once
-    def predict_proba(self, Z):
-        assert len(Z) == len(X)
-        return p
-steps = {steps}                                  # None: the revision's own default budget
-cfg = genre.GenReConfig() if steps is None else genre.GenReConfig(steps=steps, feature_steps=None, eval_every=steps)
-model = genre.GenRe(cfg, random_state=0, verbose=False).fit(X, y, H(), immutable=d["imm"], categorical=d["cat"])
-print("TRAIN_SECONDS", model.history_[-1]["seconds"], "STEPS", model.history_[-1]["step"])
-"""
-
-
-def train_speed(against: str, steps: int, repeats: int) -> dict:
-    """GenRe's training loop on adult's pairs (seed 0's drawn labels and h), this tree's genre.py
-    against genre.py at git revision `against`, interleaved in child processes: the medians and
-    their ratio. Each child runs its own genre.py with that revision's defaults (threads included)."""
-    import evaluate
-    bench = evaluate.prepare("adult", 0, cache_dir=os.path.join(HERE, "cache"), verbose=False)
-    ds = bench.ds
-    with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "adult.npz")
-        np.savez(data, X=ds.X_train, y=ds.y_train, p=bench.h.predict_proba(ds.X_train),
-                 imm=ds.immutable, cat=ds.categorical)
-        old = os.path.join(tmp, "old")
-        os.makedirs(old)
-        for module in ("genre.py", "common.py", "datasets.py", "pairing.py"):
-            shown = subprocess.run(["git", "show", f"{against}:{module}"], cwd=HERE, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            if shown.returncode == 0:
-                with open(os.path.join(old, module), "w") as f:
-                    f.write(shown.stdout)
-        seconds, n_steps = {"this tree": [], against: []}, {}
-        for _ in range(repeats):
-            for name, folder in (("this tree", HERE), (against, old)):
-                _, _, out = run_child(TRAIN_CHILD.format(folder=folder, data=data, steps=steps))
-                seconds[name].append(float(out.split("TRAIN_SECONDS")[1].split()[0]))
-                n_steps[name] = int(out.split("STEPS")[1].split()[0])
-    med = {k: statistics.median(v) for k, v in seconds.items()}
-    return {"against": against, "steps": steps, "n_steps": n_steps, "repeats": repeats, "seconds": seconds,
-            "median": med, "ratio": med[against] / med["this tree"], "load": os.getloadavg()[0]}
-
-
-def train_speed_section(r: dict, command: str) -> str:
-    return "\n".join([
-        "## GenRe training speed against an earlier commit", "",
-        f"`{command}`: GenRe's training loop on adult's pairs (seed 0), "
-        + ("each revision's default budget" if r["steps"] is None else f"{r['steps']} optimiser steps")
-        + f", this tree's genre.py and that of commit {r['against']} alternately in child processes, "
-        f"{r['repeats']} times each; each uses its own defaults (threads, batch, step budget). "
-        f"Load average at the end: {r['load']:.1f}.", "",
-        "| genre.py | steps | seconds per run | median |", "|---|---|---|---|",
-        *(f"| {k} | {r['n_steps'][k]:,} | {', '.join(f'{s:.1f}' for s in v)} | {r['median'][k]:.1f} |"
-          for k, v in r["seconds"].items()),
-        "", f"Speed-up of this tree: **{r['ratio']:.2f}x** (ratio of the medians, measured in one run). "
-        "The Score of each setting on the test seeds 0-2 is in results/README.md, \"The chosen training "
-        "budget on the test seeds\" (`python experiments.py --only budget`)."])
 
 
 # ----------------------------------------------------------------------------- BENCHMARKS.md
 
-def report(res: dict, gpu: dict | None, args) -> dict:
+def report(res: dict, args) -> dict:
     """BENCHMARKS.md's sections for the parts measured in `res`: {section name: markdown}."""
     sections = {}
     command = f"`python bench.py --repeats {args.repeats} --e2e-repeats {args.e2e_repeats}" + \
         (f" --only {args.only}`" if args.only else "`")
     if "throughput" in res:
         out = ["## GenRe throughput (synthetic data, 20,000 rows, D features)", "",
-                f"Median of {args.repeats} runs. Training: pairs per second of the optimiser loop "
-                "(steps x batch / loop time). Candidate samples/s: 2,000 negatives x 10 samples, cached "
-                "decoder. Recourses/s: the whole `GenRe.recourse()` call for 2,000 negatives (10 "
-                "candidates each, h on them, the plausible choice).", "",
-                "| config | model | D | training pairs/s | candidate samples/s | recourses/s | steps timed |",
-                "|---|---|---|---|---|---|---|"]
-        rows = list(res["throughput"].items()) + [(f"{k}, GPU", r) for k, r in (gpu or {}).items()]
-        for name, r in rows:
-            model = r.get("model", model_size(True) if name.startswith("paper") else OLD_DEFAULT)
-            recourses = f"{r['recourses_per_s']:,.0f}" if "recourses_per_s" in r else "not measured"
-            out.append(f"| {name.split(' D=')[0]} | {model} | {r.get('n_features', 13)} | {r['pairs_per_s']:,.0f} "
-                       f"| {r['samples_per_s']:,.0f} | {recourses} | {r['steps']} |")
-        if gpu:
-            out += ["", f"GPU rows: {next(iter(gpu.values()))['machine']}; measured by "
-                    "`python bench.py --only throughput --json gpu.json` on that machine."]
-        sections["throughput"] = "\n".join(out + ["", f"Machine: {machine()}; {command}."])
+                f"Median of {args.repeats} runs. Training: milliseconds per optimiser step (batch of "
+                "pairs, the loop alone), and the steps a fit runs at the config's budget (the default: at "
+                "most 10000 / D; the paper's sizes: 2000 epochs) shown apart, so a change in the budget "
+                "is not read as a change in speed. Candidate samples/s: 2,000 negatives x 10 samples, "
+                "cached decoder. Recourses/s: the whole `GenRe.recourse()` call for 2,000 negatives (10 "
+                "candidates each, h on them, the best by h).", "",
+                "| config | model | D | batch | ms per step | steps a fit runs | candidate samples/s | recourses/s "
+                "| steps timed |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in res["throughput"].items():
+            out.append(f"| {name.split(' D=')[0]} | {r['model']} | {r['n_features']} | {r['batch']} | "
+                       f"{r['ms_per_step']:.1f} | {r['fit_steps']} | {r['samples_per_s']:,.0f} | "
+                       f"{r['recourses_per_s']:,.0f} | {r['steps']} |")
+        sections["throughput"] = "\n".join(out + ["", f"Machine: {machine()}; {command}; {code_state()}."])
     if "pairing" in res:
         r = res["pairing"]
         sections["pairing"] = "\n".join([
             "## Pairing distribution Q for adult", "",
             f"|D_h^-| = {r['n_neg']}, |D_h^+| = {r['n_pos']}, top K = 1000, chunks of 1024 sources: "
             f"**{r['seconds']:.2f} s** (median of {r['repeats']}), peak resident memory of the "
-            f"process {r['peak_mb']:.0f} MB (data, oracle and h included). Machine: {machine()}; {command}."])
+            f"process {r['peak_mb']:.0f} MB (data, oracle and h included). Machine: {machine()}; {command}; "
+            f"{code_state()}."])
     if "end_to_end" in res:
-        out = ["## `python evaluate.py --dataset D --seeds 0 --methods " + " ".join(E2E_METHODS) + "`, cold cache", "",
-                f"GenRe (both rows) and NNR (D_h^+), 200 test negatives; median of {args.e2e_repeats} run(s). "
-                "Stage seconds are wall times recorded by evaluate.py.", ""]
+        from evaluate import DEFAULT_METHODS
+        out = ["## `python evaluate.py --dataset D`, cold cache", "",
+                f"The README's command: {', '.join(DEFAULT_METHODS)} on seed 0, 200 test negatives; median "
+                f"of {args.e2e_repeats} run(s). Stage seconds are wall times recorded by evaluate.py; the total "
+                "is the whole command's, start-up included.", ""]
         names = list(res["end_to_end"])
         stages = list(res["end_to_end"][names[0]]["stages"])
         out += ["| stage | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -734,7 +677,7 @@ def report(res: dict, gpu: dict | None, args) -> dict:
         for label, key, fmt in (("**total seconds**", "total", "{:.0f}"), ("peak memory MB", "peak_mb", "{:.0f}"),
                                 ("GenRe Score", "genre_score", "{:.3f}")):
             out.append(f"| {label} | " + " | ".join(fmt.format(res['end_to_end'][n][key]) for n in names) + " |")
-        sections["end-to-end"] = "\n".join(out + ["", f"Machine: {machine()}; {command}."])
+        sections["end-to-end"] = "\n".join(out + ["", f"Machine: {machine()}; {command}; {code_state()}."])
     return sections
 
 
@@ -759,7 +702,6 @@ def main(argv=None) -> int:
     p.add_argument("--e2e-repeats", type=int, default=1, help="runs per end-to-end figure (each takes minutes)")
     p.add_argument("--paper-steps", type=int, default=3, help="optimiser steps timed for the paper config")
     p.add_argument("--json", help="also write the raw numbers here")
-    p.add_argument("--gpu-json", help="a --json file made on a GPU machine, added to the throughput table")
     p.add_argument("--out", default="BENCHMARKS.md", help="the report (default BENCHMARKS.md)")
     p.add_argument("--scaling", action="store_true",
                    help="scaling study on synthetic data (loading, pairing, training, 1,000 recourses at "
@@ -779,10 +721,6 @@ def main(argv=None) -> int:
                         "top K, and its speed-up, for 2,000 sources of the synthetic table (N = 100k "
                         "and 1M at d = 13, 100k at d = 21)")
     p.add_argument("--n-candidates", type=int, default=2048, help="the prefilter's candidates per source")
-    p.add_argument("--train-speed", metavar="REV",
-                   help="time GenRe's training on adult against genre.py at git revision REV (side by side)")
-    p.add_argument("--train-steps", type=int, help="optimiser steps per --train-speed run (default: "
-                   "each revision's own default budget)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in --pairing-error and each --scaling/--million child (default 1: on this shared "
                         "2-core machine, 2 threads ran GenRe's training 10x slower than 1)")
@@ -794,11 +732,7 @@ def main(argv=None) -> int:
         return 2
     out_path = os.path.join(HERE, args.out)
     command = "python bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    studies = args.scaling or args.million or args.pairing_error or args.train_speed
-    if args.train_speed:
-        res = train_speed(args.train_speed, args.train_steps, args.repeats)
-        write_section(out_path, "train-speed", train_speed_section(res, command))
-        print(json.dumps(res, indent=1))
+    studies = args.scaling or args.million or args.pairing_error
     if args.pairing_error:
         torch.set_num_threads(args.threads)
         rows = [pairing_error(n, d, args.n_candidates, args.repeats) for n, d in ERROR_TABLES]
@@ -843,11 +777,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
-    gpu = None
-    if args.gpu_json:
-        with open(args.gpu_json) as f:
-            gpu = json.load(f)["throughput"]
-    for name, text in report(res, gpu, args).items():       # each part replaces its own section
+    for name, text in report(res, args).items():             # each part replaces its own section
         write_section(out_path, name, text)
         print(text)
     return 0

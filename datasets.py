@@ -560,7 +560,7 @@ def from_csv(path: str, target: str, categorical=(), immutable=(), positive=None
 # ----------------------------------------------------------------------------- 2-D toys
 
 def _toy_points(name: str, n: int, rng: np.random.Generator, seed: int):
-    """Raw 2-D points and labels of the authors' toy sets (METHOD.md §1)."""
+    """Raw 2-D points and labels of the authors' toy sets (their code: n points, noise 0.04)."""
     from sklearn.datasets import make_circles, make_moons
     if name == "moons":
         return make_moons(n, noise=0.04, random_state=seed)

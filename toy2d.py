@@ -3,7 +3,7 @@
     python toy2d.py                       # all three toys: figures/ and results/toy2d.json
     python toy2d.py --datasets moons --quick         # a smoke test, written under /tmp/toy2d/
 
-On the toy data sets moons, circles and corr (METHOD.md §1-2) the whole pipeline
+On the toy data sets moons, circles and corr (the authors' code) the whole pipeline
 of evaluate.py runs (oracle, drawn labels, classifier h), then:
 
   Figure 2, figures/toy2d_recourse.png: rows are data sets, columns are the
