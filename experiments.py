@@ -415,7 +415,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Reproduce the paper's tables and figures (development "
                                             "study, comparison, lambda, tau/sigma) into results/ and figures/.")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4],
+                   help="seeds of the comparison and its studies (default 0-4)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods of the comparison (default: all)")
     p.add_argument("--generative-seeds", nargs="+", type=int,
                    help="seeds of the generative stage (CCHVAE, REVISE, CRUDS), into "

@@ -123,11 +123,13 @@ def test_development_candidates_are_ranked_by_their_mean_score_over_data_sets_an
 
 def test_plan_runs_each_stage_once_per_data_set_and_quick_uses_one_seed():
     args = experiments.parse_args(["--quick", "--datasets", "compas", "heloc", "--only", "comparison", "lambda"])
-    assert experiments.plan(args) == [("comparison", "compas"), ("comparison", "heloc")]
+    assert experiments.plan(args) == [("comparison", "heloc"), ("comparison", "compas")]   # heloc's takes longer
     assert args.seeds == args.generative_seeds == [0] and args.out != "results"
     args = experiments.parse_args(["--methods", "genre", "cruds", "--datasets", "adult"])
-    assert experiments.plan(args) == [("generative", "adult"), ("comparison", "adult"), ("development", "adult")]
-    assert args.generative_seeds == [0, 1, 2]
+    assert experiments.plan(args) == [(stage, "adult") for stage in experiments.LONGEST_FIRST]   # every stage once
+    assert args.generative_seeds == [0, 1, 2, 3, 4]
+    args = experiments.parse_args(["--methods", "genre", "--datasets", "compas", "--only", "fractions", "ablation"])
+    assert experiments.plan(args) == [("ablation", "compas")]            # fractions and constrained: adult only
 
 
 def test_lambda_labels_of_coinciding_points_are_joined():
