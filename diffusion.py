@@ -10,21 +10,37 @@ at sampling time can do GenRe's job without GenRe's pairs. Two ways, both here:
         sample P'(x+) ~ P(x+) exp(lam r(x+)) (Eq. 10) with the reward of App. D.4,
         r(x+) = -||x+ - x||_2 - 100 * 1[an immutable of x+ differs from x].
 
-The model, at CPU sizes, is TabSyn's design:
-    ColumnVAE      TabSyn's VAE: one token per column, transformer encoder and decoder,
-                   the encoder's mean is the latent the diffusion models
-    Denoiser       EDM (Karras et al. 2022) as TabSyn sets it: preconditioning, an MLP
-                   with a noise-level embedding, the log-normal training noise (edm_loss)
-    churn, heun_step  TabSyn's sampler, EDM's stochastic sampler: fresh noise, then a Heun step
-    sample         plain sampling, svdd_sample guided sampling (Li et al. 2024, Alg. 1)
-    DiffusionQ, DiffusionSVDD   the recourse estimators; DIFFUSION_METHODS names them
+The file reads from the parts to the whole:
+    DiffusionConfig     settings; tabsyn() is TabSyn's design, the default its simpler twin
+    ColumnVAE           TabSyn's VAE: a token per column, transformer encoder and decoder
+    Denoiser, edm_loss  EDM (Karras et al. 2022) as TabSyn sets it: preconditioning, an MLP
+                        with a noise-level embedding, log-normal training noise
+    churn, heun_step    TabSyn's sampler (EDM's stochastic sampler): fresh noise, a Heun step
+    sample              plain sampling; svdd_sample the guided one (Li et al. 2024, Alg. 1)
+    DiffusionQ, DiffusionSVDD   the estimators; DIFFUSION_METHODS names them
 
-Why the latent and not the scaled features directly: DiffusionConfig(space="features")
-runs the same diffusion on the standardised features (the VAE skipped), and on the
-development split it was worse: RESULTS_PENDING
+Which model. TabSyn runs the diffusion in the latent of its VAE (DiffusionConfig.tabsyn(),
+space="latent"); the default runs the same diffusion directly on the standardised features
+(space="features"), because on the development split it did as well: the Score (mean of
+dev seeds 0 and 1, 200 rows each), from `python diffusion.py --compare`:
 
-Shape letters: B rows (or particles), D features, d the token width, L = D * d the
-latent (D in space="features"), M SVDD's candidates per step, S noise levels, n draws.
+                      compas            heloc             adult
+                   latent features   latent features   latent features
+    diffusion_q     1.725   1.785     1.878   1.865     1.608   1.746
+    svdd5           1.484   1.402     1.826   1.813     1.372   1.471
+    svdd10          1.501   1.461     1.821   1.821     1.391   1.503
+    svdd5_kept      1.535   1.563     1.826   1.813     1.412   1.469
+    train (s)         121      66       101      33        59      44
+    SVDD recourse (s)  55      16       120      14        85      19
+
+(all 12 cells: 1.615 latent, 1.643 features; the features win 7, the latent 4; seconds are
+wall time on a 2-core CPU shared with other jobs). The latent's +Q draws fewer valid rows
+on adult (Val 0.89 against 0.98), and SVDD must decode every candidate through the VAE's
+transformer at every step, 4 to 8 times slower.
+
+Shape letters: B rows (or particles), D features, d the token width, L the diffusion's
+dimension (D, or D * d in the latent), W the MLP's width, M SVDD's candidates per step,
+S noise levels, n draws per row.
 """
 from __future__ import annotations
 
@@ -32,6 +48,7 @@ import argparse
 import math
 import os
 import time
+import typing
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -50,7 +67,8 @@ from genre import pairing_distribution, training_sets
 @dataclass
 class DiffusionConfig:
     # the space the diffusion runs in
-    space: str = "latent"         # TabSyn: a VAE's latent; "features": the standardised features
+    space: str = "features"       # the standardised features, chosen by the measurement in the module's
+                                  # docstring (TabSyn: "latent", its VAE's latent; see tabsyn())
     d_token: int = 4              # TabSyn: D_TOKEN, each column's latent is 4 numbers
     vae_layers: int = 2           # TabSyn: NUM_LAYERS of each transformer
     vae_ffn_factor: int = 32      # TabSyn: FACTOR, feed-forward width d_token * 32
@@ -91,6 +109,11 @@ class DiffusionConfig:
                 raise ValueError(f"DiffusionConfig.{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(f"DiffusionConfig needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+    @classmethod
+    def tabsyn(cls, **overrides):
+        """TabSyn's design at this file's CPU sizes: the diffusion runs in the VAE's latent."""
+        return cls(**{"space": "latent", **overrides})
 
 
 TRAINING_FIELDS = ("space", "d_token", "vae_layers", "vae_ffn_factor", "vae_lr", "vae_batch_size", "vae_steps",
@@ -241,8 +264,9 @@ class Denoiser(nn.Module):
     def forward(self, z, sigma):
         """z (B, L), sigma (B,) -> the estimate of the clean z0, (B, L)."""
         s, sd = sigma[:, None], self.sigma_data
-        c_skip, c_out, c_in = sd ** 2 / (s ** 2 + sd ** 2), s * sd / (s ** 2 + sd ** 2).sqrt(), 1 / (s ** 2 + sd ** 2).sqrt()
-        F_z = self.mlp(self.proj(c_in * z) + self.embed(sigma.log() / 4))   # (B, L)
+        norm = (s ** 2 + sd ** 2).sqrt()                                # (B, 1)
+        c_skip, c_out, c_in = sd ** 2 / norm ** 2, s * sd / norm, 1 / norm
+        F_z = self.mlp(self.proj(c_in * z) + self.embed(sigma.log() / 4))   # (B, L) -> (B, W) -> (B, L)
         return c_skip * z + c_out * F_z
 
 
@@ -310,6 +334,13 @@ class TabularDiffusion(nn.Module):
     def to_space(self, x):
         """Features (B, D) -> the diffusion's space (B, L), standard deviation s_d."""
         return self.scale(self.encode(x))
+
+    def space_mask(self, columns):
+        """The coordinates of the diffusion's space that hold the given feature columns (D,) bool
+        -> (L,) bool: the columns themselves, or their tokens in the latent. (A latent token
+        also carries what the encoder's attention drew from other columns.)"""
+        columns = torch.as_tensor(columns, dtype=torch.bool)
+        return columns.repeat_interleave(len(self.scale.mean) // len(columns))
 
     def to_features(self, z):
         """The diffusion's space (B, L) -> features (B, D) in the training range, categoricals unprojected."""
@@ -429,23 +460,38 @@ def gumbel_noise(shape, g):
     return -(-u.log()).log()
 
 
+def inpaint(z, known, sigma, eps):
+    """Conditioning by replacement (Song et al. 2021's imputation; TabSyn imputes this way):
+    the known coordinates of z are set to the known clean values noised to the current
+    level, z_known + sigma eps. z, eps (B, L); known = (mask (L,) bool, z_known (B, L)).
+    Approximate: it under-conditions (for a 2-D Gaussian of correlation 0.8 it moves the
+    free coordinate's mean 0.17 where the conditional's is 0.40, see the tests)."""
+    mask, z_known = known
+    return torch.where(mask, z_known + sigma * eps, z)
+
+
 @torch.no_grad()
-def svdd_sample(denoiser, sigmas, gamma: float, z_init, value, lam: float, M: int, g, g_select):
+def svdd_sample(denoiser, sigmas, gamma: float, z_init, value, lam: float, M: int, g, g_select, known=None):
     """SVDD-PM (Li et al. 2024, Alg. 1) on TabSyn's sampler. The sampler's randomness is the
     churn, so that is where SVDD chooses: at each noise level draw M churned candidates
     z_hat^m, value each by v(z_hat^m) = r(D(z_hat^m; sigma_hat)), the reward of its denoised
     estimate, keep one with probability ~ exp(lam v) (soft_select), and take the Heun step
     from it. The Heun step is deterministic, so choosing z_hat is choosing the next state.
     z_init (B, L); value: estimates (B, M, L) -> (B, M). M + 1 denoiser calls a level;
-    M = 1 is plain sampling (sample), number for number."""
+    M = 1 is plain sampling (sample), number for number. With `known` (see inpaint) the
+    known coordinates are held to the given values at every level."""
     z = sigmas[0] * z_init
     B, L = z.shape
     rows = torch.arange(B)
+    if known is not None:
+        z = inpaint(z, known, sigmas[0], torch.randn(B, L, generator=g))
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
         cand, sigma_hat = churn(z[:, None], sigma, gamma, torch.randn(B, M, L, generator=g))   # (B, M, L)
         cand_hat = denoiser(cand.view(B * M, L), sigma_hat.expand(B * M)).view(B, M, L)
         pick = soft_select(value(cand_hat), lam, gumbel_noise((B, M), g_select)) if M > 1 else rows * 0
         z = heun_step(denoiser, cand[rows, pick], cand_hat[rows, pick], sigma_hat, sigma_next)   # (B, L)
+        if known is not None:
+            z = inpaint(z, known, sigma_next, torch.randn(B, L, generator=g))
     return z
 
 
@@ -574,8 +620,10 @@ class DiffusionSVDD(_DiffusionRecourse):
     keep_immutables=False (the paper's variant): nothing holds the immutables but the
         reward's penalty, so a recourse may change them. n_failed_: rows whose recourse
         h rejects (h(x+) <= 0.5) or that changes an immutable.
-    keep_immutables=True: every decoded estimate, and the answer, takes x's immutables
-        (the penalty never fires). n_failed_: rows whose recourse h rejects.
+    keep_immutables=True: the immutables are held during the reverse process (inpaint: their
+        coordinates are x's, noised to each level, so the rest is generated to fit them), and
+        every decoded estimate and the answer take x's values exactly (the penalty never
+        fires). n_failed_: rows whose recourse h rejects.
     """
 
     def __init__(self, lam: float = 5.0, keep_immutables: bool = False, cfg: DiffusionConfig | None = None,
@@ -605,8 +653,10 @@ class DiffusionSVDD(_DiffusionRecourse):
                     x_hat = self._project(model.to_features(z0_hat.flatten(0, 1)).view(*z0_hat.shape[:2], -1), held)
                     return recourse_reward(x_hat, x, imm, cfg.penalty)
 
-                z = svdd_sample(model.denoiser, sigmas, churn_gamma(cfg.svdd_churn, cfg.n_steps), torch.randn(len(x), L, generator=g), value,
-                                self.lam, cfg.n_candidates, g, g_select)
+                known = (model.space_mask(imm), model.to_space(x)) if self.keep_immutables and imm.any() else None
+                z = svdd_sample(model.denoiser, sigmas, churn_gamma(cfg.svdd_churn, cfg.n_steps),
+                                torch.randn(len(x), L, generator=g), value, self.lam, cfg.n_candidates, g, g_select,
+                                known)
                 x_plus = self._project(model.to_features(z), x if self.keep_immutables else None)
                 out.append(x_plus.view(-1, n, x.shape[1]))
         return torch.cat(out).numpy()
@@ -671,7 +721,7 @@ def print_row(label: str, r: dict, paper=None) -> None:
     print(f"{label:44s} {cells}{tail}", flush=True)
 
 
-def measure(data, seeds, spaces, methods, n_test: int, cache_dir, test: bool, n_samples=None) -> dict:
+def measure(data, seeds, spaces, methods, n_test: int, cache_dir, test: bool, overrides=None) -> dict:
     """Every method on every data set, seed and space: the development split (test=False)
     or the test protocol (test=True). Prints one row each, then the means over seeds."""
     from evaluate import development, fit_lof, pick_test_negatives, prepare
@@ -684,9 +734,7 @@ def measure(data, seeds, spaces, methods, n_test: int, cache_dir, test: bool, n_
             bench = (prepare if test else development)(name, seed, cache_dir, verbose=False)
             X_neg, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
             for space in spaces:
-                cfg = DiffusionConfig(space=space)
-                if n_samples is not None:
-                    cfg = replace(cfg, n_samples=n_samples)
+                cfg = DiffusionConfig(**{**(overrides or {}), "space": space})
                 for m in methods:
                     r = run_one(m, bench, X_neg, lof, cfg, seed, cache_dir)
                     results[name, seed, space, m] = r
@@ -700,6 +748,21 @@ def measure(data, seeds, spaces, methods, n_test: int, cache_dir, test: bool, n_
                 mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                 print_row(f"{name} {space} {m}", mean, PAPER_TABLE4.get(m, {}).get(name))
     return results
+
+
+def config_overrides(pairs) -> dict:
+    """["n_samples=1", "svdd_churn=20"] -> {"n_samples": 1, "svdd_churn": 20.0}, each value read
+    as its DiffusionConfig field's type."""
+    from evaluate import read_value
+    fields = typing.get_type_hints(DiffusionConfig)
+    out = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set takes FIELD=VALUE with a DiffusionConfig field ({', '.join(fields)}), "
+                             f"got {pair!r}")
+        out[name] = read_value(name, text, fields[name])
+    return out
 
 
 def parse_args(argv=None):
@@ -716,8 +779,8 @@ def parse_args(argv=None):
                    help="the diffusion's space (default: both for --compare, the config's for --test)")
     p.add_argument("--methods", nargs="+", default=list(DIFFUSION_METHODS), choices=list(DIFFUSION_METHODS),
                    help="methods to run")
-    p.add_argument("--n-samples", type=int, default=None,
-                   help="draws per x, the best by h returned (default: the config's, 10)")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
+                   help="any DiffusionConfig field, e.g. --set n_samples=1 svdd_churn=20")
     p.add_argument("--n-test", type=int, default=200, help="negatives given recourse per seed")
     p.add_argument("--cache", default="cache", help="folder of cached oracles, h and diffusion models")
     return p.parse_args(argv)
@@ -726,4 +789,5 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     args = parse_args()
     spaces = args.spaces or (["latent", "features"] if args.compare else [DiffusionConfig().space])
-    measure(args.data, args.seeds, spaces, args.methods, args.n_test, args.cache, args.test, args.n_samples)
+    measure(args.data, args.seeds, spaces, args.methods, args.n_test, args.cache, args.test,
+            config_overrides(args.overrides))

@@ -72,7 +72,7 @@ def test_sampler_with_the_ideal_denoiser_reproduces_the_gaussian():
 def test_trained_denoiser_learns_the_ideal_denoiser_of_a_gaussian():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    cfg = DiffusionConfig(width=32, train_steps=400, batch_size=256)
+    cfg = DiffusionConfig(width=32, train_steps=200, batch_size=256, lr=3e-3)
     Z = M_TRUE + S_TRUE * torch.randn(4000, 1, generator=g)
     den = dm.train_denoiser(dm.Denoiser(1, cfg.width, cfg.sigma_data), Z, cfg, g, verbose=False)
     z, sigma = torch.linspace(-1, 1.6, 27)[:, None], torch.full((27,), 0.5)
@@ -118,6 +118,21 @@ def test_svdd_approaches_the_tilted_distribution_when_candidates_differ_enough()
     assert abs(strong.mean().item() - target) < 0.08
     assert strong.std().item() == pytest.approx(S_TRUE, rel=0.1)
     assert target < strong.mean().item() < weak.mean().item() < M_TRUE - 0.05
+
+
+def test_inpainting_holds_the_known_coordinate_and_moves_the_other_toward_its_conditional():
+    """2-D Gaussian, correlation 0.8, std 0.5: given z1 = 0.5, z2 ~ N(0.4, 0.3^2). Replacement
+    is approximate (it under-conditions); it must hold z1 exactly and move z2 that way."""
+    cov = 0.25 * torch.tensor([[1.0, 0.8], [0.8, 1.0]])
+    ideal_2d = lambda z, sigma: torch.einsum("bij,bj->bi", cov @ torch.linalg.inv(
+        cov + sigma[:, None, None] ** 2 * torch.eye(2)), z)
+    cfg = DiffusionConfig()
+    g, g_select = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    known = (torch.tensor([True, False]), torch.full((4000, 2), 0.5))
+    z = dm.svdd_sample(ideal_2d, dm.noise_levels(cfg), dm.churn_gamma(1.0, cfg.n_steps),
+                       torch.randn(4000, 2, generator=g), lambda z0: -z0[..., 0], 0.0, 1, g, g_select, known)
+    assert torch.all(z[:, 0] == 0.5)
+    assert 0.1 < z[:, 1].mean().item() < 0.4 and z[:, 1].std().item() < 0.45
 
 
 def test_soft_select_draws_in_proportion_to_exp_lam_value():
@@ -185,18 +200,24 @@ def fitted(cls, space="features", **kwargs):
 
 
 @pytest.mark.parametrize("space", ["features", "latent"])
-def test_every_method_returns_valid_rows_and_repeats_exactly(space):
+def test_every_method_returns_valid_rows_and_repeats_exactly(space, tmp_path):
+    cfg = DiffusionConfig(**{**TINY.__dict__, "space": space})
     for name, factory in DIFFUSION_METHODS.items():
-        cfg = DiffusionConfig(**{**TINY.__dict__, "space": space})
-        a = factory(random_state=1, cfg=cfg).fit(X_TRAIN, Y_TRAIN, Logistic(), immutable=IMMUTABLE,
-                                                 categorical=CATEGORICAL)
-        out = a.recourse(X_NEG)
+        fit = lambda: factory(random_state=1, cfg=cfg, cache_dir=str(tmp_path)).fit(
+            X_TRAIN, Y_TRAIN, Logistic(), immutable=IMMUTABLE, categorical=CATEGORICAL)
+        method = fit()
+        out = method.recourse(X_NEG)
         assert out.shape == X_NEG.shape and out.dtype == np.float32, name
         assert np.isin(out[:, CATEGORICAL], (0.0, 1.0)).all(), name
-        assert 0 <= a.n_failed_ <= len(X_NEG)
-        again = factory(random_state=1, cfg=cfg).fit(X_TRAIN, Y_TRAIN, Logistic(), immutable=IMMUTABLE,
-                                                     categorical=CATEGORICAL)
-        np.testing.assert_array_equal(again.recourse(X_NEG), out, err_msg=name)
+        assert 0 <= method.n_failed_ <= len(X_NEG)
+        np.testing.assert_array_equal(fit().recourse(X_NEG), out, err_msg=name)
+    assert len(list(tmp_path.iterdir())) == 1                          # the four share one model
+
+
+def test_training_is_deterministic():
+    cfg = DiffusionConfig(**{**TINY.__dict__, "space": "latent"})
+    a, b = (dm.train_diffusion(X_TRAIN, CATEGORICAL, cfg, seed=5).state_dict() for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "train_seconds")
 
 
 def test_kept_variant_holds_immutables_and_paper_variant_can_change_them():
