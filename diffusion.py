@@ -38,6 +38,20 @@ wall time on a 2-core CPU shared with other jobs). The latent's +Q draws fewer v
 on adult (Val 0.89 against 0.98), and SVDD must decode every candidate through the VAE's
 transformer at every step, 4 to 8 times slower.
 
+Two choices the paper leaves open, measured the same way (features, dev seeds 0 and 1,
+`python diffusion.py --compare --spaces features --set FIELD=VALUE`):
+  * One recourse per x: GenRe's rule, the best of n_samples = 10 draws by h. SVDD's own
+    single draw (n_samples=1) scores about the same (compas svdd5 1.489 against 1.402,
+    adult 1.446 against 1.471) with fewer changed immutables (compas 118 of 200 against
+    145): h prefers some immutables changed, and the best-by-h rule picks those draws.
+  * How much SVDD can steer: TabSyn's sampler adds little fresh noise per step
+    (S_churn = 1, gamma = 0.02), and that noise is all SVDD's candidates differ by. The
+    Score of svdd5 with svdd_churn = 0 (no choice: the unguided model), 1 and 20:
+    compas 1.383 / 1.402 / 1.582, adult 1.452 / 1.471 / 1.552, heloc 1.820 / 1.813 / 1.825;
+    svdd10 with 1 and 20: compas 1.461 / 1.641, adult 1.503 / 1.612, heloc 1.821 / 1.856.
+    The default keeps TabSyn's sampler (the comparison as the paper ran it);
+    DiffusionConfig(svdd_churn=20) is the stronger SVDD.
+
 Shape letters: B rows (or particles), D features, d the token width, L the diffusion's
 dimension (D, or D * d in the latent), W the MLP's width, M SVDD's candidates per step,
 S noise levels, n draws per row.
@@ -86,7 +100,8 @@ class DiffusionConfig:
     rho: float = 7.0              # EDM / TabSyn: the spacing of the noise levels
     n_steps: int = 50             # TabSyn: 50 noise levels, Heun steps between them
     s_churn: float = 1.0          # EDM / TabSyn: S_churn, the sampler's fresh noise at each level
-    svdd_churn: float = 1.0       # S_churn while SVDD guides; its candidates differ only by this noise
+    svdd_churn: float = 1.0       # TabSyn: S_churn while SVDD guides; its candidates differ only by this
+                                  # noise (20 steers more strongly: the module's docstring)
     width: int = 128              # CPU size (TabSyn: 1024); the MLP is width -> 2 width -> 2 width -> width
     lr: float = 1e-3              # TabSyn
     batch_size: int = 1024        # CPU size (TabSyn: 4096)
@@ -121,7 +136,7 @@ TRAINING_FIELDS = ("space", "d_token", "vae_layers", "vae_ffn_factor", "vae_lr",
                    "train_steps", "gamma")   # the fields that change the trained model (the cache key)
 
 
-# ----------------------------------------------------------------------------- the space: TabSyn's VAE
+# ----------------------------------------------------------------------------- the space: scaling, TabSyn's VAE
 
 class Standardize(nn.Module):
     """z -> (z - mean) / std * scale, fitted on the training rows, and its inverse. (B, L) -> (B, L)."""
@@ -169,8 +184,10 @@ class ColumnVAE(nn.Module):
     """TabSyn's VAE (Zhang et al. 2024, Sec. 3.2): a token per column, a transformer for the
     latent's mean and one for its log-variance, a transformer decoder, and per column a
     read-out w'_j . h_j + c_j: the (standardised) value of a numerical column, the logit
-    of a binary one. The numerical columns are standardised inside (TabSyn quantile-
-    normalises them; the scaled features here are already bounded)."""
+    of a binary one. Departures at this size: the numerical columns are standardised inside
+    (TabSyn quantile-normalises them; the scaled features here are already bounded), there
+    is no [CLS] token (TabSyn drops it from the latent anyway), and each column of a one-hot
+    group is its own binary token (TabSyn: one token per categorical column)."""
 
     def __init__(self, binary: np.ndarray, cfg: DiffusionConfig):
         super().__init__()
@@ -715,8 +732,10 @@ def run_one(name: str, bench, X_neg, lof, cfg: DiffusionConfig, seed: int, cache
 
 
 def print_row(label: str, r: dict, paper=None) -> None:
+    """One line of the table: the metrics, failures, and seconds (train_s: the model's training,
+    also when it came from the cache; fit_s: this fit, a cache load plus +Q's D_syn^+ draw)."""
     cells = f"{r['cost']:6.3f} {r['validity']:5.3f} {r['lof']:5.3f} {r['score']:6.3f} {r['immutable_violations']:5.1f} " \
-            f"{r['failed']:6.1f} {r['train_s']:7.1f} {r['recourse_s']:7.1f}"
+            f"{r['failed']:6.1f} {r['train_s']:7.1f} {r['fit_s']:7.1f} {r['recourse_s']:7.1f}"
     tail = "" if paper is None else "   paper " + " / ".join(f"{v:.2f}" for v in paper)
     print(f"{label:44s} {cells}{tail}", flush=True)
 
@@ -726,7 +745,7 @@ def measure(data, seeds, spaces, methods, n_test: int, cache_dir, test: bool, ov
     or the test protocol (test=True). Prints one row each, then the means over seeds."""
     from evaluate import development, fit_lof, pick_test_negatives, prepare
     header = f"{'data seed space method':44s} {'cost':>6s} {'val':>5s} {'lof':>5s} {'score':>6s} {'viol':>5s} " \
-             f"{'failed':>6s} {'train_s':>7s} {'rec_s':>7s}"
+             f"{'failed':>6s} {'train_s':>7s} {'fit_s':>7s} {'rec_s':>7s}"
     print(header, flush=True)
     results = {}
     for name in data:
