@@ -414,7 +414,9 @@ NNR_POOLS = {"nnr": "label", "nnr_h": "h", "nnr_dhplus": "dhplus"}      # Sec. 5
 # (GenReConfig.plausible(): tau 5, the best plausible sample), sharing one trained model.
 GENRE_ROWS = {"genre": GenReConfig, "genre_plausible": GenReConfig.plausible}
 POST_STEPS = {"genre_sparse": "genre"}   # the paper's GenRe, then constraints.revert_unneeded
-METHODS = (*GENRE_ROWS, *POST_STEPS, *(m for b in MODED for m in (b, b + "_paper")), *NNR_POOLS)
+TABLE2 = (*GENRE_ROWS, *POST_STEPS, *(m for b in MODED for m in (b, b + "_paper")), *NNR_POOLS)
+DIFFUSION = ("diffusion_q", "diffusion_svdd5", "diffusion_svdd10", "diffusion_svdd5_kept")   # Table 4, diffusion.py
+METHODS = (*TABLE2, *DIFFUSION)
 # What `python evaluate.py` runs unless told otherwise: the design's pieces (GenRe's rows, the
 # search it replaces, and the nearest-neighbour rows that isolate what learning adds, Sec. 5.5).
 DEFAULT_METHODS = ("genre", "genre_plausible", "wachter", *NNR_POOLS)
@@ -453,6 +455,10 @@ def make_method(name: str, seed: int, genre_configs=None, cache_dir=None, verbos
         return GenRe(cfg, random_state=child_seed(seed, "genre") % 2**31, verbose=verbose)
     if name in NNR_POOLS:
         return NNR(pool=NNR_POOLS[name])
+    if name in DIFFUSION:                                           # the four share one model per seed
+        from diffusion import DIFFUSION_METHODS
+        return DIFFUSION_METHODS[name](random_state=child_seed(seed, "diffusion") % 2**31, cache_dir=cache_dir,
+                                       verbose=verbose)
     base, _, paper = name.partition("_")
     if base not in MODED or paper not in ("", "paper"):
         raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
@@ -876,7 +882,7 @@ def methods_from_args(args) -> list[str]:
     """--methods (default: DEFAULT_METHODS; "all": every method), each Table 2 baseline's short
     name mapped by --baseline-mode."""
     names = args.methods or list(DEFAULT_METHODS)
-    if names == ["all"]:
+    if names == ["all"]:                                           # the whole Table 2
         names = [*GENRE_ROWS, *POST_STEPS, *MODED, *NNR_POOLS]
     check_methods(names)
     modes = {"designed": ("",), "paper": ("_paper",), "both": ("", "_paper")}[args.baseline_mode]

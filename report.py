@@ -28,8 +28,6 @@ PAPER = {
     "cruds": {"adult": (3.17, 1.00, 0.96, 1.72), "compas": (1.10, 0.98, 1.00, 1.83), "heloc": (4.30, 1.00, 0.57, 1.37)},
     "genre": {"adult": (0.69, 1.00, 0.98, 1.93), "compas": (0.51, 0.99, 0.97, 1.89), "heloc": (2.01, 1.00, 1.00, 1.90)},
 }
-# Table 4: TabSyn+Q, draws from Q over a synthetic D_h^+ (Cost, Val, LOF, Score).
-PAPER_Q = {"adult": (0.86, 1.00, 0.79, 1.72), "compas": (0.78, 0.99, 0.81, 1.69), "heloc": (2.41, 0.99, 0.99, 1.87)}
 # Test accuracy of the oracle (Table 6) and of h (Table 7), in percent.
 PAPER_CLASSIFIERS = {"adult": (94.36, 77.33), "compas": (85.74, 69.60), "heloc": (100.00, 74.23)}
 METRICS = ("cost", "validity", "lof", "score")
@@ -378,7 +376,9 @@ def choice_section(results: dict) -> list[str]:
         out += [f"| {name} | {r['sampler']} | {r['choice']} | {r['cost']:.2f} | {r['validity']:.2f} | "
                 f"{r['lof']:.2f} | {r['score']:.2f} | {r['near_gamma']:.2f} | {r['near_gamma_valid']:.2f} |"
                 for r in res["choice"]]
-        out.append(f"| {name} | TabSyn+Q (paper) | | " + " | ".join(f"{v:.2f}" for v in PAPER_Q[name]) + " | | |")
+        from diffusion import PAPER_TABLE4
+        out.append(f"| {name} | TabSyn+Q (paper) | | " + " | ".join(f"{v:.2f}" for v in PAPER_TABLE4["diffusion_q"][name])
+                   + " | | |")
     return out + [""]
 
 
@@ -395,15 +395,12 @@ def options_section(results: dict) -> list[str]:
     return out + [f"| {n} | {m} | {d:.3f} |" for n, m, d in rows] + [""]
 
 
-# Table 4: TabSyn+SVDD at lambda 5 and 10 (Cost, Val, LOF, Score).
-PAPER_SVDD = {5: {"adult": (3.11, 0.99, 0.83, 1.58), "compas": (2.18, 1.00, 0.69, 1.37), "heloc": (3.14, 0.98, 0.97, 1.80)},
-              10: {"adult": (3.10, 1.00, 0.87, 1.63), "compas": (2.20, 1.00, 0.79, 1.48), "heloc": (2.85, 0.99, 0.99, 1.84)}}
-
-
 def diffusion_section(diffusion: dict) -> list[str]:
     """Table 4: GenRe against a tabular diffusion model with Q and with SVDD guidance."""
-    paper = {"diffusion_q": ("TabSyn+Q", PAPER_Q), "diffusion_svdd5": ("TabSyn+SVDD (lambda 5)", PAPER_SVDD[5]),
-             "diffusion_svdd10": ("TabSyn+SVDD (lambda 10)", PAPER_SVDD[10]), "genre": ("GenRe", PAPER["genre"])}
+    from diffusion import PAPER_TABLE4
+    labels = {"diffusion_q": "TabSyn+Q", "diffusion_svdd5": "TabSyn+SVDD (lambda 5)",
+              "diffusion_svdd10": "TabSyn+SVDD (lambda 10)", "genre": "GenRe"}
+    paper = {m: (labels[m], numbers) for m, numbers in PAPER_TABLE4.items()}
     names = list(diffusion)
     methods = list(next(iter(diffusion.values()))["methods"])
     out = ["## GenRe against a tabular diffusion model (paper Table 4)", "",
