@@ -70,8 +70,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (as_mask, atomic_write, check_features, check_fitted, project_categoricals, set_seed,
-                    torch_threads)
+from common import (as_mask, atomic_write, check_classifier, check_features, check_fitted, check_groups,
+                    check_labels, project_categoricals, set_seed, torch_threads)
 from generative import cache_key
 from genre import pairing_distribution, training_sets
 
@@ -525,16 +525,14 @@ class _DiffusionRecourse:
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
         self.cfg_ = replace(self.cfg) if self.cfg is not None else DiffusionConfig()   # re-runs its checks
         X = check_features(X, np.shape(X)[-1], "training X")
-        y = np.asarray(y).ravel()
-        if y.shape != (len(X),) or not np.isin(y, (0, 1)).all():
-            raise ValueError(f"y must hold one label in {{0, 1}} per row of X ({len(X)} rows), got shape {y.shape}")
+        y = check_labels(y, len(X))
         D = X.shape[1]
         self.immutable_ = as_mask(immutable, D, "immutable")
         self.categorical_ = as_mask(categorical, D, "categorical")
-        self.groups_ = [sorted(int(j) for j in g) for g in (groups if groups is not None else [])]
+        self.groups_ = [g.tolist() for g in check_groups(groups, D)]
         for grp in self.groups_:
             self.categorical_[grp] = True
-        pos = training_sets(y, h.predict_proba(X), self.cfg_.gamma)[1]   # D_h^+ mask, (N,)
+        pos = training_sets(y, check_classifier(h, X), self.cfg_.gamma)[1]   # D_h^+ mask, (N,)
         if not pos.any():
             raise ValueError(f"D_h^+ is empty: no training row has y = 1 and h(x) > gamma = {self.cfg_.gamma}")
         t0 = time.time()
@@ -542,8 +540,9 @@ class _DiffusionRecourse:
         seed = 0 if self.random_state is None else int(self.random_state)
         self.model_ = fit_diffusion(X[pos], self.categorical_, self.cfg_, seed, self.cache_dir, self.verbose)
         self.train_seconds_ = float(self.model_.train_seconds)
+        t1 = time.time()
         self._after_model(X[pos])
-        self.fit_seconds_ = time.time() - t0
+        self.fit_seconds_ = self.train_seconds_ + time.time() - t1         # the training's, even when loaded
         return self
 
     def _after_model(self, X_pos):
