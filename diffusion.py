@@ -535,7 +535,6 @@ class _DiffusionRecourse:
         pos = training_sets(y, check_classifier(h, X), self.cfg_.gamma)[1]   # D_h^+ mask, (N,)
         if not pos.any():
             raise ValueError(f"D_h^+ is empty: no training row has y = 1 and h(x) > gamma = {self.cfg_.gamma}")
-        t0 = time.time()
         self.h_, self.n_features_in_, self.n_targets_ = h, D, int(pos.sum())
         seed = 0 if self.random_state is None else int(self.random_state)
         self.model_ = fit_diffusion(X[pos], self.categorical_, self.cfg_, seed, self.cache_dir, self.verbose)
