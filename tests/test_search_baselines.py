@@ -200,6 +200,26 @@ def test_growing_spheres_finds_the_min_l1_flip(mode):
     assert 0.20 <= cost < 0.21 and gs.n_failed_ == 0
 
 
+def test_growing_spheres_paper_mode_redraws_each_mutable_binary_as_a_fair_coin():
+    # The fork's candidates: each mutable binary ~ Bernoulli(1/2) whatever the row holds, a
+    # one-hot group a uniform category, immutables untouched. From 20 x 200 candidates that
+    # all start at 1, the count of zeros is binomial(4000, 1/2): within 3 sd = 95 of 2000.
+    X, y, h, roles = mixed_problem()
+    gs = GrowingSpheres(mode="paper").fit(X, y, h, **roles)
+    cand = torch.ones(20, 200, 6)
+    out = gs._redraw_categoricals(cand.clone(), torch.Generator().manual_seed(0))
+    assert torch.all(out[:, :, [0, 4, 5]] == 1)                        # immutable binary, continuous
+    group = out[:, :, 1:4]
+    assert torch.all(group.sum(dim=2) == 1)
+    counts = group.sum(dim=(0, 1))                                     # each category ~ 4000 / 3
+    assert torch.all((counts - 4000 / 3).abs() < 3 * (4000 * 2 / 9) ** 0.5)
+    binary = torch.ones(20, 200, 3)
+    gs2 = GrowingSpheres(mode="paper").fit(np.zeros((4, 3), np.float32), [0] * 4, LinearH([1.0, 0, 0], 0.0),
+                                           immutable=np.zeros(3, bool), categorical=np.array([1, 0, 0], bool))
+    zeros = (gs2._redraw_categoricals(binary, torch.Generator().manual_seed(1))[:, :, 0] == 0).sum().item()
+    assert abs(zeros - 2000) < 95
+
+
 # ----------------------------------------------------------------------------- DiCE
 
 def test_dice_returns_a_valid_candidate_and_diversity_is_positive():
@@ -242,6 +262,21 @@ def test_lime_surrogate_recovers_a_linear_logit():
     W, f_x = lime_surrogate(h, X, scale, 5000, torch.Generator().manual_seed(0), "logit")
     torch.testing.assert_close(W / scale, torch.tensor([[1.5, -2.0, 0.5]]).expand(4, 3), rtol=0.01, atol=0)
     torch.testing.assert_close(f_x, h(X).detach(), rtol=0, atol=0.01)
+
+
+def test_roar_paper_surrogate_is_lime_on_the_probability_in_std_units():
+    # For a nearly linear h (logit 0.1 x0 - 0.2 x1 + 0.05, so h = sigmoid stays within
+    # 0.49-0.52) LIME's regression of P(y = 1) has slope h(1 - h) w per std unit, about
+    # 0.25 w scale, and its intercept is the fit at the training mean. The fork then uses
+    # that (W, b) as logit weights on raw x+ (mixed units).
+    w, b = np.array([0.1, -0.2]), 0.05
+    h = LinearH(w, b)
+    X = np.random.default_rng(0).random((500, 2)).astype(np.float32)
+    roar = ROAR(mode="paper", n_lime=5000).fit(X, np.zeros(500), h)
+    W, b0 = roar.surrogate(torch.as_tensor(X[:3]))
+    scale, mean = X.std(axis=0), X.mean(axis=0)
+    np.testing.assert_allclose(W.numpy(), np.tile(0.25 * w * scale, (3, 1)), rtol=0.02)
+    np.testing.assert_allclose(b0.numpy(), 1 / (1 + np.exp(-(mean @ w + b))), atol=2e-3)
 
 
 @pytest.mark.parametrize("delta", [0.0, 0.1])
