@@ -1,6 +1,7 @@
 """gaps.py: the studies' pieces against hand computations, a tiny study end to end on moons,
 and the rendering of a hand-made result."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -40,6 +41,8 @@ def test_fit_variant_overrides_settings_frees_immutables_and_picks_the_split(moo
     assert seen == {"rows": len(moons.bench.ds.X_test), "immutable": None}
     with pytest.raises(ValueError, match="no setting 'n_iters'"):
         gaps.fit_variant("wachter", moons, n_iters=7)
+    with pytest.raises(ValueError, match="train_on must be"):
+        gaps.fit_variant("wachter", moons, train_on="dev")
 
 
 def test_a_study_runs_end_to_end_and_is_json(moons_cache):
@@ -82,6 +85,7 @@ def test_gaps_section_renders_each_variant_and_the_papers_row():
 
 def test_cli_refuses_the_published_folder_and_a_repeated_seed(capsys):
     assert gaps.main(["--only", "wachter", "--out", evaluate.PUBLISHED]) == 2
+    assert gaps.main(["--only", "wachter", "--out", os.path.join(evaluate.PUBLISHED, "gaps")]) == 2
     assert gaps.main(["--only", "wachter", "--seeds", "0", "0"]) == 2
     assert "error:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
