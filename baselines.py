@@ -8,7 +8,7 @@ interface, so evaluate.py treats them alike:
     method = Method(mode="designed", random_state=0, **hyperparameters)   # stores arguments only
     method.fit(X, y, h, immutable=mask, categorical=mask, groups=groups)   # returns self
     X_plus = method.recourse(X_neg)             # (M, D): one recourse per row
-    method.n_failed_                            # rows whose recourse h still rejects
+    method.n_failed_                            # rows that miss the method's own success test
 
 X is min-max scaled (N, D) float32, y the labels in {0, 1}, h the classifier
 (a torch module giving logits, with `predict_proba`; never trained here), the
@@ -17,7 +17,11 @@ mode="designed" is each method as its authors designed it; mode="paper" is how
 the paper's Table 2 ran it (a patched CARLA fork, MartinPawel/ProbabilisticallyRobustRecourse):
 its quirks are described in each class. Both modes hold immutables exactly,
 project categoricals, and replace CARLA's wall-clock timers by iteration caps, so a
-fixed random_state gives the same numbers.
+fixed random_state gives the same numbers. `n_failed_` counts the rows whose returned
+recourse misses the method's own success test (h(x+) > 0.5 for most; PROBE adds its
+invalidation test, TAP its verifier, designed ROAR its robust surrogate, DiCE needs all
+of its candidates valid); the fork turns such rows into NaN (CARLA's check_counterfactuals)
+where h rejects them, and returns them as they are where only the extra test fails.
 """
 from __future__ import annotations
 
@@ -97,6 +101,12 @@ def bce_to_one(logits: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.softplus(-logits)
 
 
+def bce_to_target(logits: torch.Tensor, t: float) -> torch.Tensor:
+    """BCE(h(x), t) = -t log h(x) - (1 - t) log(1 - h(x)) = t softplus(-l) + (1 - t) softplus(l),
+    smallest at h(x) = t; t = 1 is bce_to_one. (M,) -> (M,)."""
+    return t * torch.nn.functional.softplus(-logits) + (1 - t) * torch.nn.functional.softplus(logits)
+
+
 # ----------------------------------------------------------------------------- shared search parts
 # Letters: M rows searched at once, D features, k the searched variable's width
 # (k = D when the search moves x itself, a latent size when it moves a code z),
@@ -149,7 +159,8 @@ class FeatureRoles:
 
 def gradient_search(v0, loss_fn, roles: FeatureRoles, x_orig, *, h=None, decode=None,
                     mutable=None, lams=(0.0,), optimizer="adam", lr=0.01, n_iter=1000,
-                    clamp=False, success=None, stop="step", keep_best=False, rank=None):
+                    clamp=False, success=None, stop="step", keep_best=False, rank=None,
+                    judge="projected"):
     """One batched gradient search, shared by Wachter, DiCE, ROAR, PROBE and TAP (and, with
     `decode`, by the latent searches REVISE and CRUDS).
 
@@ -160,7 +171,8 @@ def gradient_search(v0, loss_fn, roles: FeatureRoles, x_orig, *, h=None, decode=
     of coordinates that must not move (default: all move when decode is given, else the
     mutable features). Round r runs at most n_iter steps with weight lams[r].
     A row succeeds when success(x_hat, loss) -> (M,) bool holds on the point the user would
-    get, x_hat = roles.project(x) (default: h(x_hat) > 0.5, i.e. logit > 0).
+    get, x_hat = roles.project(x) (default: h(x_hat) > 0.5, i.e. logit > 0); judge="raw"
+    tests the search point x itself, before the categorical projection (the fork's PROBE).
     stop="step": a row is frozen at its first success (CARLA's searches); stop="round": the
     test runs once, on a round's last iterate (the fork's PROBE); stop="never": every row runs
     every step of the round and, if keep_best, the successful iterate of lowest rank(x_hat)
@@ -171,6 +183,8 @@ def gradient_search(v0, loss_fn, roles: FeatureRoles, x_orig, *, h=None, decode=
         mutable = ~roles.immutable if decode is None else np.ones(v0.shape[1], bool)
     if stop not in ("step", "round", "never"):
         raise ValueError(f"unknown stop rule {stop!r}; use 'step', 'round' or 'never'")
+    if judge not in ("projected", "raw"):
+        raise ValueError(f"unknown judge {judge!r}; use 'projected' or 'raw'")
     decode = decode or (lambda v: v)
     success = success or (lambda x_hat, loss: h(x_hat) > 0.0)
     grad_mask = torch.as_tensor(mutable, dtype=v0.dtype, device=v0.device)        # (k,)
@@ -184,7 +198,7 @@ def gradient_search(v0, loss_fn, roles: FeatureRoles, x_orig, *, h=None, decode=
             if stop != "round" or it == n_iter:
                 with torch.no_grad():
                     x_hat = roles.project(x, x_orig, clamp)
-                    ok = success(x_hat, loss.detach())
+                    ok = success(x_hat if judge == "projected" else x.detach(), loss.detach())
                     rank_now = None if not keep_best else loss.detach() if rank is None else rank(x_hat)
                     rows.record(ok, x_hat, rank_now, freeze=stop == "step")
             if not rows.active.any() or it == n_iter:
@@ -271,8 +285,13 @@ class _Search:
         X = torch.as_tensor(check_features(X, len(self.immutable_)))   # (M, D)
         X_plus = self._search(X)
         with torch.no_grad():
-            self.n_failed_ = int((self.h_(X_plus) <= 0.0).sum())
+            self.n_failed_ = int((~self._succeeded(X, X_plus)).sum())
         return X_plus.numpy().astype(np.float32)
+
+    def _succeeded(self, X, X_plus) -> torch.Tensor:
+        """The method's own success test on each returned recourse, (M,) bool; most methods
+        test only h(x+) > 0.5."""
+        return self.h_(X_plus) > 0.0
 
 
 # ----------------------------------------------------------------------------- Wachter (Eq. 2)
@@ -284,21 +303,24 @@ class Wachter(_Search):
 
     (the paper's form C(x, x+) - gamma log h(x+) with gamma = 1 / lam). As in
     CARLA's implementation, which the paper ran with loss_type="BCE" and
-    binary_cat_features=True: Adam (amsgrad) with lr 0.01, lam 0.01, mutable
-    features clamped to [0, 1], and each row's search stops as soon as h(x+) > 0.5;
-    a row still negative after n_iter steps gets another round with lam lowered
-    by lam_step.
-    Paper/CARLA: rounds repeat until a 30 s wall-clock timer ends, and lam may
-    go negative. Here: a fixed number of rounds (deterministic) and lam floored
-    at 0, because a negative lam would reward moving away from x. mode="paper"
-    runs this same search (the timer is the only other difference).
+    binary_cat_features=True: Adam (amsgrad) with lr 0.01, lam 0.01, and each row's
+    search stops as soon as h(x+) > 0.5; a row still negative after n_iter steps gets
+    another round with lam lowered by lam_step. CARLA: rounds repeat until a 30 s
+    wall-clock timer ends; here a fixed number of rounds (deterministic).
 
-    Immutable features are held fixed during the search (their gradient is
-    masked, their value copied from x whatever it is), not only reset afterwards.
-    Binary categoricals are searched as continuous values and rounded to {0, 1}
-    at the end (one-hot groups: set to their largest entry); the stopping test
-    uses the projected point, so "h(x+) > 0.5" means what the user receives.
-    Rows where no round reached h(x+) > 0.5 are counted in `n_failed_`.
+    designed: mutable features clamped to [0, 1]; binary categoricals searched as
+    continuous values and projected at the end; lam floored at 0 (a negative lam would
+    reward moving away from x).
+    paper (the fork's wachter.py, checked): the clamp acts on a copy
+    (`x_new.clone().clamp_(0, 1)`), so nothing is clamped and a recourse may leave the
+    data's range (on compas most do, and LOF calls them outliers); h sees x_new with its
+    categoricals rounded (reconstruct_encoding_constraints inside the loss), so they get
+    no gradient and never move; lam is not floored.
+
+    Immutable features are held fixed during the search (their gradient is masked, their
+    value copied from x whatever it is). The stopping test uses the projected point, so
+    "h(x+) > 0.5" means what the user receives; rows where no round reached it are
+    counted in `n_failed_`.
     """
 
     def __init__(self, mode: str = "designed", random_state: int = 0, lam: float = 0.01,
@@ -315,10 +337,16 @@ class Wachter(_Search):
         def loss_fn(v, x, lam):                                   # Eq. 2, per row (M,)
             return bce_to_one(self.h_(x)) + lam * (x - X).abs().sum(dim=1)
 
-        lams = [max(self.lam - r * self.lam_step, 0.0) for r in range(self.n_rounds)]
-        x_plus, _, _ = gradient_search(X, loss_fn, self.roles_, X, h=self.h_, lams=lams,
+        paper = self.mode == "paper"
+        lams = [self.lam - r * self.lam_step for r in range(self.n_rounds)]
+        mutable = ~self.roles_.immutable
+        if paper:                                                 # the fork: categoricals never move
+            mutable = mutable & ~self.roles_.categorical
+        else:
+            lams = [max(lam, 0.0) for lam in lams]
+        x_plus, _, _ = gradient_search(X, loss_fn, self.roles_, X, h=self.h_, lams=lams, mutable=mutable,
                                        optimizer="amsgrad", lr=self.lr, n_iter=self.n_iter,
-                                       clamp=True)
+                                       clamp=not paper)
         return x_plus
 
 
@@ -510,9 +538,14 @@ class DiCE(_Search):
             opt, lr, clamp = "rmsprop", self.fork_lr, False
         else:
             lams, opt, lr, clamp = [0.0], "adam", self.lr, True
-        C, _, _ = gradient_search(start, loss_fn, self.roles_, X_rep, lams=lams, optimizer=opt,
-                                  lr=lr, n_iter=self.n_iter, clamp=clamp, success=all_valid)
+        C, found, _ = gradient_search(start, loss_fn, self.roles_, X_rep, lams=lams, optimizer=opt,
+                                      lr=lr, n_iter=self.n_iter, clamp=clamp, success=all_valid)
+        self.all_valid_ = found.reshape(M, k)[:, 0]                           # (M,) the search's own test
         return self._choose(X, C.reshape(M, k, D))
+
+    def _succeeded(self, X, X_plus) -> torch.Tensor:
+        """DiCE's own test: every candidate of the row was valid when its search stopped."""
+        return self.all_valid_
 
     def _choose(self, X, C) -> torch.Tensor:
         """designed: the valid candidate of least L1 cost (if none, the one of largest h);
@@ -591,7 +624,11 @@ class ROAR(_Search):
     paper (the fork's roar_recourse.py, checked): the surrogate regresses P(y = 1) on
     standardised inputs but its W, b are used as logit weights on raw x+ (mixed units); no
     clamp; a row stops when its loss changes by < 1e-4 between steps (here tested on the
-    iterate before the step, one step earlier than the fork). Fork: no step cap; here n_iter.
+    iterate before the step, one step earlier than the fork). Fork: no step cap; here n_iter
+    (no row reaches it on the benchmarks). Its success test is h(x+) > 0.5 (the fork turns
+    other rows into NaN). The fork also moves the immutables and returns the search point
+    unprojected (categoricals not rounded); both modes here hold and project, and x_raw_
+    keeps the unprojected point of the last recourse() (gaps.py measures the difference).
     """
 
     def __init__(self, mode: str = "designed", random_state: int = 0, delta: float = 0.01,
@@ -630,15 +667,22 @@ class ROAR(_Search):
         def loss_fn(v, x, lam):
             return bce_to_one(roar_worst_logit(x, W, b, self.delta)) + lam * (x - X).abs().sum(dim=1)
 
-        if self.mode == "paper":
-            success = LossSettled(self.tol)
-        else:
-            def success(x_hat, loss):
-                return (roar_worst_logit(x_hat, W, b, self.delta) > 0) & (self.h_(x_hat) > 0)
-        x_plus, _, _ = gradient_search(X, loss_fn, self.roles_, X, lams=[self.lam], optimizer="adam",
-                                       lr=self.lr, n_iter=self.n_iter, clamp=self.mode == "designed",
-                                       success=success)
+        self.surrogate_ = (W, b)
+        success = LossSettled(self.tol) if self.mode == "paper" else \
+            (lambda x_hat, loss: self._succeeded(X, x_hat))
+        x_plus, _, self.x_raw_ = gradient_search(X, loss_fn, self.roles_, X, lams=[self.lam],
+                                                 optimizer="adam", lr=self.lr, n_iter=self.n_iter,
+                                                 clamp=self.mode == "designed", success=success)
         return x_plus
+
+    def _succeeded(self, X, X_plus) -> torch.Tensor:
+        """designed: the worst-case surrogate logit and h(x+) both positive; paper: h(x+) > 0.5
+        (the fork's test after its search)."""
+        valid = self.h_(X_plus) > 0
+        if self.mode == "paper":
+            return valid
+        W, b = self.surrogate_
+        return (roar_worst_logit(X_plus, W, b, self.delta) > 0) & valid
 
 
 class LossSettled:
@@ -692,18 +736,31 @@ class PROBE(_Search):
 
     with IR in closed form (invalidation_rate_first_order). Rounds of n_iter Adam (amsgrad)
     steps; after each round a row succeeds when h(x+) > 0.5 and the Monte Carlo rate
-    (10^4 draws) is < r + eps; otherwise lam -= 0.1 and another round runs.
+    (10^4 draws) is < r + eps; otherwise lam -= 0.1 and another round runs. That test on
+    the returned recourse is also what `n_failed_` counts.
     Settings: r = 0.05, sigma^2 = 0.01 (Table 8); n_iter 200, eps 0.01, lam0 0.01, lr 1e-3
     (the paper's runner).
-    paper (the fork's wachter_rip.py, checked): lam is not floored, so from round 2 it is
-    negative and the cost term pushes x+ AWAY from x; the clamp acts on a copy
-    (`x_new.clone().clamp_(0, 1)`), so nothing is clamped. designed: lam floored at 0 and
-    mutables clamped to [0, 1]. Fork: rounds until a timer; here n_rounds.
+    designed: lam floored at 0, mutables clamped to [0, 1], the test on the projected point.
+    paper (the fork's wachter_rip.py, checked):
+      - the BCE target is 0.55, not 1: wachter_rip_recourse's default y_target=[0.45, 0.55]
+        applies because Wachter_rip.get_counterfactuals never passes its own y_target. The
+        BCE term pulls h(x+) back to 0.55, only the hinge on IR pushes past it, and the
+        round-end Monte Carlo test (< r + eps) keeps failing for many rows;
+      - lam is not floored, so from round 2 it is negative and the cost term pushes x+
+        AWAY from x, round after round (rounds_ counts each row's rounds);
+      - the clamp acts on a copy (`x_new.clone().clamp_(0, 1)`): nothing is clamped;
+      - the test judges x_new itself, categoricals unrounded;
+      - on success the fork returns that unrounded x_new, and it moves the immutables;
+        here the recourse is projected and holds them (x_raw_ keeps the unprojected point).
+    The fork runs rounds until a 30 s timer per row; here n_rounds = 20, about what 30 s allow
+    when a 200-step round of the fork's per-row loop takes 1 to 1.5 s, as it does on our
+    2-core CPU (gaps.fork_round_seconds times it; a faster machine runs more rounds).
     """
 
     def __init__(self, mode: str = "designed", random_state: int = 0, target_ir: float = 0.05,
                  eps: float = 0.01, sigma2: float = 0.01, lam: float = 0.01, lam_step: float = 0.1,
-                 lr: float = 1e-3, n_iter: int = 200, n_rounds: int = 20, n_mc: int = 10_000):
+                 lr: float = 1e-3, n_iter: int = 200, n_rounds: int = 20, n_mc: int = 10_000,
+                 fork_y_target: float = 0.55):
         self.mode = mode
         self.random_state = random_state
         self.target_ir = target_ir            # r, Table 8
@@ -713,28 +770,45 @@ class PROBE(_Search):
         self.lam_step = lam_step              # the fork: lam -= 0.1 per failed round
         self.lr = lr                          # the runner
         self.n_iter = n_iter                  # steps per round (the runner)
-        self.n_rounds = n_rounds              # the fork: rounds until a timer; a cap here
+        self.n_rounds = n_rounds              # the fork: rounds until a 30 s timer; a cap here
         self.n_mc = n_mc                      # Monte Carlo draws (the fork)
+        self.fork_y_target = fork_y_target    # paper mode's BCE target (the fork's default y_target)
 
     def _search(self, X: torch.Tensor) -> torch.Tensor:
-        h, sigma = self.h_, self.sigma2 ** 0.5
+        h, sigma, paper = self.h_, self.sigma2 ** 0.5, self.mode == "paper"
+        y_target = self.fork_y_target if paper else 1.0
         gen = torch.Generator().manual_seed(self.random_state)
 
         def loss_fn(v, x, lam):                                                # Eq. 9, (M,)
             ir = invalidation_rate_first_order(h, x, sigma)
-            return 3 * torch.relu(ir - self.target_ir) + bce_to_one(h(x)) + lam * (x - X).abs().sum(dim=1)
+            return 3 * torch.relu(ir - self.target_ir) + bce_to_target(h(x), y_target) \
+                + lam * (x - X).abs().sum(dim=1)
 
-        def success(x_hat, loss):
-            ir = invalidation_rate_mc(h, x_hat, sigma, self.n_mc, gen)
-            return (h(x_hat) > 0.0) & (ir < self.target_ir + self.eps)
+        self.rounds_ = torch.zeros(len(X), dtype=torch.long)                   # (M,) rounds each row ran
+        done = torch.zeros(len(X), dtype=torch.bool)
+
+        def success(x, loss):                                                  # once per round
+            ok = self._passes(x, gen)
+            self.rounds_.add_((~done).long())
+            done.logical_or_(ok)
+            return ok
 
         lams = [self.lam - r * self.lam_step for r in range(self.n_rounds)]
-        if self.mode == "designed":
+        if not paper:
             lams = [max(lam, 0.0) for lam in lams]
-        x_plus, _, _ = gradient_search(X, loss_fn, self.roles_, X, lams=lams, optimizer="amsgrad",
-                                       lr=self.lr, n_iter=self.n_iter, clamp=self.mode == "designed",
-                                       success=success, stop="round")
+        x_plus, _, self.x_raw_ = gradient_search(X, loss_fn, self.roles_, X, lams=lams,
+                                                 optimizer="amsgrad", lr=self.lr, n_iter=self.n_iter,
+                                                 clamp=not paper, success=success, stop="round",
+                                                 judge="raw" if paper else "projected")
         return x_plus
+
+    def _passes(self, x, gen) -> torch.Tensor:
+        """PROBE's test: h(x) > 0.5 and the Monte Carlo invalidation rate below r + eps, (M,)."""
+        ir = invalidation_rate_mc(self.h_, x, self.sigma2 ** 0.5, self.n_mc, gen)
+        return (self.h_(x) > 0.0) & (ir < self.target_ir + self.eps)
+
+    def _succeeded(self, X, X_plus) -> torch.Tensor:
+        return self._passes(X_plus, torch.Generator().manual_seed(self.random_state + 1))
 
 
 # ----------------------------------------------------------------------------- TAP
@@ -786,25 +860,32 @@ class TAP(_Search):
 
         d_Y(h(x+)) + lam ||x+ - x||_1 + 100 sum_j (relu(x+_j - 1) + relu(-x+_j)),
 
-    p* = 1 - 0.9 (1 - p_t), lam 1, p_t 0.5, gamma 0.5 (the TAP code), immutables' gradients
-    zeroed; return the iterate of least L1 cost with h(x+) > 0.5 and V(x, x+) >= gamma,
-    else the last. A row with no such iterate runs again with lam halved, up to n_rounds = 6
-    times (the TAP code's create_tolerance_optimal_AP halves its balance parameter while the
-    target is missed, max_steps = 6): with lam = 1 and an L1 cost the d_Y gradient of a
-    typical h is too weak to move x at all.
-    mode="paper" is the same method: TAP has no fork implementation, and the code the
-    paper ran for its TAP row is not public.
+    p* = 1 - 0.9 (1 - p_t) (the TAP code's initial margin 0.9), lam 1, gamma 0.5 (the TAP
+    code's defaults), immutables' gradients zeroed. A row with no success runs again with lam
+    halved, up to n_rounds = 6 times (the TAP code's create_tolerance_optimal_AP halves its
+    balance parameter while the target is missed, max_steps = 6): with lam = 1 and an L1
+    cost the d_Y gradient of a typical h is too weak to move x at all. A row succeeds when
+    h(x+) > 0.5 and V(x, x+) >= gamma; `n_failed_` counts the returned recourses that miss it.
+    designed: p_t 0.5 (h's own threshold: the TAP code leaves p to its user); every step is
+    tested and the successful iterate of least L1 cost is kept, else the last.
+    paper: TAP has no fork implementation and the code the paper ran for its TAP row is not
+    public, so this mode runs TAP as its authors' public code does (amicable_pertubations.py):
+    p_t 0.9 (their adult example, AP_generator_Continuous(..., p=0.9)), and each try runs all
+    its steps and offers its LAST iterate (suggest_AP), which the verifier accepts or sends
+    back for another try. The last iterate sits where d_Y reaches 0, at h(x+) >= p*, well
+    past h's boundary, where the cheapest valid iterate sits just past it.
     """
 
     def __init__(self, mode: str = "designed", random_state: int = 0, lam: float = 1.0,
                  p_t: float = 0.5, gamma: float = 0.5, lr: float = 0.01, n_iter: int = 1000,
-                 n_rounds: int = 6,
+                 n_rounds: int = 6, paper_p_t: float = 0.9,
                  verifier_lr: float = 1e-4, batch_size: int = 128, n_steps: int = 20_000,
                  cache_dir=None, verbose: bool = False):
         self.mode = mode
         self.random_state = random_state
         self.lam = lam                        # the TAP code's initial balance parameter
-        self.p_t = p_t                        # the TAP code
+        self.p_t = p_t                        # target P(y = 1) (designed: h's threshold)
+        self.paper_p_t = paper_p_t            # paper mode's target (the TAP code's adult example)
         self.gamma = gamma                    # the TAP code: verifier confidence
         self.lr = lr                          # Table 8
         self.n_iter = n_iter                  # Table 8
@@ -855,26 +936,28 @@ class TAP(_Search):
                       f"{time.time() - start:.1f}s", flush=True)
 
     def _search(self, X: torch.Tensor) -> torch.Tensor:
-        h, V = self.h_, self.verifier_
-        p_star = 1 - 0.9 * (1 - self.p_t)
+        h, V, paper = self.h_, self.verifier_, self.mode == "paper"
+        p_star = 1 - 0.9 * (1 - (self.paper_p_t if paper else self.p_t))
 
         def loss_fn(v, x, lam):
             box = (torch.relu(x - 1) + torch.relu(-x)).sum(dim=1)
             return tap_d_y(torch.sigmoid(h(x)), p_star) + lam * (x - X).abs().sum(dim=1) + 100 * box
-
-        def success(x_hat, loss):
-            return (h(x_hat) > 0.0) & (torch.sigmoid(V(X, x_hat)) >= self.gamma)
 
         def cost(x_hat):
             return (x_hat - X).abs().sum(dim=1)
 
         for p in V.parameters():
             p.requires_grad_(False)                                           # the verifier is fixed here
+        lams = [self.lam * 0.5 ** r for r in range(self.n_rounds)]
+        keep = dict(stop="round") if paper else dict(stop="never", keep_best=True, rank=cost)
         x_plus, _, _ = gradient_search(X, loss_fn, self.roles_, X, optimizer="adam", lr=self.lr,
-                                       lams=[self.lam * 0.5 ** r for r in range(self.n_rounds)],
-                                       n_iter=self.n_iter, success=success, stop="never",
-                                       keep_best=True, rank=cost)
+                                       lams=lams, n_iter=self.n_iter,
+                                       success=lambda x_hat, loss: self._succeeded(X, x_hat), **keep)
         return x_plus
+
+    def _succeeded(self, X, X_plus) -> torch.Tensor:
+        """TAP's test: h(x+) > 0.5 and the verifier's P(x, x+ of different classes) >= gamma."""
+        return (self.h_(X_plus) > 0.0) & (torch.sigmoid(self.verifier_(X, X_plus)) >= self.gamma)
 
 
 # ----------------------------------------------------------------------------- registry

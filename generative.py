@@ -10,7 +10,7 @@ The file reads from the parts to the whole: the settings, the two generative mod
 the interface of baselines.py (`fit(X, y, h, ...)`, `recourse(X)`, `n_failed_`) and
 reuse its search parts (`gradient_search`, `l1_shell_sample`, `FeatureRoles`).
 
-Two modes, as every baseline (../shared/BASELINES.md):
+Two modes, as every baseline (baselines.py):
   "designed"  as CARLA's official code designs it: the encoders see only the mutable
               features and the decoders get the immutables as inputs, so a decoded
               recourse keeps them; the VAE's loss is CARLA's (BCE summed + annealed KL).
@@ -20,7 +20,12 @@ Two modes, as every baseline (../shared/BASELINES.md):
               of zero_grad calls).
 Either way the recourse returned holds the immutables exactly (copied from x) and its
 categoricals projected (binary -> {0, 1}, one-hot group -> its arg-max), and h judges
-that point, not the raw decoding.
+that point, not the raw decoding. Two things of the paper's runs are left out of the
+paper mode on purpose and measured in gaps.py instead: the fork returns the decoded
+immutables (its VAE and CSVAE reconstruct them like any feature, so a recourse may change
+race or sex), and the runner's glue fits these models on the test split (its data
+catalogue's `raw` rows); here they are fitted on the train split. `n_failed_` counts the
+rows whose recourse h rejects, the test each of the three searches uses.
 
 Shape letters: B batch, D features, Dm mutable features encoded (D in paper mode),
 Di immutables fed to a decoder (0 in paper mode), L the latent z (8), W the latent w

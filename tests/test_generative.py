@@ -99,7 +99,45 @@ def test_immutables_kept_and_categoricals_valid(fitted, cls, mode):
     assert set(np.unique(X_plus[:, 3])) <= {0.0, 1.0}
     group = X_plus[:, GROUPS[0]]
     assert np.isin(group, (0.0, 1.0)).all() and (group.sum(axis=1) == 1).all()
-    assert method.n_failed_ == int((H.predict_proba(X_plus) <= 0.5).sum())
+
+
+class Blocker(torch.nn.Module):
+    """h's logit = 20 (x3 - 0.5): only the binary immutable x3 counts, so a row with x3 = 0 can
+    never be flipped (every recourse keeps its x3) and a row with x3 = 1 is positive anywhere."""
+
+    def forward(self, x):
+        return 20.0 * (x[:, 3] - 0.5)
+
+    def predict_proba(self, X):
+        with torch.no_grad():
+            return torch.sigmoid(self(torch.as_tensor(X, dtype=torch.float32))).numpy()
+
+
+@pytest.mark.parametrize("cls", [CCHVAE, REVISE, CRUDS])
+@pytest.mark.parametrize("mode", ["designed", "paper"])
+def test_n_failed_counts_exactly_the_rows_an_immutable_blocks(fitted, cls, mode, monkeypatch):
+    method, _ = fitted[cls, mode]
+    monkeypatch.setattr(method, "h_", Blocker())
+    if cls is CCHVAE:
+        monkeypatch.setattr(method, "max_iter", 30)           # a blocked row scans every shell
+    blocked = int((X_NEG[:, 3] == 0).sum())
+    assert 0 < blocked < len(X_NEG)
+    method.recourse(X_NEG)
+    assert method.n_failed_ == blocked
+
+
+def test_paper_mode_vae_loss_is_mean_squared_error_plus_summed_kl():
+    """The fork's VAE_loss by hand: MSE averaged over batch and features, KL summed over both."""
+    vae = generative.VAE(np.ones(D, bool), VAEConfig(hidden=(16,), latent=3)).eval()
+    x = torch.as_tensor(X_TRAIN[:8])
+    loss = generative.vae_loss(vae, x, torch.Generator().manual_seed(0), "paper", beta=0.0)
+    with torch.no_grad():
+        mu, logvar = (t.numpy().astype(np.float64) for t in vae.encode(x))
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(0)).numpy()
+        x_hat = vae.decode(torch.as_tensor(mu + np.exp(0.5 * logvar) * eps, dtype=torch.float32), x).numpy()
+    mse = ((x_hat - X_TRAIN[:8]) ** 2).mean()
+    kl = -0.5 * (1 + logvar - mu ** 2 - np.exp(logvar)).sum()
+    assert abs(loss.item() - (mse + kl)) < 1e-4 * (1 + abs(mse + kl))
 
 
 def test_cchvae_answer_is_nearest_positive_of_first_shell_holding_one(fitted):
