@@ -364,6 +364,17 @@ def study_lines(result: dict) -> list[str]:
     return lines + [""]
 
 
+def run_studies(names, seeds, cache_dir, n_test=N_TEST, log=print) -> dict:
+    """The studies `names` (keys of STUDIES) on `seeds`: {"seeds", "n_test", "studies", "seconds"}."""
+    out = {"seeds": list(seeds), "n_test": n_test, "studies": {}, "seconds": {}}
+    for name in names:
+        t0 = time.time()
+        out["studies"][name] = STUDIES[name](tuple(seeds), cache_dir, n_test)
+        out["seconds"][name] = time.time() - t0
+        log("\n".join(study_lines(out["studies"][name])) + f"\n({name}: {out['seconds'][name]:.0f} s)\n")
+    return out
+
+
 def gaps_section(data: dict) -> list[str]:
     """Every study of a gaps.json (as main() writes it) as markdown lines."""
     lines = []
@@ -395,13 +406,8 @@ def main(argv=None) -> int:
     if args.n_test < 1 or len(set(args.seeds)) != len(args.seeds):
         print("error: --n-test must be at least 1 and --seeds must not repeat a seed", file=sys.stderr)
         return 2
-    out = {"seeds": args.seeds, "n_test": args.n_test, "studies": {}, "seconds": {}}
-    for name in args.only:
-        t0 = time.time()
-        out["studies"][name] = STUDIES[name](tuple(args.seeds), args.cache, args.n_test)
-        out["seconds"][name] = time.time() - t0
-        print("\n".join(study_lines(out["studies"][name])), flush=True)
-        print(f"({name}: {out['seconds'][name]:.0f} s)\n", flush=True)
+    out = run_studies(args.only, args.seeds, args.cache, args.n_test,
+                      log=lambda text: print(text, flush=True))
     out["provenance"] = provenance()
     path = os.path.join(args.out, "gaps.json")
     atomic_write(path, lambda f: f.write(json.dumps(out, indent=2).encode()))
