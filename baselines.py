@@ -31,23 +31,28 @@ import time
 
 import numpy as np
 import torch
-from common import as_mask, atomic_write, check_features, check_fitted, l1_cost, project_categoricals
+from common import (as_mask, atomic_write, check_classifier, check_features, check_fitted, check_groups,
+                    check_labels, l1_cost, project_categoricals)
+from constraints import Constraints, as_constraints
 from genre import training_sets
 
 
 # ----------------------------------------------------------------------------- NNR (Sec. 5.5)
 
-def nearest(X_src: np.ndarray, X_dst: np.ndarray, immutable: np.ndarray, chunk: int = 2048):
+def nearest(X_src: np.ndarray, X_dst: np.ndarray, immutable: np.ndarray, chunk: int = 2048, rules=None):
     """Index of the nearest row of X_dst (L1, immutables matching) for each row of X_src.
 
     Returns (indices (S,), costs (S,)); the cost is inf where no row of X_dst keeps
-    the immutables of the source.
+    the immutables of the source (or, with rules, a constraints.Constraints, every rule).
     """
     src, dst = torch.as_tensor(X_src), torch.as_tensor(X_dst)
     imm = torch.as_tensor(immutable)
     idx, costs = [], []
     for start in range(0, len(src), chunk):                  # chunks bound the (S, T) matrix
-        cost, i = l1_cost(src[start:start + chunk], dst, imm).min(dim=1)
+        cost = l1_cost(src[start:start + chunk], dst, imm)
+        breaks = None if rules is None else rules.pair_breaks(src[start:start + chunk], dst,
+                                                              rows=slice(start, start + chunk))
+        cost, i = (cost if breaks is None else cost.masked_fill(breaks, float("inf"))).min(dim=1)
         idx.append(i)
         costs.append(cost)
     return torch.cat(idx).numpy(), torch.cat(costs).numpy()
@@ -60,21 +65,21 @@ class NNR:
     pool="h":      training rows with h(x) > gamma             (NNR, gamma > 0.7)
     pool="dhplus": rows with y = 1 and h(x) > gamma = D_h^+    (NNR (D_h^+))
 
-    L1 distance; a candidate must match every immutable feature of x. The pool
-    holds real data points, so categoricals are valid by construction. If no
-    pool row matches x's immutables, x itself is returned (an invalid recourse,
-    counted in `n_failed_`).
+    L1 distance; a candidate must match every immutable feature of x, and keep every
+    constraint it is given (at fit, or at recourse for this call). The pool holds real
+    data points, so categoricals are valid by construction. If no pool row qualifies,
+    x itself is returned (an invalid recourse, counted in `n_failed_`).
     """
 
     def __init__(self, pool: str = "dhplus", gamma: float = 0.7):
         self.pool = pool
         self.gamma = gamma
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None) -> "NNR":
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> "NNR":
         if self.pool not in ("label", "h", "dhplus"):
             raise ValueError(f"unknown pool {self.pool!r}; use 'label', 'h' or 'dhplus'")
         X = check_features(X, np.shape(X)[-1], "training X")
-        y, p = np.asarray(y), h.predict_proba(X)                 # p = h(x), (N,)
+        y, p = check_labels(y, len(X)), check_classifier(h, X)  # p = h(x), (N,)
         keep = {
             "label": y == 1,
             "h": p > self.gamma,
@@ -85,15 +90,23 @@ class NNR:
                              f"(try a lower gamma than {self.gamma})")
         self.pool_ = X[keep]                                  # (P, D)
         self.immutable_ = as_mask(immutable, X.shape[1], "immutable")
+        self.constraints_ = fit_rules(self.immutable_, constraints)
+        self.immutable_ = self.constraints_.fixed
+        self.categorical_ = as_mask(categorical, X.shape[1], "categorical")
+        self.groups_ = check_groups(groups, X.shape[1])
         return self
 
-    def recourse(self, X) -> np.ndarray:
+    def recourse(self, X, constraints=None) -> np.ndarray:
         check_fitted(self, "pool_")
         X = check_features(X, self.pool_.shape[1])
-        idx, cost = nearest(X, self.pool_, self.immutable_)
+        rules = self.constraints_ & as_constraints(constraints, len(X), X.shape[1])
+        fixed = np.broadcast_to(rules.fixed, X.shape)
+        ruled = rules.beyond_fixed() or bool((fixed & ~self.immutable_).any())
+        idx, cost = nearest(X, self.pool_, self.immutable_, rules=rules if ruled else None)
         found = np.isfinite(cost)
         self.n_failed_ = int((~found).sum())
-        return np.where(found[:, None], self.pool_[idx], X)
+        fallback = rules.project(X, X, self.categorical_, self.groups_) if ruled else X   # x, or the nearest point keeping the rules
+        return np.where(found[:, None], self.pool_[idx], fallback)
 
 
 def bce_to_one(logits: torch.Tensor) -> torch.Tensor:
@@ -132,29 +145,60 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {name!r}; use 'adam', 'amsgrad' or 'rmsprop'")
 
 
+def fit_rules(immutable, constraints) -> Constraints:
+    """The rules a fit keeps: the immutables fixed, and a lender's constraints (one set)."""
+    rules = as_constraints(constraints, None, len(immutable))
+    if rules is not None and rules.fixed.ndim != 1:
+        raise ValueError("constraints given to fit are one set for every row; give per-row ones to recourse")
+    return Constraints.immutables(immutable) & rules
+
+
 class FeatureRoles:
     """The feature roles every search respects, and the map from a search point to what the
-    user receives: immutables copied from x, mutables optionally clamped to [0, 1],
-    categoricals projected (binary -> {0, 1}, one-hot group -> its arg-max)."""
+    user receives: immutables copied from x, mutables optionally clamped to [0, 1] and to
+    the constraints' bounds, categoricals projected (binary -> {0, 1}, one-hot group -> its
+    arg-max), then every constraint kept (constraints.Constraints.project)."""
 
-    def __init__(self, immutable, categorical=None, groups=()):
+    def __init__(self, immutable, categorical=None, groups=(), constraints=None):
         self.immutable = np.asarray(immutable, dtype=bool)                 # (D,)
         self.categorical = np.zeros_like(self.immutable) if categorical is None \
             else np.asarray(categorical, dtype=bool)                        # (D,)
         self.groups = [list(g) for g in groups or []]
+        self.constraints = constraints                                      # one set (D,) or None
+        if constraints is not None:
+            self.immutable = self.immutable | constraints.fixed
+
+    def bounds(self, x_orig: torch.Tensor):
+        """Each row's interval [L, U] (M, D) as tensors, or None without constraints."""
+        if self.constraints is None:
+            return None
+        L, U = self.constraints.bounds(x_orig.detach().cpu().numpy())
+        return torch.tensor(L, dtype=x_orig.dtype), torch.tensor(U, dtype=x_orig.dtype)
 
     def hold(self, x: torch.Tensor, x_orig: torch.Tensor, clamp: bool) -> torch.Tensor:
-        """Immutables copied exactly from x_orig; mutables clamped to [0, 1] if asked. (M, D)."""
+        """Immutables copied exactly from x_orig; mutables clamped to [0, 1] if asked, and the
+        continuous ones to the constraints' bounds. (M, D)."""
         imm = torch.as_tensor(self.immutable, device=x.device)
         if clamp:
             x = torch.where(imm, x, x.clamp(0, 1))
+        bounds = self.bounds(x_orig)
+        if bounds is not None:
+            cont = torch.as_tensor(~self.categorical, device=x.device)
+            x = torch.where(cont, torch.minimum(torch.maximum(x, bounds[0]), bounds[1]), x)
         return torch.where(imm, x_orig, x)
 
     def project(self, x: torch.Tensor, x_orig: torch.Tensor, clamp: bool) -> torch.Tensor:
-        """hold(), then projectCategoricals (Algorithm 2); no gradient. (M, D) -> (M, D)."""
+        """hold(), then projectCategoricals (Algorithm 2) and the constraints; no gradient. (M, D) -> (M, D)."""
         x = self.hold(x.detach(), x_orig, clamp)
         out = project_categoricals(x.cpu().numpy(), self.categorical, self.groups)
+        if self.constraints is not None:
+            out = self.constraints.project(x_orig.detach().cpu().numpy(), out, self.categorical, self.groups)
         return torch.as_tensor(out, device=x.device)
+
+    def with_constraints(self, constraints) -> "FeatureRoles":
+        """These roles with one more set of rules (one set for every row)."""
+        rules = constraints if self.constraints is None else self.constraints & constraints
+        return FeatureRoles(self.immutable, self.categorical, self.groups, rules)
 
 
 def gradient_search(v0, loss_fn, roles: FeatureRoles, x_orig, *, h=None, decode=None,
@@ -261,29 +305,66 @@ def l1_shell_sample(center, lo, hi, n: int, generator: torch.Generator, mask=Non
     return center[:, None, :] + r * u / norm
 
 
+def search_roles(method, X, y, h, immutable, categorical, groups, constraints) -> FeatureRoles:
+    """fit()'s checks and the FeatureRoles of a baseline: h kept, the roles, and in the designed
+    mode a lender's constraints (the paper mode is measured as the paper ran it, without)."""
+    check_mode(method.mode)
+    X = check_features(X, np.shape(X)[-1], "training X")
+    D = X.shape[1]
+    check_labels(y, len(X))
+    check_classifier(h, X[:5])
+    method.h_ = h
+    rules = fit_rules(as_mask(immutable, D, "immutable"), constraints if method.mode == "designed" else None)
+    return FeatureRoles(as_mask(immutable, D, "immutable"), as_mask(categorical, D, "categorical"),
+                        check_groups(groups, D), rules if rules.beyond_fixed() or rules.fixed.any() else None)
+
+
+def by_rule_set(method, X: torch.Tensor, constraints, search) -> torch.Tensor:
+    """search(X) with the method's roles, and in the designed mode a person's constraints for
+    this call too: one set, or one per row (rows sharing a set are searched together). Under
+    constraints every row returned keeps them, a row the search failed too (the point nearest
+    what the search returned that keeps them)."""
+    rules = as_constraints(constraints, len(X), X.shape[1]) if method.mode == "designed" else None
+    fitted, out = method.roles_, X.clone()
+    per_row = rules is not None and rules.fixed.ndim == 2
+    keys = [tuple(np.concatenate([getattr(rules.rows(i), f) for f in ("fixed", "increase", "decrease", "lo", "hi")]))
+            for i in range(len(X))] if per_row else [()] * len(X)
+    try:
+        for key in dict.fromkeys(keys):
+            rows = [i for i, k in enumerate(keys) if k == key]
+            if rules is not None:
+                method.roles_ = fitted.with_constraints(rules.rows(rows[0]) if per_row else rules)
+            found = search(X[rows])
+            if method.roles_.constraints is not None:
+                found = method.roles_.project(found, X[rows], clamp=False)
+            out[rows] = found
+    finally:
+        method.roles_ = fitted
+    return out
+
+
 class _Search:
     """What every search baseline shares: the sklearn-style fit that keeps h and the roles,
     and the bookkeeping of recourse()."""
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
-        """Nothing to learn for most methods: keep h and the feature roles."""
-        check_mode(self.mode)
-        X = check_features(X, np.shape(X)[-1], "training X")
-        n_features = X.shape[1]
-        self.h_ = h
-        self.roles_ = FeatureRoles(as_mask(immutable, n_features, "immutable"),
-                                   as_mask(categorical, n_features, "categorical"), groups)
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
+        """Nothing to learn for most methods: keep h and the feature roles. constraints
+        (constraints.Constraints, a lender's rules) are kept in the designed mode; the
+        paper's runner had none, and its mode is measured as it is."""
+        self.roles_ = search_roles(self, X, y, h, immutable, categorical, groups, constraints)
         self.immutable_ = self.roles_.immutable
-        self._fit_more(X, np.asarray(y))
+        self._fit_more(check_features(X, np.shape(X)[-1], "training X"), np.asarray(y))
         return self
 
     def _fit_more(self, X, y) -> None:
         """Hook for methods that learn something from the training data (TAP, DiCE)."""
 
-    def recourse(self, X) -> np.ndarray:
+    def recourse(self, X, constraints=None) -> np.ndarray:
+        """One recourse per row of X (M, D); constraints: a person's own limits for this call
+        (one set, or a list of one per row), kept in the designed mode."""
         check_fitted(self, "h_")
         X = torch.as_tensor(check_features(X, len(self.immutable_)))   # (M, D)
-        X_plus = self._search(X)
+        X_plus = by_rule_set(self, X, constraints, self._search)
         with torch.no_grad():
             self.n_failed_ = int((~self._succeeded(X, X_plus)).sum())
         return X_plus.numpy().astype(np.float32)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from constraints import features_changed, revert_unneeded
+from constraints import as_constraints, features_changed, revert_unneeded
 from common import atomic_write, check_folder, child_seed, provenance, set_seed, torch_threads
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
@@ -453,6 +453,8 @@ def make_method(name: str, seed: int, genre_configs=None, cache_dir=None, verbos
     if name in GENRE_ROWS:
         cfg = (genre_configs or {}).get(name) or GENRE_ROWS[name]()
         return GenRe(cfg, random_state=child_seed(seed, "genre") % 2**31, verbose=verbose)
+    if name in POST_STEPS:
+        return Sparse(make_method(POST_STEPS[name], seed, genre_configs, cache_dir, verbose, vae_epochs))
     if name in NNR_POOLS:
         return NNR(pool=NNR_POOLS[name])
     if name in DIFFUSION:                                           # the four share one model per seed
@@ -550,17 +552,28 @@ def recourse_of(method, X, bench: Benchmark, **options):
 
 
 class Sparse:
-    """A method's recourse with the sparsity post-step constraints.revert_unneeded after it
-    (the row genre_sparse: GenRe's, not the paper's)."""
+    """A method followed by the sparsity post-step constraints.revert_unneeded (the row
+    genre_sparse: the paper's GenRe, then the changes h does not need undone)."""
 
-    def __init__(self, method, bench: Benchmark):
-        self.method, self.bench = method, bench
-        self.fit_seconds_ = getattr(method, "fit_seconds_", 0.0)
+    def __init__(self, method):
+        self.method = method
+
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> "Sparse":
+        self.method.fit(X, y, h, immutable=immutable, categorical=categorical, groups=groups,
+                        **({} if constraints is None else {"constraints": constraints}))
+        return self.fitted(h, categorical, groups, constraints)
+
+    def fitted(self, h, categorical, groups, constraints) -> "Sparse":
+        """Take an already fitted method's roles (fit_method shares GenRe's trained model)."""
+        self.h_, self.categorical_, self.groups_, self.constraints_ = h, categorical, groups, constraints
+        self.fit_seconds_ = getattr(self.method, "fit_seconds_", 0.0)
+        return self
 
     def recourse(self, X, constraints=None):
-        ds, rules = self.bench.ds, self.bench.constraints
         X_plus = self.method.recourse(X) if constraints is None else self.method.recourse(X, constraints=constraints)
-        return revert_unneeded(X, X_plus, self.bench.h, ds.categorical, ds.groups, rules)
+        rules = self.constraints_ if constraints is None else as_constraints(constraints, len(X), X.shape[1]) & self.constraints_ \
+            if self.constraints_ is not None else as_constraints(constraints, len(X), X.shape[1])
+        return revert_unneeded(X, X_plus, self.h_, self.categorical_, self.groups_ or (), rules)
 
 
 def fit_method(name: str, bench: Benchmark, genre_configs=None, verbose: bool = True, memo=None,
@@ -569,7 +582,9 @@ def fit_method(name: str, bench: Benchmark, genre_configs=None, verbose: bool = 
     if name in GENRE_ROWS:
         return fit_genre(bench, (genre_configs or {}).get(name) or GENRE_ROWS[name](), verbose, memo)
     if name in POST_STEPS:
-        return Sparse(fit_method(POST_STEPS[name], bench, genre_configs, verbose, memo, vae_epochs), bench)
+        ds, at_fit = bench.ds, bench.constraints if bench.constraints_at == "fit" else None
+        inner = fit_method(POST_STEPS[name], bench, genre_configs, verbose, memo, vae_epochs)
+        return Sparse(inner).fitted(bench.h, ds.categorical, ds.groups, at_fit)
     method = make_method(name, bench.seed, genre_configs, bench.cache_dir, verbose, vae_epochs)
     return fit_one(method, bench)
 

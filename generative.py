@@ -44,9 +44,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines import FeatureRoles, bce_to_one, check_mode, gradient_search, l1_shell_sample
-from common import (as_mask, atomic_write, check_features, check_fitted, project_categoricals, set_seed,
-                    torch_threads)
+from baselines import bce_to_one, by_rule_set, check_mode, gradient_search, l1_shell_sample, search_roles
+from common import (as_mask, atomic_write, check_features, check_fitted, check_labels, project_categoricals,
+                    set_seed, torch_threads)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -344,30 +344,29 @@ class _LatentRecourse:
             if name not in ("self", "__class__"):
                 setattr(self, name, value)
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
-        check_mode(self.mode)
-        X = check_features(X, np.shape(X)[-1], "training X")
-        y = np.asarray(y).ravel()
-        if y.shape != (len(X),) or not np.isin(y, (0, 1)).all():
-            raise ValueError(f"y must hold one label in {{0, 1}} per row of X ({len(X)} rows), "
-                             f"got shape {y.shape}")
-        self.h_ = h
-        self.roles_ = FeatureRoles(as_mask(immutable, X.shape[1], "immutable"),
-                                   as_mask(categorical, X.shape[1], "categorical"), groups)
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
+        """Train (or load) the generative model; constraints (a lender's rules) are kept in the
+        designed mode, as every baseline's (baselines.search_roles)."""
+        self.roles_ = search_roles(self, X, y, h, immutable, categorical, groups, constraints)
+        X, y = check_features(X, np.shape(X)[-1], "training X"), check_labels(y, len(X))
         self.immutable_ = self.roles_.immutable
         if self.immutable_.all():
             raise ValueError("every feature is immutable: there is nothing a recourse could change")
-        # As designed, only the mutables are encoded; the fork encodes every feature.
-        self.encoded_ = ~self.immutable_ if self.mode == "designed" else np.ones_like(self.immutable_)
-        self.model_ = self._fit_model(X, y.astype(np.int64))
+        # As designed, only the mutables of the data set are encoded (a constraint's fixed
+        # features are held like immutables, the model stays the same); the fork encodes every feature.
+        data_immutable = as_mask(immutable, X.shape[1], "immutable")
+        self.encoded_ = ~data_immutable if self.mode == "designed" else np.ones_like(data_immutable)
+        self.model_ = self._fit_model(X, y)
         self.active_units_ = active_units(self.model_, X)
         return self
 
-    def recourse(self, X) -> np.ndarray:
+    def recourse(self, X, constraints=None) -> np.ndarray:
+        """One recourse per row of X (M, D); constraints: a person's own limits for this call,
+        kept in the designed mode (baselines.by_rule_set)."""
         check_fitted(self, "model_")
         X = torch.as_tensor(check_features(X, len(self.immutable_)))           # (M, D)
         with torch_threads(1):
-            X_plus = self._search(X)
+            X_plus = by_rule_set(self, X, constraints, self._search)
         with torch.no_grad():
             self.n_failed_ = int((self.h_(X_plus) <= 0.0).sum())
         return X_plus.numpy().astype(np.float32)
@@ -417,7 +416,10 @@ class CCHVAE(_LatentRecourse):
         A, n, L = Z.shape
         x_rep = X.repeat_interleave(n, dim=0)                                    # (A n, D)
         x = self._round(self.model_.decode(Z.reshape(A * n, L), x_rep))       # CARLA: round, then clip
-        return self.roles_.hold(x, x_rep, clamp=True).view(A, n, -1)
+        x = self.roles_.hold(x, x_rep, clamp=True)
+        if self.roles_.constraints is not None:                                 # and keep the rules
+            x = self.roles_.project(x, x_rep, clamp=True)
+        return x.view(A, n, -1)
 
     @torch.no_grad()
     def _search(self, X):

@@ -181,3 +181,35 @@ def test_constraints_in_original_units_name_the_problem():
         ds.constraints(allowed={"colour": ["pink"]})
     with pytest.raises(ValueError, match="constraints for 3 features given to a model of"):
         as_constraints(Constraints.free(3), 1, ds.n_features)
+
+
+DESIGNED = ["wachter", "gs", "dice", "roar", "probe", "tap", "cchvae", "revise", "cruds", "nnr", "nnr_h",
+            "nnr_dhplus", "genre_sparse"]
+
+
+@pytest.mark.parametrize("name", DESIGNED)
+def test_every_designed_baseline_keeps_random_constraints_at_fit_and_at_recourse(name):
+    """Each baseline as designed, tiny (test_guarantees' sizes), given a random rule set at fit
+    (a lender's) and, fitted without, at recourse time (a person's): every row it returns keeps
+    every rule (searches project each step, NNR filters, the generative baselines project
+    their decoded rows, and a failure returns the point nearest x that keeps them)."""
+    from evaluate import make_method
+    from test_guarantees import SMALL, TINY, VAE_EPOCHS
+    ds, h = random_table(7)
+    spec = random_rules(ds, np.random.default_rng(sum(map(ord, name))))      # a rule set of its own
+    rules = ds.constraints(**spec)
+    X = ds.X_test[h.predict_proba(ds.X_test) <= 0.5][:25]
+    ok_rows = feasible(ds, X, spec)
+
+    def made():
+        method = make_method(name, 0, TINY, verbose=False, vae_epochs=VAE_EPOCHS)
+        for field, value in SMALL.get(name, {}).items():
+            setattr(method, field, value)
+        return method
+
+    roles = dict(categorical=ds.categorical, groups=ds.groups)
+    at_fit = made().fit(ds.X_train, ds.y_train, h, constraints=rules, **roles).recourse(X)
+    at_recourse = made().fit(ds.X_train, ds.y_train, h, **roles).recourse(X, constraints=rules)
+    for X_plus in (at_fit, at_recourse):
+        assert check_rules(ds, X, X_plus, spec)[ok_rows].all()
+        assert not rules.violated(X, X_plus)[ok_rows].any()
