@@ -208,9 +208,11 @@ class BinMask:
         """logits (B, K) of feature j with the disallowed bins at -inf, and (B, K) allowed; a row
         with no allowed bin is left as it was (keep() then sets its value). noise (B,) is the
         sigma eps Algorithm 2 adds to the bin's value, known before the draw."""
-        mu, w = self.bins.mu[j], self.bins.w[j]
-        if self.kinds[j].categorical:
+        mu, w, kind = self.bins.mu[j], self.bins.w[j], self.kinds[j]
+        if kind.categorical:
             ok = self.allows(j, (mu + noise[:, None] >= 0.5).to(self.L.dtype))     # (B, K) as rounded
+            if kind.group_before:                                                    # an earlier member is 1:
+                ok = ok | (x_plus[:, kind.group_before] > 0.5).any(1, keepdim=True)  # this one will be 0 anyway
         else:
             L, U = self.L[:, j, None], self.U[:, j, None]
             ok = (mu + w / 2 >= L - TOLERANCE) & (mu - w / 2 <= U + TOLERANCE)      # (B, K)

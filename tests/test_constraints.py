@@ -66,6 +66,11 @@ def check_rules(ds, X, X_plus, spec):
     return ok
 
 
+def one_hot(ds, X_plus):
+    """Every one-hot group of every row holds exactly one 1."""
+    return all(np.array_equal(X_plus[:, g].sum(1), np.ones(len(X_plus))) for g in ds.groups)
+
+
 def feasible(ds, X, spec):
     """Rows whose constraints leave some allowed value for every feature (else a method keeps x there)."""
     L, U = ds.constraints(**spec).bounds(X)
@@ -87,7 +92,7 @@ def test_genre_keeps_random_constraints_given_at_fit_and_at_recourse_time(seed):
         ds.X_train, ds.y_train, h, categorical=ds.categorical, groups=ds.groups)
     for X_plus in (fit_time.recourse(X), plain.recourse(X, constraints=rules),
                    fit_time.recourse(X, tau=0.5, sigma=0.3)):             # broad draws too
-        assert check_rules(ds, X, X_plus, spec)[ok_rows].all()
+        assert check_rules(ds, X, X_plus, spec)[ok_rows].all() and one_hot(ds, X_plus)
         assert not rules.violated(X, X_plus)[ok_rows].any()
     unconstrained = plain.recourse(X, tau=0.5, sigma=0.3)
     assert not check_rules(ds, X, unconstrained, spec)[ok_rows].all()     # without them, broad draws break them
@@ -211,5 +216,5 @@ def test_every_designed_baseline_keeps_random_constraints_at_fit_and_at_recourse
     at_fit = made().fit(ds.X_train, ds.y_train, h, constraints=rules, **roles).recourse(X)
     at_recourse = made().fit(ds.X_train, ds.y_train, h, **roles).recourse(X, constraints=rules)
     for X_plus in (at_fit, at_recourse):
-        assert check_rules(ds, X, X_plus, spec)[ok_rows].all()
+        assert check_rules(ds, X, X_plus, spec)[ok_rows].all() and one_hot(ds, X_plus)
         assert not rules.violated(X, X_plus)[ok_rows].any()
