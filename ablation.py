@@ -136,6 +136,7 @@ class Variant:
 
 
 FULL_DECODER = {(engine, "cached_decoder"): genre.full_decoder}   # cached decoding assumes pre-norm blocks
+SAMPLING_ONLY = {(genre, "sample_recourse"), (engine, "cached_decoder")}   # swaps that leave the trained model as it is
 AUTHORS = {(genre, "make_bins"): code_bins, (genre, "training_sets"): code_training_sets,
            (engine, "split_pairs"): heldout_split_pairs, (engine, "TrainingLog"): LastCheckpoint,
            (genre, "RecourseTransformer"): PostNormTransformer, (genre, "sample_recourse"): authors_sample_recourse,
@@ -175,13 +176,15 @@ def swapped(swaps: dict):
 
 def fit_variant(bench, variant: Variant, verbose=False) -> GenRe:
     """GenRe fitted with the variant on the benchmark's fit rows, or loaded from the cache
-    (keyed by the data, the seed, the variant and the code of the swapped modules)."""
+    (keyed by the data, the seed, what the variant changes in training, and the code of
+    genre.py, engine.py and this file), so a row that only samples differently reuses a fit."""
     from evaluate import code_fingerprint, fingerprint, fit_one, make_method
     import sys
     cfg = dataclasses.replace(GenReConfig(), **variant.config)
     model = make_method("genre", bench.seed, {"genre": cfg}, verbose=verbose)
     model.random_state += variant.seed_offset
-    key = hashlib.sha1((json.dumps([variant.label, dataclasses.asdict(cfg), variant.seed_offset])
+    trained = sorted(f"{m.__name__}.{name}" for m, name in variant.swaps if (m, name) not in SAMPLING_ONLY)
+    key = hashlib.sha1((json.dumps([trained, dataclasses.asdict(cfg), variant.seed_offset])
                         + code_fingerprint(genre, engine, sys.modules[__name__])).encode()).hexdigest()[:10]
     path = os.path.join(bench.cache_dir, f"ablation_{bench.ds.name}_{fingerprint(bench.ds)}_seed{bench.seed}_{key}.pt")
     with swapped(variant.swaps):
