@@ -105,10 +105,12 @@ class PostNormTransformer(RecourseTransformer):
 
 
 @torch.no_grad()
-def authors_sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=genre.full_decoder):
+def authors_sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=genre.full_decoder, mask=None):
     """Authors' sampler: every feature is its drawn bin's value + sigma eps, later features
     condition on that value, immutables are drawn like the rest, and the categoricals are
-    rounded once at the end (a one-hot group to its largest member)."""
+    rounded once at the end (a one-hot group to its largest member). It keeps no constraint
+    (mask must be None: the ablation gives none)."""
+    assert mask is None, "the authors' sampler keeps no constraints"
     model.eval()
     memory = model.encode(x)
     next_logits = decoder(model, memory, n)
