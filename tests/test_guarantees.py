@@ -65,6 +65,9 @@ def random_data(seed):
 
 def fit(name, ds, h, seed):
     method = make_method(name, seed, TINY, verbose=False, vae_epochs=VAE_EPOCHS)
+    if name.startswith("diffusion"):                             # a small diffusion model (test_diffusion's)
+        from test_diffusion import TINY as TINY_DIFFUSION
+        method.cfg = TINY_DIFFUSION
     for field, value in SMALL.get(name.removesuffix("_paper"), {}).items():
         assert hasattr(method, field), f"{name} has no {field}"
         setattr(method, field, value)

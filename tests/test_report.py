@@ -18,19 +18,20 @@ def fake_results(scores: dict, name="compas") -> dict:
         methods[m] = {"cost": 0.5, "validity": 1.0, "lof": 1.0, "score": float(s.mean()),
                       "score_std": float(s.std(ddof=1)), "score_per_seed": s.tolist(),
                       **{f"{k}_std": 0.0 for k in ("cost", "validity", "lof")},
-                      "immutable_violations": 0, "failed": 0, "seconds": 1.0}
+                      "immutable_violations": 0, "constraint_violations": None, "features_changed": 3.0,
+                      "failed": 0, "seconds": 1.0}
     return {"dataset": name, "n_features": 7, "n_test": 200, "seeds": [0, 1, 2],
             "h_test_accuracy": 0.7, "methods": methods}
 
 
 def test_claim_names_the_highest_mean_and_counts_wins_by_seed():
-    res = fake_results({"genre": [1.90, 1.80, 1.95], "nnr_dhplus": [1.91, 1.89, 1.86], "genre_paper": [1.5, 1.6, 1.7]})
+    res = fake_results({"genre": [1.90, 1.80, 1.95], "nnr_dhplus": [1.91, 1.89, 1.86], "genre_plausible": [1.5, 1.6, 1.7]})
     text = report.claim(res)
     # means: genre 1.8833, nnr_dhplus 1.8867 -> nnr_dhplus is highest; per seed: nnr, nnr, genre
     assert text.startswith("On compas, nnr_dhplus has the highest mean Score, 1.887")
     assert "at 2 of 3 seeds" in text and "next is genre at 1.883" in text
     assert report.winners_per_seed(res) == ["nnr_dhplus", "nnr_dhplus", "genre"]
-    assert "sample std" in text
+    assert "sample std" in text and "genre_plausible scores 1.600" in text     # both GenRe rows are named
 
 
 def test_mean_std_shows_no_spread_for_one_seed():
@@ -39,11 +40,22 @@ def test_mean_std_shows_no_spread_for_one_seed():
 
 
 def test_paper_rows_follow_the_last_mode_of_a_method():
-    res = fake_results({"genre": [1, 1, 1], "genre_paper": [1, 1, 1], "dice": [1, 1, 1], "dice_paper": [1, 1, 1],
+    res = fake_results({"genre": [1, 1, 1], "genre_plausible": [1, 1, 1], "dice": [1, 1, 1], "dice_paper": [1, 1, 1],
                         "nnr": [1, 1, 1]})
-    names = [row[0] for row in report.method_rows(res, with_paper=True)]
-    assert names == ["genre", "genre_paper", report.paper_label("genre"), "dice", "dice_paper",
-                     report.paper_label("dice"), "nnr"]
+    rows = report.method_rows(res, with_paper=True)
+    names = [row[0] for row in rows]
+    assert names == ["genre", report.paper_label("genre"), "genre_plausible", "dice", "dice_paper",
+                     report.paper_label("dice"), "nnr"]                 # the paper's GenRe row is the genre row's
+    assert rows[0][5:8] == ["3.0", "0", "–"] and all(len(r) == len(rows[0]) for r in rows)
+
+
+def test_ablation_table_shows_each_change_against_the_first_row_with_its_spread():
+    row = lambda label, score, change, std: {"label": label, "datasets": {"compas": {
+        "score": score, "lof": 0.9, "distinct": 12.0, "fit_seconds": 30.0, "change": change, "change_std": std}}}
+    lines = report.ablation_section({"seeds": [0, 1], "n_test": 200, "first": "base",
+                                     "rows": [row("base", 1.8, 0.0, 0.0), row("lr", 1.75, -0.05, 0.02)]})
+    assert "| base | 1.800 | 0.90 | 12 | 30 |" in lines
+    assert "| lr | 1.750 (-0.050 ± 0.020) | 0.90 | 12 | 30 |" in lines
 
 
 def block(text: str, marker: str) -> str:
@@ -71,16 +83,3 @@ def test_agreement_table_shows_h_acceptance_beside_val_and_latent_units_per_seed
     assert "| cruds_paper | 1.00 / 0.29 (units [0, 3, 8]) |" in lines and "| wachter | 0.99 / 0.50 |" in lines
     old = {"compas": {"methods": {"wachter": {"validity": 0.5}}}}       # results from before h_valid: no table
     assert report.agreement_section(old) == []
-
-
-def test_budget_table_sets_the_chosen_budget_beside_each_reference_seed_by_seed():
-    dev = {"first": "a", "chosen": "b", "candidates": [{"candidate": "a", "budget": 28000},
-                                                       {"candidate": "b", "budget": 14000}]}
-    budgets = {"compas": {"first": {"config": {"feature_steps": 28000}, "score_per_seed": [1.90, 1.92],
-                                    "fit_seconds_per_seed": [40.0, 60.0]}}}
-    results = {"compas": {"methods": {"genre": {"score_per_seed": [1.89, 1.90], "fit_seconds": 25.0}}}}
-    lines = report.budget_section(budgets, results, dev)
-    assert "| compas | first | 1.900, 1.920 | 1.910 | 50 | -0.015 | 2.00x |" in lines
-    assert "| compas | **14000 / d steps (genre)** | 1.890, 1.900 | 1.895 | 25 | | |" in lines
-    old = {"compas": {"budget": 28000, "score_per_seed": [1.9], "fit_seconds_per_seed": [40.0]}}
-    assert report.budget_section(old, results, dev) == []              # an older budget.json: no table
