@@ -695,6 +695,12 @@ def check_output_files(args) -> None:
 
 
 def main(argv=None) -> int:
+    """The command line (common.command_line: bad input is one line and exit code 2)."""
+    from common import command_line
+    return command_line(run_command, argv)
+
+
+def run_command(argv=None) -> int:
     p = argparse.ArgumentParser(description="Measure GenRe's and the pipeline's speed and memory; "
                                             "write BENCHMARKS.md.")
     p.add_argument("--only", choices=["throughput", "pairing", "end_to_end"], help="run one part only")
@@ -725,11 +731,7 @@ def main(argv=None) -> int:
                    help="torch threads in --pairing-error and each --scaling/--million child (default 1: on this shared "
                         "2-core machine, 2 threads ran GenRe's training 10x slower than 1)")
     args = p.parse_args(argv)
-    try:
-        check_output_files(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_output_files(args)                                     # before minutes of measuring
     out_path = os.path.join(HERE, args.out)
     command = "python bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     studies = args.scaling or args.million or args.pairing_error
@@ -784,8 +786,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:                                  # Ctrl-C: one line, not a traceback
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(main())

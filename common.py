@@ -13,6 +13,7 @@ import platform
 import random
 import re
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -285,3 +286,18 @@ def provenance() -> dict:
                          "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__},
             "machine": platform.machine(), "commit": git("rev-parse", "HEAD"),
             "dirty": None if status is None else bool(status)}
+
+
+# ----------------------------------------------------------------------------- command lines
+
+def command_line(main, argv=None) -> int:
+    """main(argv) as a command: bad input is one line `error: ...` on stderr and exit code 2,
+    Ctrl-C one line `interrupted` and 130, instead of a traceback; else main's code (0 for None)."""
+    try:
+        return main(argv) or 0
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -373,32 +373,34 @@ def minibatch(n: int, size: int, g: torch.Generator):
 
 def train_vae(vae: ColumnVAE, X, cfg: DiffusionConfig, g, verbose: bool):
     """vae_steps Adam steps on vae_loss, the KL weight shrinking geometrically beta_max -> beta_min."""
-    opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
-    for step in range(cfg.vae_steps):
+    def loss_at(step):
         beta = cfg.beta_max * (cfg.beta_min / cfg.beta_max) ** (step / max(cfg.vae_steps - 1, 1))
         x = X[minibatch(len(X), cfg.vae_batch_size, g)]
-        loss = vae_loss(vae, x, torch.randn(len(x), x.shape[1], cfg.d_token, generator=g), beta)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if verbose and (step + 1) % max(1, cfg.vae_steps // 5) == 0:
-            print(f"    VAE step {step + 1}/{cfg.vae_steps}  loss {loss.item():.4f}", flush=True)
+        return vae_loss(vae, x, torch.randn(len(x), x.shape[1], cfg.d_token, generator=g), beta)
+    adam_steps(vae, cfg.vae_lr, cfg.vae_steps, loss_at, "VAE", verbose)
     return vae.eval()
 
 
 def train_denoiser(denoiser: Denoiser, Z, cfg: DiffusionConfig, g, verbose: bool):
     """train_steps Adam steps on edm_loss over the (scaled) training codes Z (N, L)."""
-    opt = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr)
-    for step in range(cfg.train_steps):
+    def loss_at(step):
         z0 = Z[minibatch(len(Z), cfg.batch_size, g)]
         sigma = (cfg.p_mean + cfg.p_std * torch.randn(len(z0), generator=g)).exp()
-        loss = edm_loss(denoiser, z0, sigma, torch.randn(z0.shape, generator=g))
+        return edm_loss(denoiser, z0, sigma, torch.randn(z0.shape, generator=g))
+    adam_steps(denoiser, cfg.lr, cfg.train_steps, loss_at, "denoiser", verbose)
+    return denoiser.eval()
+
+
+def adam_steps(model: nn.Module, lr: float, steps: int, loss_at, label: str, verbose: bool) -> None:
+    """`steps` Adam steps on loss_at(step), printing the loss five times along the way."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for step in range(steps):
+        loss = loss_at(step)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if verbose and (step + 1) % max(1, cfg.train_steps // 5) == 0:
-            print(f"    denoiser step {step + 1}/{cfg.train_steps}  loss {loss.item():.4f}", flush=True)
-    return denoiser.eval()
+        if verbose and (step + 1) % max(1, steps // 5) == 0:
+            print(f"    {label} step {step + 1}/{steps}  loss {loss.item():.4f}", flush=True)
 
 
 def train_diffusion(X, binary, cfg: DiffusionConfig, seed: int, verbose: bool = False) -> TabularDiffusion:

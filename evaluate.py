@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from constraints import as_constraints, features_changed, revert_unneeded
-from common import atomic_write, check_folder, child_seed, provenance, set_seed, torch_threads
+from common import atomic_write, check_folder, child_seed, command_line, provenance, set_seed, torch_threads
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
 from genre import GenRe, GenReConfig, training_sets
@@ -969,27 +969,25 @@ def read_value(name: str, text: str, kind):
 
 
 def main(argv=None) -> int:
+    """The command line (common.command_line: bad input is one line and exit code 2)."""
+    return command_line(run_command, argv)
+
+
+def run_command(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        check_folder(args.out, "--out")                                   # before any training
-        check_folder(args.cache, "--cache")
-        data = data_from_args(args)
-        name = data if isinstance(data, str) else data.name
-        methods = methods_from_args(args)
-        if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
-            write_json({"dataset": name}, args.out)                       # refuses, before any training
-        results = evaluate(data, methods, args.seeds, args.n_test, args.cache, args.retrain,
-                           verbose=not args.quiet, genre_configs=genre_configs_from_args(args, name),
-                           explain=args.explain, vae_epochs=args.vae_epochs,
-                           constraints=constraints_from_args(args), constraints_at=args.constraints_at,
-                           options=args.options)
-        path = write_json(results, args.out)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    check_folder(args.out, "--out")                                   # before any training
+    check_folder(args.cache, "--cache")
+    data = data_from_args(args)
+    name = data if isinstance(data, str) else data.name
+    methods = methods_from_args(args)
+    if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
+        write_json({"dataset": name}, args.out)                       # refuses, before any training
+    results = evaluate(data, methods, args.seeds, args.n_test, args.cache, args.retrain,
+                       verbose=not args.quiet, genre_configs=genre_configs_from_args(args, name),
+                       explain=args.explain, vae_epochs=args.vae_epochs,
+                       constraints=constraints_from_args(args), constraints_at=args.constraints_at,
+                       options=args.options)
+    path = write_json(results, args.out)
     print(report.comparison_table(results))
     if min(results["n_test_per_seed"]) < args.n_test:
         print(f"\n--n-test {args.n_test}: fewer test rows have h(x) <= 0.5; every one was scored "

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import report
-from common import atomic_write, check_folder, child_seed, provenance
+from common import atomic_write, check_folder, child_seed, command_line, provenance
 from evaluate import (CACHE_DIR, HERE, METHODS, PUBLISHED, TABLE2, DIFFUSION, SAMPLING_FIELDS, check_methods, development, dh_plus,
                       evaluate_seed, fit_genre, fit_lof, fit_one, log, make_method, oracle_proba,
                       pick_test_negatives, prepare, score, score_rows, summarise, summarise_rows, write_json)
@@ -472,20 +472,17 @@ def check_folders(args) -> None:
 
 
 def main(argv=None) -> int:
+    """The command line (common.command_line: bad input is one line and exit code 2)."""
+    return command_line(run_command, argv)
+
+
+def run_command(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        check_folders(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        if not args.report_only:
-            run(args)
-        if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
-            report.publish_results(args.out)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    check_folders(args)                                           # before hours of work
+    if not args.report_only:
+        run(args)
+    if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
+        report.publish_results(args.out)
     return 0
 
 

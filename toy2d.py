@@ -50,7 +50,7 @@ import torch.nn as nn
 
 import evaluate
 from baselines import NNR, PROBE, Wachter
-from common import atomic_write, check_folder, child_seed, set_seed
+from common import atomic_write, command_line, check_folder, child_seed, set_seed
 from datasets import TOYS
 from generative import CRUDS
 from engine import Settings
@@ -484,17 +484,8 @@ def main(argv=None):
 
 
 def cli(argv=None) -> int:
-    """main() for the command line: bad input is one line `error: ...` and exit code 2,
-    Ctrl-C one line `interrupted` and 130, instead of a traceback."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    """main() for the command line (common.command_line: one-line errors, Ctrl-C)."""
+    return command_line(lambda a: main(a) and 0, argv)
 
 
 if __name__ == "__main__":
