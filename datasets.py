@@ -111,7 +111,7 @@ class Dataset:
         """Scaled values -> original units: x * (max - min) + min."""
         return np.asarray(X, dtype=np.float64) * (self.x_max - self.x_min) + self.x_min
 
-    def encode(self, table: Table) -> np.ndarray:
+    def transform(self, table: Table) -> np.ndarray:
         """New rows of raw values (a Table) -> scaled features (N, D), checked like the training data."""
         return self.scale(encode_table(table, self.columns, self.categories))
 

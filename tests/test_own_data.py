@@ -28,7 +28,7 @@ def test_table_encoding_with_one_hot_groups():
     np.testing.assert_array_equal(X[:, 1:4].sum(axis=1), 1)            # exactly one city per row
     assert len(ds.X_test) == 50 and len(ds.X_train) == 150
     # Round trip: describe() gives back the raw values of some row.
-    row = ds.encode({k: [v[7]] for k, v in t.items()})[0]
+    row = ds.transform({k: [v[7]] for k, v in t.items()})[0]
     d = ds.describe(row)
     assert d["city"] == t["city"][7] and d["owner"] == t["owner"][7]
     assert float(d["age"]) == t["age"][7]
@@ -119,11 +119,11 @@ def test_unseen_category_at_recourse_time():
     new = {k: [v[0]] for k, v in small_table().items()}
     new["city"] = ["Quito"]
     with pytest.raises(ValueError, match="column 'city' has value 'Quito' never seen in training"):
-        ds.encode(new)
+        ds.transform(new)
     new["city"] = ["Oslo"]
     del new["owner"]
     with pytest.raises(ValueError, match="column 'owner' is missing"):
-        ds.encode(new)
+        ds.transform(new)
 
 
 def test_csv_through_the_command_line(tmp_path, capsys):
