@@ -504,13 +504,18 @@ def with_sampling(genre: GenRe, cfg: GenReConfig) -> GenRe:
 def fit_genre(bench: Benchmark, cfg: GenReConfig | None = None, verbose: bool = True, memo: dict | None = None) -> GenRe:
     """GenRe fitted on the benchmark's train split with cfg, or the same training found in `memo`
     (training key -> GenRe) or in the cache. The key is the data, the seed, cfg's training
-    fields and the code of genre.py and engine.py, so a change to any of them retrains; the
-    sampling fields are cfg's whatever model is reused."""
+    fields, the constraints it is trained with and the code of genre.py, engine.py and
+    constraints.py, so a change to any of them retrains; the sampling fields are cfg's
+    whatever model is reused."""
+    import constraints
     import engine
     import genre as genre_module
     cfg = cfg or GenReConfig()
     training = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SAMPLING_FIELDS}
-    key = hashlib.sha1((json.dumps(training, sort_keys=True) + code_fingerprint(genre_module, engine))
+    rules = bench.constraints if bench.constraints is not None and bench.constraints_at == "fit" else None
+    if rules is not None:
+        training["constraints"] = {k: np.asarray(v).tolist() for k, v in vars(rules).items()}
+    key = hashlib.sha1((json.dumps(training, sort_keys=True) + code_fingerprint(genre_module, engine, constraints))
                        .encode()).hexdigest()[:10]
     memo = {} if memo is None else memo
     if key not in memo:

@@ -71,12 +71,13 @@ class GenReConfig:
     d_ff: int = 32              # Table 9
     n_enc_layers: int = 2       # laptop size (Table 9: 16)
     n_dec_layers: int = 2       # laptop size (Table 9: 16)
-    dropout: float = 0.0        # (authors' code: 0.1)
+    dropout: float = 0.0        # laptop size: a 2 + 2 model does not overfit its budget (authors' code: 0.1)
     # Algorithm 1 (App. C.2.4)
-    lr: float = 1e-3            # (C.2.4: 1e-4)
+    lr: float = 1e-3            # laptop budget (C.2.4: 1e-4, which underfits in ~10000 / D steps)
     batch_size: int = 512       # laptop size (C.2.4: 2048; 16384 for adult)
     epochs: int = 2000          # C.2.4
-    feature_steps: Optional[int] = 10000  # laptop budget: at most feature_steps / D steps (None: no cap)
+    feature_steps: Optional[int] = 10000  # laptop budget: at most feature_steps / D steps (None: no cap),
+                                # a step costing ~D tokens; epochs decide only on small tables
     steps: Optional[int] = None # if set, exactly this many steps (short runs: examples, tests)
     val_frac: float = 0.1       # authors' code; sources held out to pick the best checkpoint
     # Algorithm 2 (Sec. 4.3, 5.1)
