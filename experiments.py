@@ -531,35 +531,66 @@ def run_unit(unit: tuple[str, str], args) -> dict:
     return {**out, "minutes": (time.time() - t0) / 60}
 
 
+def comparison_and_studies(name: str, args) -> dict:
+    """Table 2 for the methods that are not generative, then the lambda and tau/sigma studies,
+    which reuse its seed-0 GenRe."""
+    out, main_methods = {}, [m for m in args.methods if m not in GENERATIVE]
+    if "comparison" in args.only:
+        out["results"], reuse = comparison(name, args.seeds, main_methods, args.n_test, args.cache)
+    else:
+        reuse = seed_model(name, args.seeds[0], args.n_test, args.cache)
+    if "tau_sigma" in args.only:
+        out["tau_sigma"] = tau_sigma(**reuse)
+    if "lambda" in args.only:
+        out["lambda"] = lambda_sweep(reuse["bench"], reuse["genre"], reuse["X_neg"], reuse["lof"], args.lambdas,
+                                     with_cruds="cruds" in args.methods, vae_epochs=args.vae_epochs)
+    return out
+
+
+def guarded_unit(unit, args) -> dict:
+    """run_unit, a failure returned as {"error": the traceback} so the other units go on."""
+    import traceback
+    try:
+        return run_unit(unit, args)
+    except Exception:                                                   # noqa: BLE001 (reported by run())
+        return {"error": traceback.format_exc(), "minutes": 0.0}
+
+
 def run_all(units, args):
     """Yield (unit, output) as units finish: in this process for --jobs 1, else in worker processes."""
     if args.jobs == 1:
         for unit in units:
-            yield unit, run_unit(unit, args)
+            yield unit, guarded_unit(unit, args)
         return
     import concurrent.futures
     import multiprocessing
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=torch.set_num_threads,
                                                 initargs=(1,)) as pool:               # one core each
-        futures = {pool.submit(run_unit, unit, args): unit for unit in units}
+        futures = {pool.submit(guarded_unit, unit, args): unit for unit in units}
         for done in concurrent.futures.as_completed(futures):
             yield futures[done], done.result()
 
 
 def run(args) -> None:
-    """Run the chosen stages and write their JSON files (each written whole as soon as what it
-    holds is done); each unit's minutes and the whole run's go to <out>/timing.json."""
+    """Run the chosen stages and write their JSON files: each file written whole again as soon
+    as a unit adds to it, so a unit that fails loses only its own part (the failures are
+    listed at the end, and the command fails). Each unit's minutes and the whole run's go to
+    <out>/timing.json."""
+    import ablation
     args.lambdas = (1.0, 5.0, 10.0) if args.quick else LAMBDAS
     args.dev_seeds = DEV_SEEDS[:1] if args.quick else DEV_SEEDS
-    import ablation
     args.dev_seeds_ablation = ablation.SEEDS[:1] if args.quick else ablation.SEEDS
     args.fraction_seeds = args.seeds[:1] if args.quick else FRACTION_SEEDS
     command = "python experiments.py " + " ".join(sys.argv[1:])
-    t0, timing, collected = time.time(), {}, {}
+    t0, timing, collected, failed = time.time(), {}, {}, []
     units = plan(args)
     log(f"{len(units)} units on {args.jobs} worker(s): " + ", ".join(f"{s} {n}" for s, n in units))
-    for (stage, name), out in run_all(units, args):
+    for done, ((stage, name), out) in enumerate(run_all(units, args), 1):
+        if "error" in out:
+            failed.append(f"{stage} {name}")
+            log(f"[{name}] {stage} FAILED:\n{out['error']}")
+            continue
         timing[f"{stage} {name}"] = {"minutes": out["minutes"], "command": command}
         if stage == "generative":
             write(args.out, f"{name}_generative.json", out["results"])
@@ -571,35 +602,42 @@ def run(args) -> None:
                     collected.setdefault(key, {})[name] = out[key]
         else:
             collected.setdefault(stage, {})[name] = next(v for k, v in out.items() if k != "minutes")
-    in_order = lambda d: {n: d[n] for n in args.datasets if n in d}
-    collected = {stage: in_order(by_name) for stage, by_name in collected.items()}
-    if "development" in collected:
-        dev = rank_candidates(collected["development"], args.dev_seeds, args.n_test)
-        write(args.out, "development.json", dev)
-        log(f"development study: first {dev['first']!r}")
-    if "ablation" in collected:
-        import ablation
-        write(args.out, "ablation.json", {"seeds": list(args.dev_seeds_ablation), "n_test": args.n_test,
-                                          **ablation.summarise(collected["ablation"])})
-    if "diffusion" in collected:
-        write(args.out, "diffusion.json", collected["diffusion"])
-    for stage in ("fractions", "constrained", "tau_sigma"):
-        if stage in collected:
-            write(args.out, f"{stage}.json", collected[stage])
-    if "gaps" in collected:
-        write(args.out, "gaps.json", collected["gaps"]["all"])
-    if "lambda" in collected:
-        write(args.out, "lambda_sweep.json", collected["lambda"])
-        plot_lambda(collected["lambda"], os.path.join(args.figures, "lambda_sweep.png"))
-    if "fractions" in collected:
-        plot_fractions(collected["fractions"], os.path.join(args.figures, "fractions.png"))
+        write_collected(args, collected, stage)
+        log(f"{done} of {len(units)} units done, {(time.time() - t0) / 60:.0f} minutes so far")
     path = os.path.join(args.out, "timing.json")
-    whole = set(args.only) == set(STAGES) and set(args.datasets) == set(DATASETS)
+    whole = set(args.only) == set(STAGES) and set(args.datasets) == set(DATASETS) and not failed
     key = "run" if whole else "run: --only " + " ".join(args.only)      # "run" is the whole run's alone
     timing[key] = {"minutes": (time.time() - t0) / 60, "command": command, "jobs": args.jobs}
     old = report.load_json(path) if os.path.exists(path) and not whole else {}
     write(args.out, "timing.json", {**old, **timing})
     log(f"run done in {timing[key]['minutes']:.1f} minutes")
+    if failed:
+        raise ValueError(f"{len(failed)} unit(s) failed: {', '.join(failed)} (their tracebacks are above)")
+
+
+def write_collected(args, collected: dict, stage: str) -> None:
+    """The files of a stage that gathers units (or of the comparison's studies), from the
+    units done so far, in the data sets' order."""
+    import ablation
+    in_order = lambda d: {n: d[n] for n in [*args.datasets, "all"] if n in d}
+    if stage == "development":
+        dev = rank_candidates(in_order(collected["development"]), args.dev_seeds, args.n_test)
+        write(args.out, "development.json", dev)
+    elif stage == "ablation":
+        write(args.out, "ablation.json", {"seeds": list(args.dev_seeds_ablation), "n_test": args.n_test,
+                                          **ablation.summarise(in_order(collected["ablation"]))})
+    elif stage == "gaps":
+        write(args.out, "gaps.json", collected["gaps"]["all"])
+    elif stage in ("diffusion", "fractions", "constrained"):
+        write(args.out, f"{stage}.json", in_order(collected[stage]))
+        if stage == "fractions":
+            plot_fractions(collected["fractions"], os.path.join(args.figures, "fractions.png"))
+    elif stage == "comparison":
+        if "tau_sigma" in collected:
+            write(args.out, "tau_sigma.json", in_order(collected["tau_sigma"]))
+        if "lambda" in collected:
+            write(args.out, "lambda_sweep.json", in_order(collected["lambda"]))
+            plot_lambda(in_order(collected["lambda"]), os.path.join(args.figures, "lambda_sweep.png"))
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ only report. It was not always so, and the history stays visible here:
   budget within 0.01 of the first row's development Score on every data set) that was
   adopted after seeing the earlier rule (within 0.01 on the mean over data sets) pick a
   budget that lost 0.012 on heloc's test seeds (commit 2e60ded, `python experiments.py
-  --only budget` at that commit). The ablation below measures it against 2x the steps on
+  --only budget` at that commit). The ablation above measures it against 2x the steps on
   the development split.
 - **Bin centres** (Algorithm 2) replaced snapping to observed values on the development
   split (commit 2e60ded); snapping is gone.
