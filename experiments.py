@@ -1,35 +1,36 @@
 """Reproduce the paper's evidence on the three benchmarks, and publish it in results/.
 
-    python experiments.py            # everything, from a cold cache (see results/README.md for the time)
-    python experiments.py --quick    # a preview: one seed, three lambdas, 100 test negatives,
-                                     # VAEs 10 epochs, into runs/quick/ (not results/)
+    python experiments.py                    # everything, from a cold cache (hours on 2 cores;
+                                             # results/README.md lists each unit's minutes)
+    python experiments.py --only ablation    # one stage (or several)
+    python experiments.py --quick            # a preview of every stage: one seed, 100 test
+                                             # negatives, VAEs 10 epochs, into runs/quick/
 
-Stages (--only): development, comparison, generative, lambda, tau_sigma, budget.
-1. Development study (no test rows): GenRe's CPU choices where the paper is
-   silent or too slow for a CPU (tau, snapping to observed values, the
-   plausibility filter, the step budget), each scored on a development split
-   carved from the training rows (evaluate.development) -> results/development.json.
-   The defaults of genre.GenReConfig are the candidate it chooses: the cheapest
-   budget within SAME_QUALITY of the first.
-2. Comparison (Table 2 and Table 3): every method of evaluate.METHODS (GenRe
-   as ours and as the paper sampled it, the Table 2 baselines as designed and as
-   the paper ran them, the three NNR variants) on adult, compas and heloc,
-   seeds 0, 1, 2 -> results/<dataset>.json (the format of evaluate.py); the
-   generative baselines (CCHVAE, REVISE, CRUDS), same seeds -> results/<dataset>_generative.json.
-3. The lambda study (Sec. 5.3, Figure 4): GenRe retrained and CRUDS re-run for
-   lambda in {0.5, 1, 2.5, 5, 10} (seed 0) -> results/lambda_sweep.json and
-   figures/lambda_sweep.png.
-4. The tau/sigma study (Table 11): the seed-0 GenRe sampled with other tau and
-   sigma, no retraining -> results/tau_sigma.json.
-5. Where GenRe's Score comes from: its 10 candidates and 10 exact draws from Q
-   (Eq. 6), each chosen in four ways -> the "choice" entry of results/<dataset>.json.
-6. The budget check: GenRe trained with the development study's first-row budget, with
-   the earlier defaults and with today's budget sampled the earlier way, on the test
-   seeds beside `genre` (the chosen, cheaper budget) -> results/budget.json.
+Stages (--only); every one on adult, compas and heloc unless said:
+  ablation     the paper's method against the authors' recipe, one departure at a time, on
+               the development split (ablation.py) -> ablation.json
+  development  the preset's sampling (tau x the choice among samples) on the development
+               split (evaluate.development) -> development.json
+  comparison   Table 2 and Table 3: every method of evaluate.TABLE2 but the generative
+               baselines, seeds 0-4 -> <data set>.json, with "where GenRe's Score comes
+               from" (choice_study); lambda and tau_sigma reuse its seed-0 GenRe
+  generative   CCHVAE, REVISE, CRUDS in both modes, same seeds -> <data set>_generative.json
+  lambda       Sec. 5.3, Figure 4: GenRe retrained and CRUDS re-run for each lambda (seed 0)
+               -> lambda_sweep.json, figures/lambda_sweep.png
+  tau_sigma    Table 11: the seed-0 GenRe sampled at other tau and sigma -> tau_sigma.json
+  diffusion    Table 4: GenRe beside a tabular diffusion model with Q and with SVDD
+               (diffusion.py), seeds 0-4 -> diffusion.json
+  fractions    Table 13 (adult): GenRe trained on shares of the training rows, seeds 0-2
+               -> fractions.json, figures/fractions.png
+  constrained  (adult) every method with actionability constraints, given at fit or at
+               recourse time, and without them -> constrained.json
+  gaps         gaps.py's studies of where the NAME_paper rows differ from the paper's
+               Table 2 (seed 0) -> gaps.json
 Then report.py writes results/README.md and the README's tables from those files.
 
 The run is cut into units (a stage on one data set) that --jobs worker processes
-(default 2, one core each) run side by side; they share only the cache folder.
+(default 2, one core each) run side by side; they share only the cache folder. A unit
+that fails is reported at the end and the others go on.
 """
 from __future__ import annotations
 
