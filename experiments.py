@@ -371,16 +371,22 @@ ADULT_RULES = dict(increase=["age", "education-num"], ranges={"hours-per-week": 
                    fixed=["relationship", "marital-status"])
 
 
+# The paper modes of the generative baselines ignore the rules like every paper mode, and
+# their searches are the longest of the run (cchvae_paper's shells on adult): their numbers
+# with the rules in force are their Table 2 rows, so the study leaves them out.
+CONSTRAINED_PAPER_MODES = ("wachter", "gs", "dice", "roar", "probe", "tap")
+
+
 def constrained_study(name: str, seeds, n_test: int, cache: str, vae_epochs=None) -> dict:
     """Every method in its designed mode with ADULT_RULES given at fit (a lender's rules), the
-    Table 2 baselines as the paper's runner ran them given the same (they ignore them), GenRe
+    search baselines as the paper's runner ran them given the same (they ignore them), GenRe
     given them only at recourse time (no retraining), and each method without the rules:
     {"rules": ..., "with": results, "at_recourse": results, "without": results}."""
     import evaluate
     designed = [*evaluate.GENRE_ROWS, *evaluate.POST_STEPS, *evaluate.MODED, *evaluate.NNR_POOLS]
     rules = load_dataset_rules(name)
     runs = {}
-    for key, methods, given_at in (("with", designed + [m + "_paper" for m in evaluate.MODED], "fit"),
+    for key, methods, given_at in (("with", designed + [m + "_paper" for m in CONSTRAINED_PAPER_MODES], "fit"),
                                    ("at_recourse", list(evaluate.GENRE_ROWS), "recourse"),
                                    ("without", designed, "count")):       # not given, their breaks counted
         benches, per_seed = [], []
