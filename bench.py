@@ -1,6 +1,6 @@
 """Speed and memory of the pipeline, measured and written to BENCHMARKS.md.
 
-    python bench.py                      # parts 1-4 (~15 minutes on a 2-core CPU)
+    python bench.py                      # parts 1-4 and the constraints' cost (~15 minutes on 2 cores)
     python bench.py --only throughput --json out.json    # just GenRe's throughput, raw numbers kept
     python bench.py --scaling            # 5. scaling study on synthetic data, and figures/scaling.png
     python bench.py --million            # 6. a million rows: prefiltered pairing vs exact on 100k
@@ -12,7 +12,8 @@ What is measured (each a median over --repeats runs unless said otherwise):
   2. sampling throughput, samples per second, 2,000 negatives x 10 samples;
   3. building adult's pairing distribution Q: seconds and peak resident memory;
   4. `python evaluate.py --dataset D` end to end from a cold cache, per data set:
-     seconds per stage and peak resident memory, with GenRe's Score;
+     seconds per stage and peak resident memory, with GenRe's Score; and GenRe.recourse
+     with and without constraints given at recourse time (adult, --only constraints);
   5. loading, pairing, training and 1,000 recourses on a synthetic table of
      N = 10k, 100k, 1M rows (d = 13) and 100k (d = 21): seconds and peak memory
      per stage, one run each;
@@ -200,6 +201,31 @@ def end_to_end(dataset: str, repeats: int) -> dict:
     return {"total": med(r["total"] for r in runs), "peak_mb": max(r["peak_mb"] for r in runs),
             "genre_score": med(r["genre_score"] for r in runs), "repeats": repeats,
             "stages": {k: med(r["stages"][k] for r in runs) for k in runs[0]["stages"]}}
+
+
+def constraint_overhead(cache: str, repeats: int) -> dict:
+    """GenRe.recourse on adult's test negatives (seed 0, GenReConfig(), one torch thread) with
+    and without the constrained study's rules given at recourse time, alternately: median
+    seconds of each, per recourse too, and their ratio."""
+    from common import torch_threads
+    from evaluate import fit_genre, pick_test_negatives, prepare
+    from experiments import load_dataset_rules
+    from genre import GenReConfig
+    bench = prepare("adult", 0, cache, verbose=False)
+    genre = fit_genre(bench, GenReConfig(), verbose=False)
+    X = pick_test_negatives(bench, 10 ** 9)                        # every test row h turns down
+    rules = load_dataset_rules("adult")
+    times = {"without": [], "with": []}
+    with torch_threads(1):
+        for _ in range(repeats):
+            for key, kw in (("without", {}), ("with", {"constraints": rules})):
+                t0 = time.perf_counter()
+                genre.recourse(X, **kw)
+                times[key].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"rows": len(X), "repeats": repeats, "seconds": med,
+            "ms_per_recourse": {k: 1000 * v / len(X) for k, v in med.items()},
+            "ratio": med["with"] / med["without"]}
 
 
 # ----------------------------------------------------------------------------- 5. synthetic tabular data
@@ -678,6 +704,17 @@ def report(res: dict, args) -> dict:
                                 ("GenRe Score", "genre_score", "{:.3f}")):
             out.append(f"| {label} | " + " | ".join(fmt.format(res['end_to_end'][n][key]) for n in names) + " |")
         sections["end-to-end"] = "\n".join(out + ["", f"Machine: {machine()}; {command}; {code_state()}."])
+    if "constraints" in res:
+        r = res["constraints"]
+        sections["constraints"] = "\n".join([
+            "## Constraints at recourse time", "",
+            f"`GenRe.recourse` on adult's {r['rows']:,} test negatives (seed 0, `GenReConfig()`, one torch thread), "
+            "without constraints and with the constrained study's rules (age and education-num only increase, "
+            "hours-per-week within 35-60, relationship and marital-status fixed) given at recourse time, "
+            f"alternately, median of {r['repeats']}: **{r['seconds']['without']:.2f} s** "
+            f"({r['ms_per_recourse']['without']:.3f} ms per recourse) without, **{r['seconds']['with']:.2f} s** "
+            f"({r['ms_per_recourse']['with']:.3f} ms) with: the constraints take **{r['ratio']:.2f}x** the time. "
+            f"Machine: {machine()}; {command}; {code_state()}."])
     return sections
 
 
@@ -703,7 +740,8 @@ def main(argv=None) -> int:
 def run_command(argv=None) -> int:
     p = argparse.ArgumentParser(description="Measure GenRe's and the pipeline's speed and memory; "
                                             "write BENCHMARKS.md.")
-    p.add_argument("--only", choices=["throughput", "pairing", "end_to_end"], help="run one part only")
+    p.add_argument("--only", choices=["throughput", "pairing", "constraints", "end_to_end"],
+                   help="run one part only")
     p.add_argument("--repeats", type=int, default=3, help="runs per throughput/pairing figure (median)")
     p.add_argument("--e2e-repeats", type=int, default=1, help="runs per end-to-end figure (each takes minutes)")
     p.add_argument("--paper-steps", type=int, default=3, help="optimiser steps timed for the paper config")
@@ -761,7 +799,7 @@ def run_command(argv=None) -> int:
         return 0
 
     res = {}
-    parts = [args.only] if args.only else ["throughput", "pairing", "end_to_end"]
+    parts = [args.only] if args.only else ["throughput", "pairing", "constraints", "end_to_end"]
     if "throughput" in parts:
         print("throughput ...", flush=True)
         res["throughput"] = {}
@@ -771,6 +809,9 @@ def run_command(argv=None) -> int:
     if "pairing" in parts:
         print("pairing ...", flush=True)
         res["pairing"] = pairing(os.path.join(HERE, "cache"), args.repeats)
+    if "constraints" in parts:
+        print("constraints at recourse time ...", flush=True)
+        res["constraints"] = constraint_overhead(os.path.join(HERE, "cache"), max(args.repeats, 5))
     if "end_to_end" in parts:
         res["end_to_end"] = {}
         for d in ("adult", "compas", "heloc"):

@@ -56,7 +56,7 @@ LAMBDAS = (0.5, 1.0, 2.5, 5.0, 10.0)      # Sec. 5.3
 TAUS = (5.0, 10.0, 15.0)                  # Table 11
 SIGMAS = (0.0, 2e-4, 2e-2)                # Table 11 (a subset of its 2e-7 ... 2e-2)
 DEV_SEEDS = (0, 1)                        # development study seeds (its own split of the training rows)
-QUICK_N_TEST, QUICK_VAE_EPOCHS = 100, 10  # --quick: half the test negatives and VAE epochs (about 15 minutes)
+QUICK_N_TEST, QUICK_VAE_EPOCHS = 100, 10  # --quick: one seed, half the test negatives and VAE epochs
 GENERATIVE = ("cchvae", "cchvae_paper", "revise", "revise_paper", "cruds", "cruds_paper")
 
 

@@ -258,7 +258,8 @@ def ablation_section(ablation: dict) -> list[str]:
                 f" ({d['change']:+.3f} ± {d['change_std']:.3f})" if d["change_std"] is not None else f" ({d['change']:+.3f})"
             cells += [f"{d['score']:.3f}{change}", f"{d['lof']:.2f}", f"{d['distinct']:.0f}", f"{d['fit_seconds']:.0f}"]
         out.append(f"| {row['label']} | " + " | ".join(cells) + " |")
-    return out + [""]
+    return out + ["", "What the table says about the gap to the paper on compas is the first point of "
+                      "\"Where and why our numbers differ from the paper's\" below.", ""]
 
 
 def classifier_section(results: dict) -> list[str]:
