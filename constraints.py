@@ -187,10 +187,19 @@ class BinMask:
     def __init__(self, bins, kinds, L: torch.Tensor, U: torch.Tensor):
         self.bins, self.kinds, self.L, self.U = bins, kinds, L, U
         self.later = {}                                                     # j -> the group's members after j
+        group_of = {}                                                       # j -> its one-hot group
         for last, kind in enumerate(kinds):
             if kind.group_last:
                 group = kind.group_before + [last]
                 self.later.update({j: group[i + 1:] for i, j in enumerate(group)})
+                group_of.update({j: group for j in group})
+        # Features no rule touches for any row (a continuous one unbounded, a categorical, or
+        # every member of its group, free to be 0 or 1): every bin is allowed and nothing is
+        # clipped, so restrict() and keep() leave them as they are without computing.
+        unbounded = ((L == -float("inf")).all(0) & (U == float("inf")).all(0)).tolist()
+        zero_or_one = ((L <= 0).all(0) & (U >= 1).all(0)).tolist()
+        self.free = {j for j, kind in enumerate(kinds)
+                     if (all(zero_or_one[i] for i in group_of.get(j, [j])) if kind.categorical else unbounded[j])}
 
     def allows(self, j, value):
         """(B,) or (B, K) bool: feature j may take `value` (a categorical's 0 or 1)."""
@@ -208,6 +217,8 @@ class BinMask:
         """logits (B, K) of feature j with the disallowed bins at -inf, and (B, K) allowed; a row
         with no allowed bin is left as it was (keep() then sets its value). noise (B,) is the
         sigma eps Algorithm 2 adds to the bin's value, known before the draw."""
+        if j in self.free:
+            return logits, None
         mu, w, kind = self.bins.mu[j], self.bins.w[j], self.kinds[j]
         if kind.categorical:
             ok = self.allows(j, (mu + noise[:, None] >= 0.5).to(self.L.dtype))     # (B, K) as rounded
@@ -222,6 +233,8 @@ class BinMask:
     def keep(self, j, value, x, ok):
         """x+_j (B,) after the draw: a continuous value clipped to [L_j, U_j]; where no bin was
         allowed, the allowed value nearest x_j (x_j itself where none is)."""
+        if j in self.free:
+            return value
         L, U = self.L[:, j], self.U[:, j]
         if self.kinds[j].categorical:
             one = torch.ones_like(value)
