@@ -541,7 +541,11 @@ def results_readme(folder: str) -> str:
             out += section(load_json(path(f)))
     if exists("gaps.json"):
         import gaps
-        out += gaps.gaps_section(load_json(path("gaps.json")))
+        data = load_json(path("gaps.json"))
+        out += ["## Why the paper-mode rows differ: one study per method", "",
+                f"`python experiments.py --only gaps` (gaps.py; `python gaps.py` writes the same to runs/gaps/), "
+                f"seeds {data['seeds']}, {data['n_test']} test negatives: each study reruns one baseline with one "
+                "thing changed at a time.", ""] + gaps.gaps_section(data)
     if exists("NOTES.md"):
         with open(path("NOTES.md")) as f:
             out += [f.read()]
