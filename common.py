@@ -270,7 +270,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def provenance() -> dict:
     """What a result was computed with: the versions of Python and of every package that
     computes a number, the CPU architecture, and the git commit of this code ("dirty": the
-    code differed from that commit; results/, figures/, runs/ and cache/ do not count)."""
+    code differed from that commit; results/, figures/, runs/, cache/ and BENCHMARKS.md, which
+    the commands write, do not count)."""
     import scipy
     import sklearn
 
@@ -281,7 +282,7 @@ def provenance() -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    status = git("status", "--porcelain", "--", ".", ":!results", ":!figures", ":!runs", ":!cache")
+    status = git("status", "--porcelain", "--", ".", ":!results", ":!figures", ":!runs", ":!cache", ":!BENCHMARKS.md")
     return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__},
             "machine": platform.machine(), "commit": git("rev-parse", "HEAD"),
