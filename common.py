@@ -270,8 +270,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def provenance() -> dict:
     """What a result was computed with: the versions of Python and of every package that
     computes a number, the CPU architecture, and the git commit of this code ("dirty": the
-    code differed from that commit; results/, figures/, runs/, cache/ and BENCHMARKS.md, which
-    the commands write, do not count)."""
+    code differed from that commit: a tracked .py file, requirements.txt or data/; documents
+    and what the commands write do not count)."""
     import scipy
     import sklearn
 
@@ -282,7 +282,7 @@ def provenance() -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    status = git("status", "--porcelain", "--", ".", ":!results", ":!figures", ":!runs", ":!cache", ":!BENCHMARKS.md")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "*.py", "requirements.txt", "data")
     return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__},
             "machine": platform.machine(), "commit": git("rev-parse", "HEAD"),
