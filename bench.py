@@ -666,6 +666,7 @@ def report(res: dict, args) -> dict:
     sections = {}
     command = f"`python bench.py --repeats {args.repeats} --e2e-repeats {args.e2e_repeats}" + \
         (f" --only {args.only}`" if args.only else "`")
+    stamp = f" Machine: {machine()}; {command}; {code_state()}."
     if "throughput" in res:
         out = ["## GenRe throughput (synthetic data, 20,000 rows, D features)", "",
                 f"Median of {args.repeats} runs. Training: milliseconds per optimiser step (batch of "
@@ -680,15 +681,13 @@ def report(res: dict, args) -> dict:
             out.append(f"| {name.split(' D=')[0]} | {r['model']} | {r['n_features']} | {r['batch']} | "
                        f"{r['ms_per_step']:.1f} | {r['fit_steps']} | {r['samples_per_s']:,.0f} | "
                        f"{r['recourses_per_s']:,.0f} | {r['steps']} |")
-        sections["throughput"] = "\n".join(out + ["", f"Machine: {machine()}; {command}; {code_state()}."])
+        sections["throughput"] = "\n".join(out + ["", stamp.strip()])
     if "pairing" in res:
         r = res["pairing"]
-        sections["pairing"] = "\n".join([
-            "## Pairing distribution Q for adult", "",
+        sections["pairing"] = "## Pairing distribution Q for adult\n\n" + (
             f"|D_h^-| = {r['n_neg']}, |D_h^+| = {r['n_pos']}, top K = 1000, chunks of 1024 sources: "
             f"**{r['seconds']:.2f} s** (median of {r['repeats']}), peak resident memory of the "
-            f"process {r['peak_mb']:.0f} MB (data, oracle and h included). Machine: {machine()}; {command}; "
-            f"{code_state()}."])
+            f"process {r['peak_mb']:.0f} MB (data, oracle and h included).") + stamp
     if "end_to_end" in res:
         from evaluate import DEFAULT_METHODS
         out = ["## `python evaluate.py --dataset D`, cold cache", "",
@@ -703,18 +702,16 @@ def report(res: dict, args) -> dict:
         for label, key, fmt in (("**total seconds**", "total", "{:.0f}"), ("peak memory MB", "peak_mb", "{:.0f}"),
                                 ("GenRe Score", "genre_score", "{:.3f}")):
             out.append(f"| {label} | " + " | ".join(fmt.format(res['end_to_end'][n][key]) for n in names) + " |")
-        sections["end-to-end"] = "\n".join(out + ["", f"Machine: {machine()}; {command}; {code_state()}."])
+        sections["end-to-end"] = "\n".join(out + ["", stamp.strip()])
     if "constraints" in res:
         r = res["constraints"]
-        sections["constraints"] = "\n".join([
-            "## Constraints at recourse time", "",
+        sections["constraints"] = "## Constraints at recourse time\n\n" + (
             f"`GenRe.recourse` on adult's {r['rows']:,} test negatives (seed 0, `GenReConfig()`, one torch thread), "
             "without constraints and with the constrained study's rules (age and education-num only increase, "
             "hours-per-week within 35-60, relationship and marital-status fixed) given at recourse time, "
             f"alternately, median of {r['repeats']}: **{r['seconds']['without']:.2f} s** "
             f"({r['ms_per_recourse']['without']:.3f} ms per recourse) without, **{r['seconds']['with']:.2f} s** "
-            f"({r['ms_per_recourse']['with']:.3f} ms) with: the constraints take **{r['ratio']:.2f}x** the time. "
-            f"Machine: {machine()}; {command}; {code_state()}."])
+            f"({r['ms_per_recourse']['with']:.3f} ms) with: the constraints take **{r['ratio']:.2f}x** the time.") + stamp
     return sections
 
 
