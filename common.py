@@ -282,7 +282,7 @@ def provenance() -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    status = git("status", "--porcelain", "--untracked-files=no", "--", "*.py", "requirements.txt", "data")
+    status = git("status", "--porcelain", "--", "*.py", "requirements.txt", "data")
     return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__},
             "machine": platform.machine(), "commit": git("rev-parse", "HEAD"),
