@@ -520,8 +520,8 @@ def scaling_section(runs: list[dict], command: str) -> str:
            "for min(|D_h^-|, max_sources = 100,000) sources drawn uniformly, each over all of D_h^+, "
            "exact up to 2e9 costs, else `pairing.prefiltered_pairing`. Training: `GenRe.fit` with "
            "the default config (its pairing included; loop = the optimiser loop alone). "
-           "Recourses: `GenRe.recourse` on 1,000 fresh rows with h <= 0.5 (includes the first fit of "
-           "the plausibility LOF on the training positives); Val under the generator's rule f > 0.", "",
+           "Recourses: `GenRe.recourse` on 1,000 fresh rows with h <= 0.5 (the default choice, the best "
+           "of 10 samples by h); Val under the generator's rule f > 0.", "",
            "| N | d | sources x D_h^+ | loading s | MB | pairing s | MB | training s (loop) | MB "
            "| recourses s | MB | Val |", "|---" * 12 + "|"]
     for r in runs:
@@ -618,6 +618,11 @@ def pairing_error_section(rows: list[dict], command: str) -> str:
     return "\n".join(out)
 
 
+def memory_total_gb() -> float:
+    """This machine's physical memory, in GB of 1024^3 bytes (POSIX sysconf)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
+
+
 def beyond_section(runs: list[dict]) -> str:
     """"Past one machine": the largest N measured per stage, and the arithmetic of going further."""
     big = max(runs, key=lambda r: (r["n"], -r["d"]))
@@ -629,17 +634,19 @@ def beyond_section(runs: list[dict]) -> str:
     steps = round(c.feature_steps / d)
     q_gb = min(p["n_neg"], settings.max_sources) * c.top_k * 8 / 1e9    # int32 index + float32 CDF per partner
     per_source_ms = 1e3 * p["cpu_seconds"] / p["n_src"]
+    memory_gb = memory_total_gb()
     lines = ["## Past one machine", "",
              f"Measured here (`python bench.py --scaling`, table above): every stage ran at N = {n:,} rows, "
-             f"d = {d}, on 2 cores and 24 GB: loading {big['loading']['seconds']:.0f} s / "
+             f"d = {d}, on {os.cpu_count()} cores and {memory_gb:.0f} GB: loading {big['loading']['seconds']:.0f} s / "
              f"{big['loading']['peak_mb'] / 1024:.1f} GB, pairing ({p['mode']}, {p['n_src']:,} sources) "
              f"{p['seconds']:.0f} s / {p['peak_mb'] / 1024:.1f} GB, training {t['seconds']:.0f} s / "
-             f"{t['peak_mb'] / 1024:.1f} GB, 1,000 recourses {rc['seconds']:.0f} s / {rc['peak_mb'] / 1024:.1f} GB. "
+             f"{t['peak_mb'] / 1024:.1f} GB, 1,000 recourses {rc['seconds']:.1f} s / {rc['peak_mb'] / 1024:.1f} GB. "
              "What grows with N, and what to do past this machine:", "",
              f"- **Storage of Q.** Each source keeps T = {c.top_k} partners (an int32 index and a float32 "
              f"CDF, 8 kB), and at most max_sources = {settings.max_sources:,} sources are paired: {q_gb:.1f} GB "
              f"whatever N. Loading holds the table itself: {big['loading']['peak_mb'] / 1024:.1f} GB at "
-             f"{n:,} rows, so this machine's 24 GB end near {24 * 1024 / big['loading']['peak_mb'] * n / 1e6:.0f}M "
+             f"{n:,} rows, so this machine's {memory_gb:.0f} GB end near "
+             f"{memory_gb * 1024 / big['loading']['peak_mb'] * n / 1e6:.0f}M "
              "rows, first of all stages; past that, read the CSV in row blocks into a memory-mapped array.",
              f"- **Pairing work** is sources x N+ distances: with the source count capped it grows like N+ "
              f"(here {per_source_ms:.2f} CPU ms per source over {p['n_pos']:,} targets). It is "
@@ -654,8 +661,9 @@ def beyond_section(runs: list[dict]) -> str:
              "W workers holds its shard of Q, draws partners locally, runs a batch of B / W, and "
              f"all-reduces the gradients each step: the default model's {n_params / 1e3:.0f}k parameters "
              f"are {n_params * 4 / 1e3:.0f} kB, so the all-reduce is cheap next to the step.",
-             f"- **Recourse** is independent per row: shard the rows. The plausibility LOF is fitted once "
-             f"on at most lof_rows = {settings.lof_rows:,} training positives, so it stops growing there."]
+             f"- **Recourse** is independent per row: shard the rows. The plausibility LOF (the preset "
+             f"`GenReConfig.plausible()`; the default picks by h alone) is fitted once on at most "
+             f"lof_rows = {settings.lof_rows:,} training positives, so it stops growing there."]
     return "\n".join(lines)
 
 

@@ -442,8 +442,7 @@ def parse_args(argv=None):
                                                       "(default the project's cache/)")
     p.add_argument("--quick", action="store_true",
                    help=f"a preview: one seed, lambdas {{1, 5, 10}}, {QUICK_N_TEST} test negatives, VAEs "
-                        f"{QUICK_VAE_EPOCHS} epochs, into runs/quick/ and its figures/ (or --out; "
-                        "results/quick/ holds the published preview)")
+                        f"{QUICK_VAE_EPOCHS} epochs, into runs/quick/ and its figures/ (or --out)")
     p.add_argument("--report-only", action="store_true",
                    help="only re-render results/README.md and README.md's tables from the result files")
     args = p.parse_args(argv)
