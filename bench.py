@@ -507,8 +507,8 @@ def growth_exponent(ns, values) -> float:
 
 def scaling_section(runs: list[dict], command: str) -> str:
     out = ["## Scaling on synthetic tabular data", "",
-           f"Written by `{command}` (load average {os.getloadavg()[0]:.1f} at the end; "
-           f"other work shared the CPU). Machine: {machine()}; {code_state()}.", "",
+           f"Written by `{command}` (load average {os.getloadavg()[0]:.1f} at the end, its own two "
+           f"children included). Machine: {machine()}; {code_state()}.", "",
            "The table comes from `bench.synthetic` (2 immutable binaries, 2-3 mutable binaries, "
            "correlated continuous features, label y ~ Bernoulli(sigmoid(3 f(x))) with a nonlinear f); "
            "h is a (32, 32) MLP fitted on 20,000 rows. One child process per row, two side by side "
@@ -578,7 +578,7 @@ def million_section(res: dict, command: str, load_before: float) -> str:
     return "\n".join([
         "## A million rows on one machine", "",
         f"Written by `{command}`; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
-        f"(other work shared the 2 cores). Machine: {machine()}; {code_state()}.", "",
+        f"(its own two runs included). Machine: {machine()}; {code_state()}.", "",
         "`GenRe.fit` with the default config on the 1,000,000-row synthetic table (Eq. 6 for "
         "max_sources = 100,000 sources of D_h^- drawn uniformly, over all of D_h^+, by "
         "`pairing.prefiltered_pairing`), then `GenRe.recourse` for 1,000 fresh rows with h <= 0.5, "
