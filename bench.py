@@ -674,7 +674,7 @@ def report(res: dict, args) -> dict:
     sections = {}
     command = f"`python bench.py --repeats {args.repeats} --e2e-repeats {args.e2e_repeats}" + \
         (f" --only {args.only}`" if args.only else "`")
-    stamp = f" Machine: {machine()}; {command}; {code_state()}."
+    stamp = f"Machine: {machine()}; {command}; {code_state()}."
     if "throughput" in res:
         out = ["## GenRe throughput (synthetic data, 20,000 rows, D features)", "",
                 f"Median of {args.repeats} runs. Training: milliseconds per optimiser step (batch of "
@@ -689,13 +689,13 @@ def report(res: dict, args) -> dict:
             out.append(f"| {name.split(' D=')[0]} | {r['model']} | {r['n_features']} | {r['batch']} | "
                        f"{r['ms_per_step']:.1f} | {r['fit_steps']} | {r['samples_per_s']:,.0f} | "
                        f"{r['recourses_per_s']:,.0f} | {r['steps']} |")
-        sections["throughput"] = "\n".join(out + ["", stamp.strip()])
+        sections["throughput"] = "\n".join(out + ["", stamp])
     if "pairing" in res:
         r = res["pairing"]
         sections["pairing"] = "## Pairing distribution Q for adult\n\n" + (
             f"|D_h^-| = {r['n_neg']}, |D_h^+| = {r['n_pos']}, top K = 1000, chunks of 1024 sources: "
             f"**{r['seconds']:.2f} s** (median of {r['repeats']}), peak resident memory of the "
-            f"process {r['peak_mb']:.0f} MB (data, oracle and h included).") + stamp
+            f"process {r['peak_mb']:.0f} MB (data, oracle and h included).") + " " + stamp
     if "end_to_end" in res:
         from evaluate import DEFAULT_METHODS
         out = ["## `python evaluate.py --dataset D`, cold cache", "",
@@ -710,7 +710,7 @@ def report(res: dict, args) -> dict:
         for label, key, fmt in (("**total seconds**", "total", "{:.0f}"), ("peak memory MB", "peak_mb", "{:.0f}"),
                                 ("GenRe Score", "genre_score", "{:.3f}")):
             out.append(f"| {label} | " + " | ".join(fmt.format(res['end_to_end'][n][key]) for n in names) + " |")
-        sections["end-to-end"] = "\n".join(out + ["", stamp.strip()])
+        sections["end-to-end"] = "\n".join(out + ["", stamp])
     if "constraints" in res:
         r = res["constraints"]
         sections["constraints"] = "## Constraints at recourse time\n\n" + (
@@ -719,7 +719,7 @@ def report(res: dict, args) -> dict:
             "hours-per-week within 35-60, relationship and marital-status fixed) given at recourse time, "
             f"alternately, median of {r['repeats']}: **{r['seconds']['without']:.2f} s** "
             f"({r['ms_per_recourse']['without']:.3f} ms per recourse) without, **{r['seconds']['with']:.2f} s** "
-            f"({r['ms_per_recourse']['with']:.3f} ms) with: the constraints take **{r['ratio']:.2f}x** the time.") + stamp
+            f"({r['ms_per_recourse']['with']:.3f} ms) with: the constraints take **{r['ratio']:.2f}x** the time.") + " " + stamp
     return sections
 
 

@@ -186,13 +186,9 @@ class BinMask:
 
     def __init__(self, bins, kinds, L: torch.Tensor, U: torch.Tensor):
         self.bins, self.kinds, self.L, self.U = bins, kinds, L, U
-        self.later = {}                                                     # j -> the group's members after j
-        group_of = {}                                                       # j -> its one-hot group
-        for last, kind in enumerate(kinds):
-            if kind.group_last:
-                group = kind.group_before + [last]
-                self.later.update({j: group[i + 1:] for i, j in enumerate(group)})
-                group_of.update({j: group for j in group})
+        groups = [kind.group_before + [last] for last, kind in enumerate(kinds) if kind.group_last]
+        group_of = {j: group for group in groups for j in group}            # j -> its one-hot group
+        self.later = {j: g[g.index(j) + 1:] for j, g in group_of.items()}  # j -> the group's members after j
         # Features no rule touches for any row (a continuous one unbounded, a categorical, or
         # every member of its group, free to be 0 or 1): every bin is allowed and nothing is
         # clipped, so restrict() and keep() leave them as they are without computing.

@@ -371,8 +371,6 @@ ADULT_RULES = dict(increase=["age", "education-num"], ranges={"hours-per-week": 
                    fixed=["relationship", "marital-status"])
 
 
-
-
 def constrained_study(name: str, seeds, n_test: int, cache: str, vae_epochs=None) -> dict:
     """Every method in its designed mode with ADULT_RULES given at fit (a lender's rules), the
     search baselines as the paper's runner ran them given the same (they ignore them), GenRe

@@ -457,7 +457,8 @@ def constrained_section(study: dict) -> list[str]:
            "each baseline keeps them in its designed mode, and the search baselines' _paper modes, which "
            "ignore them, are measured as they are; the generative baselines' _paper modes, which ignore them "
            "too and search longest, are left out: their numbers are Table 2's); 'at recourse': GenRe trained "
-           "without them and given them only at recourse time; 'without': no method given them, their breaks counted. Cost / Val / LOF / Score, features "
+           "without them and given them only at recourse time; 'without': no method given them, their breaks "
+           "counted. Cost / Val / LOF / Score, features "
            f"changed, rows breaking a rule (of {runs['with']['n_test']} a seed, summed over seeds "
            f"{runs['with']['seeds']}).", "",
            "| method | with | at recourse | without |", "|---|---|---|---|"]
