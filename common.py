@@ -1,5 +1,6 @@
 """Small helpers every module shares: seeding, input checks, feature masks, the
-categorical projection, the recourse cost, and writing files whole.
+categorical projection, the recourse cost, a random forest whose predictions repeat,
+and writing files whole.
 
 Nothing here is specific to one method; the paper's pieces live in genre.py
 (GenRe), baselines.py (the methods it is compared with) and evaluate.py (the
@@ -7,6 +8,7 @@ protocol).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -19,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+from sklearn.ensemble import RandomForestClassifier
 
 
 # ----------------------------------------------------------------------------- seeding
@@ -174,6 +177,22 @@ def project_categoricals(X: np.ndarray, categorical: np.ndarray, groups=()) -> n
     return X
 
 
+# ----------------------------------------------------------------------------- a forest that repeats
+
+class TreeOrderForest(RandomForestClassifier):
+    """A random forest that grows its trees in parallel (each from its own seed: the same forest
+    at any n_jobs) but adds their votes in tree order. A parallel predict_proba adds them in
+    whatever order the threads finish, which moves the last bits from call to call, and the
+    oracle's calibration (evaluate.fit_oracle) fits on such predictions of held-out folds."""
+
+    def predict_proba(self, X):
+        n_jobs, self.n_jobs = self.n_jobs, 1
+        try:
+            return super().predict_proba(X)
+        finally:
+            self.n_jobs = n_jobs
+
+
 # ----------------------------------------------------------------------------- the cost
 
 def l1_cost(X_src: torch.Tensor, X_dst: torch.Tensor, immutable: torch.Tensor) -> torch.Tensor:
@@ -215,21 +234,48 @@ PARTIAL = re.compile(r"\.partial-(\d+)-\w+\.tmp$")
 STALE_SECONDS = (60, 600)    # stale: untouched 1 min and its writer is gone, or untouched 10 min
 
 
+class WriteError(OSError):
+    """A file that could not be written (a full disk, a read-only folder): one line naming it,
+    "cannot write PATH: reason". An OSError, so code that survives a failed write still does."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
 def atomic_write(path: str, write) -> None:
-    """Write a file whole or not at all: `write(f)` fills a temp file, which is then renamed."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    remove_stale_partials(folder)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{os.path.basename(path)}.partial-{os.getpid()}-",
-                               suffix=".tmp")
+    """Write a file whole or not at all: `write(f)` fills a temp file, which is then renamed.
+    A write the file system refuses leaves no temp file and raises WriteError naming `path`."""
+    folder, tmp = os.path.dirname(path) or ".", None
     try:
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_partials(folder)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{os.path.basename(path)}.partial-{os.getpid()}-",
+                                   suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.chmod(tmp, 0o644)                                        # mkstemp's 0600 -> a normal file's mode
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):                      # a folder made read-only meanwhile
+                os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise WriteError(e.errno, e.strerror or str(e), path) from e
         raise
+
+
+def write_section(path: str, name: str, text: str) -> None:
+    """Put text between a markdown file's markers for `name` (<!-- bench:NAME --> ... <!-- /bench:NAME -->,
+    appended if the file has none), the rest of the file kept: how BENCHMARKS.md's sections are
+    each written by the command that measured them."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    block = f"{begin}\n{text.strip()}\n{end}"
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write(path, lambda f: f.write(new.encode()))
 
 
 def remove_stale_partials(folder: str) -> None:
@@ -291,12 +337,31 @@ def provenance() -> dict:
 
 # ----------------------------------------------------------------------------- command lines
 
+def int_at_least(low: int):
+    """An argparse type: a whole number of at least `low`. A bad value is argparse's error
+    naming the flag ("argument --grid: must be at least 2, got 0", exit code 2), before any work."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return whole_number
+
+
+positive_int = int_at_least(1)          # counts: threads, repeats, rows, grid points
+non_negative_int = int_at_least(0)      # seeds, and counts where 0 means none
+
+
 def command_line(main, argv=None) -> int:
-    """main(argv) as a command: bad input is one line `error: ...` on stderr and exit code 2,
-    Ctrl-C one line `interrupted` and 130, instead of a traceback; else main's code (0 for None)."""
+    """main(argv) as a command: bad input, and a file that cannot be written (WriteError), are
+    one line `error: ...` on stderr and exit code 2, Ctrl-C one line `interrupted` and 130,
+    instead of a traceback; else main's code (0 for None)."""
     try:
         return main(argv) or 0
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, WriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

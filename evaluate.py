@@ -25,8 +25,10 @@ import dataclasses
 import json
 import hashlib
 import inspect
+import math
 import os
 import pickle
+import re
 import sys
 import time
 import typing
@@ -34,10 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.utils.class_weight import compute_sample_weight
 from torch import nn
 
 from constraints import as_constraints, features_changed, revert_unneeded
-from common import atomic_write, check_folder, child_seed, command_line, provenance, set_seed, torch_threads
+from common import (TreeOrderForest, atomic_write, check_folder, child_seed, command_line, provenance,
+                    set_seed, torch_threads)
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
 from genre import GenRe, GenReConfig, training_sets
@@ -67,20 +72,11 @@ def fit_oracle(ds: Dataset, seed: int):
     Fitted on train+test with the data set's own labels and balanced sample
     weights (code). No recourse method ever sees it; it judges validity.
     """
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.utils.class_weight import compute_sample_weight
-
     X = ds.X_all
     y = np.concatenate([ds.y_train, ds.y_test])
-    forest = RandomForestClassifier(random_state=child_seed(seed, "oracle"), n_jobs=-1)
+    forest = TreeOrderForest(random_state=child_seed(seed, "oracle"), n_jobs=-1)
     oracle = CalibratedClassifierCV(forest, method="isotonic")
     oracle.fit(X, y, sample_weight=compute_sample_weight("balanced", y))
-    # The trees are grown in parallel (each from its own seed: the same forest at any n_jobs), but a
-    # parallel predict_proba adds the trees' votes in whatever order the threads finish, which moves
-    # the last bits from call to call. One thread adds them in tree order: the same answer every time.
-    for calibrated in oracle.calibrated_classifiers_:
-        calibrated.estimator.n_jobs = 1
     return oracle
 
 
@@ -246,8 +242,17 @@ def cached(path: str, retrain: bool, make, verbose: bool, what: str):
             return value, False
     value = {"version": CACHE_VERSION, **make()}
     if path:
-        atomic_write(path, lambda f: pickle.dump(value, f))
+        write_cache(path, lambda f: pickle.dump(value, f))
     return value, True
+
+
+def write_cache(path: str, write) -> None:
+    """atomic_write for a cache file. One that cannot be written (a full disk, a read-only
+    folder) costs only the next run's time: a warning, and the run goes on with what it made."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        warn(f"cannot write the cache {path}: {e.strerror or e}; going on without it")
 
 
 def read_cache(path: str) -> dict | None:
@@ -535,7 +540,7 @@ def load_or_fit_genre(bench: Benchmark, cfg: GenReConfig, key: str, verbose: boo
         except UNREADABLE as e:                                     # a damaged file: retrain, rewrite
             warn(f"cached GenRe {path} is unreadable ({type(e).__name__}); retraining it")
     fit_one(genre, bench)
-    genre.save(path)
+    write_cache(path, genre.save)                                   # GenRe.save writes into a file too
     return genre
 
 
@@ -776,25 +781,33 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
 def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method: str) -> str:
     """Recourses as actions in original units ("hours-per-week: 40 -> 45", categoricals by name),
     with the oracle's P(favourable) before and after. X_plus (M, D), or (M, k, D): k options
-    for each person, one line each."""
+    for each person, one line each. Options that read as the same actions are shown once, and
+    a person with fewer distinct options than k is told so (GenRe repeats its last one then)."""
     options = X_plus if X_plus.ndim == 3 else X_plus[:, None]
     p_before = oracle_proba(bench.oracle, X)
     k = options.shape[1]
     lines = [f"Recourse by {method} for {len(X)} test negatives (original units)"
              + (f", {k} options each:" if k > 1 else ":")]
     for i, x in enumerate(X):
-        before, p_after = bench.ds.describe(x), oracle_proba(bench.oracle, options[i])
-        actions = []
-        for xp in options[i]:
-            after = bench.ds.describe(xp)
-            changes = [f"{c}: {before[c]} -> {after[c]}" for c in before if before[c] != after[c]]
-            actions.append("; ".join(changes) if changes else "no change")
+        before = bench.ds.describe(x)
+        actions = [actions_text(before, bench.ds.describe(xp)) for xp in options[i]]
+        first = [actions.index(a) for a in dict.fromkeys(actions)]          # each distinct option, in order
+        p_after = oracle_proba(bench.oracle, options[i][first])
         if k == 1:
             lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} -> {p_after[0]:.2f}; {actions[0]}")
             continue
-        lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} now")
-        lines += [f"      option {o + 1}: P(favourable) {p:.2f}; {a}" for o, (p, a) in enumerate(zip(p_after, actions))]
+        fewer = f"; only {len(first)} distinct option{'s' * (len(first) > 1)} among GenRe's samples" \
+            if len(first) < k else ""
+        lines.append(f"  #{i + 1}: P(favourable) {p_before[i]:.2f} now{fewer}")
+        lines += [f"      option {n + 1}: P(favourable) {p:.2f}; {actions[o]}"
+                  for n, (o, p) in enumerate(zip(first, p_after))]
     return "\n".join(lines)
+
+
+def actions_text(before: dict, after: dict) -> str:
+    """The changes from one described row to another: "age: 30 -> 32; sex: ..." or "no change"."""
+    changes = [f"{c}: {before[c]} -> {after[c]}" for c in before if before[c] != after[c]]
+    return "; ".join(changes) if changes else "no change"
 
 
 def write_json(results: dict, out_dir: str, published_ok: bool = False) -> str:
@@ -847,7 +860,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE training epochs (default 20, "
                                                   "the paper's runner; Table 8: 100)")
     p.add_argument("--out", default=RUNS_DIR, help="folder for <dataset>.json (default runs/ beside evaluate.py, "
-                                                   "git-ignored; results/ is written only by experiments.py)")
+                                                   "git-ignored; results/ is written only by experiments.py); "
+                                                   "a CSV's is named after its file: loans.csv -> loans.json, "
+                                                   "and a file named like a benchmark, compas.csv -> csv-compas.json")
     p.add_argument("--cache", default=CACHE_DIR, help="folder for cached oracle, h and fitted models "
                                                       "(default cache/ beside evaluate.py)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
@@ -855,53 +870,110 @@ def parse_args(argv=None) -> argparse.Namespace:
     act = p.add_argument_group(
         "actionability constraints (original units; every method keeps them)",
         "e.g. --increase age,education-num --range hours-per-week=35:60 --fixed relationship "
-        "--allow workclass=Private --explain 3 --options 3")
-    act.add_argument("--fixed", help="comma-separated columns that may not change (beyond the data set's immutables)")
-    act.add_argument("--increase", help="comma-separated numeric columns that may only go up")
-    act.add_argument("--decrease", help="comma-separated numeric columns that may only go down")
+        "--allow workclass=Private --explain 3 --options 3. Every flag may be repeated and every rule "
+        "is kept: repeated --fixed, --increase, --decrease add columns, two --range of one column keep "
+        "what both allow, two --allow of one column what either names. In a list, a comma that is part "
+        "of a name or value is written \\, (--allow 'city=Washington\\, DC,Boston').")
+    act.add_argument("--fixed", action="append", default=[],
+                     help="comma-separated columns that may not change (beyond the data set's immutables)")
+    act.add_argument("--increase", action="append", default=[], help="comma-separated numeric columns that may only go up")
+    act.add_argument("--decrease", action="append", default=[],
+                     help="comma-separated numeric columns that may only go down")
     act.add_argument("--range", action="append", default=[], metavar="COLUMN=LO:HI",
-                     help="a numeric column's permitted range (either end may be left open: age=:65); repeatable")
+                     help="a numeric column's permitted range, finite numbers (either end may be left open: age=:65)")
     act.add_argument("--allow", action="append", default=[], metavar="COLUMN=V1,V2",
-                     help="the values a categorical column may take; repeatable")
+                     help="the values a categorical column may take")
     act.add_argument("--constraints-at", choices=["fit", "recourse"], default="fit",
                      help="give the constraints to fit (a lender's rules: GenRe is trained with them) or only "
                           "to recourse (a person's own limits, no retraining); default fit")
     act.add_argument("--options", type=int, default=1, metavar="K",
-                     help="with --explain: K options per person (GenRe's rows; default 1)")
+                     help="with --explain: up to K distinct options per person (GenRe's rows; default 1); "
+                          "a person with fewer distinct ones among GenRe's samples is told so")
     return p.parse_args(argv)
 
 
+def split_list(text: str | None) -> list[str]:
+    """A comma-separated flag value as its items, stripped; "\\," is a comma inside an item."""
+    items = re.split(r"(?<!\\),", text or "")
+    return [item.replace("\\,", ",").strip() for item in items if item.strip()]
+
+
 def constraints_from_args(args) -> dict | None:
-    """The constraint flags as Dataset.constraints' keyword arguments, or None if none was given."""
-    split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]
-
-    def pairs(items, flag):
-        out = {}
-        for item in items:
-            column, sep, value = item.partition("=")
-            if not sep or not column.strip():
-                raise ValueError(f"--{flag} takes COLUMN=VALUES, got {item!r}")
-            out[column.strip()] = value
-        return out
-
-    ranges = {}
-    for column, text in pairs(args.range, "range").items():
-        lo, sep, hi = text.partition(":")
-        try:
-            ranges[column] = tuple(float(v) if v.strip() else None for v in (lo, hi))
-        except ValueError:
-            raise ValueError(f"--range {column}={text}: give LO:HI as numbers (either may be empty)") from None
-        if not sep:
-            raise ValueError(f"--range {column}={text}: give LO:HI (either may be empty)")
-    spec = dict(fixed=split(args.fixed), increase=split(args.increase), decrease=split(args.decrease),
-                ranges=ranges, allowed={c: split(v) for c, v in pairs(args.allow, "allow").items()})
+    """The constraint flags as Dataset.constraints' keyword arguments, or None if none was given.
+    A repeated flag keeps every rule it was given (see --help)."""
+    columns = lambda texts: list(dict.fromkeys(c for text in texts or [] for c in split_list(text)))
+    fixed, increase, decrease = columns(args.fixed), columns(args.increase), columns(args.decrease)
+    both = [c for c in increase if c in decrease]
+    if both:
+        raise ValueError(f"--increase and --decrease both name {both[0]!r}: a column that may not change "
+                         f"is --fixed {both[0]}")
+    spec = dict(fixed=fixed, increase=increase, decrease=decrease, ranges=ranges_from_args(args.range),
+                allowed=allowed_from_args(args.allow))
     return spec if any(spec.values()) else None
+
+
+def flag_pairs(items, flag: str) -> list[tuple[str, str]]:
+    """["age=20:30", ...] -> [("age", "20:30"), ...], in the order given, repeats kept."""
+    out = []
+    for item in items or []:
+        column, sep, value = item.partition("=")
+        if not sep or not column.strip():
+            raise ValueError(f"--{flag} takes COLUMN=VALUES, got {item!r}")
+        out.append((column.strip(), value))
+    return out
+
+
+def ranges_from_args(items) -> dict:
+    """--range flags -> {column: (lo, hi)}, None for an open end. Two ranges of one column keep
+    the values both allow; two that share none are refused."""
+    ranges, given = {}, {}
+    for column, text in flag_pairs(items, "range"):
+        lo, hi = read_range(column, text)
+        if column in ranges:
+            (old_lo, old_hi), given[column] = ranges[column], f"{given[column]} and {text}"
+            lo = old_lo if lo is None else lo if old_lo is None else max(lo, old_lo)
+            hi = old_hi if hi is None else hi if old_hi is None else min(hi, old_hi)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"--range {column}: {given[column]} allow no value in common")
+        else:
+            given[column] = text
+        ranges[column] = (lo, hi)
+    return ranges
+
+
+def read_range(column: str, text: str) -> tuple:
+    """"20:30" -> (20.0, 30.0), an empty end None; a one-line error naming --range otherwise."""
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise ValueError(f"--range {column}={text}: give LO:HI (either may be empty)")
+    try:
+        ends = tuple(float(v) if v.strip() else None for v in (lo, hi))
+    except ValueError:
+        raise ValueError(f"--range {column}={text}: give LO:HI as numbers (either may be empty)") from None
+    if any(v is not None and not math.isfinite(v) for v in ends):
+        raise ValueError(f"--range {column}={text}: the ends must be finite numbers (leave an end empty "
+                         f"for no bound)")
+    return ends
+
+
+def allowed_from_args(items) -> dict:
+    """--allow flags -> {column: values}; two of one column allow the values either names."""
+    allowed = {}
+    for column, text in flag_pairs(items, "allow"):
+        values = split_list(text)
+        if not values:
+            raise ValueError(f"--allow {column}: give at least one value")
+        allowed[column] = list(dict.fromkeys([*allowed.get(column, []), *values]))
+    return allowed
 
 
 def methods_from_args(args) -> list[str]:
     """--methods (default: DEFAULT_METHODS; "all": every method), each Table 2 baseline's short
     name mapped by --baseline-mode."""
     names = args.methods or list(DEFAULT_METHODS)
+    if "all" in names and names != ["all"]:
+        raise ValueError(f"--methods all names every method; it cannot be combined with other names "
+                         f"(got {' '.join(names)})")
     if names == ["all"]:                                           # the whole Table 2
         names = [*GENRE_ROWS, *POST_STEPS, *MODED, *NNR_POOLS]
     check_methods(names)
@@ -927,8 +999,7 @@ def data_from_args(args) -> str | Dataset:
         return args.dataset
     if not args.target:
         raise ValueError("--csv needs --target COLUMN (the label column)")
-    split = lambda s: [c.strip() for c in (s or "").split(",") if c.strip()]
-    return from_csv(args.csv, args.target, split(args.categorical), split(args.immutable),
+    return from_csv(args.csv, args.target, split_list(args.categorical), split_list(args.immutable),
                     args.positive, 0.25 if args.test_size is None else args.test_size)
 
 
@@ -978,26 +1049,38 @@ def main(argv=None) -> int:
     return command_line(run_command, argv)
 
 
+def check_explain_flags(args) -> None:
+    """--explain and --options, refused before any training: options are shown only to the
+    people --explain names."""
+    if args.explain < 0:
+        raise ValueError(f"--explain must be 0 or more, got {args.explain}")
+    if args.options < 1:
+        raise ValueError(f"--options must be at least 1, got {args.options}")
+    if args.options > 1 and not args.explain:
+        raise ValueError(f"--options {args.options} needs --explain N to show them (the options of N people)")
+
+
 def run_command(argv=None) -> int:
     args = parse_args(argv)
     check_folder(args.out, "--out")                                   # before any training
     check_folder(args.cache, "--cache")
+    check_explain_flags(args)
     data = data_from_args(args)
     name = data if isinstance(data, str) else data.name
     methods = methods_from_args(args)
+    constraints = constraints_from_args(args)
     if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
         write_json({"dataset": name}, args.out)                       # refuses, before any training
     results = evaluate(data, methods, args.seeds, args.n_test, args.cache, args.retrain,
                        verbose=not args.quiet, genre_configs=genre_configs_from_args(args, name),
                        explain=args.explain, vae_epochs=args.vae_epochs,
-                       constraints=constraints_from_args(args), constraints_at=args.constraints_at,
+                       constraints=constraints, constraints_at=args.constraints_at,
                        options=args.options)
-    path = write_json(results, args.out)
-    print(report.comparison_table(results))
+    print(report.comparison_table(results))                           # shown even if the write fails
     if min(results["n_test_per_seed"]) < args.n_test:
         print(f"\n--n-test {args.n_test}: fewer test rows have h(x) <= 0.5; every one was scored "
               f"({', '.join(f'seed {s}: {n}' for s, n in zip(results['seeds'], results['n_test_per_seed']))})")
-    print(f"\nwritten: {path}")
+    print(f"\nwritten: {write_json(results, args.out)}", flush=True)
     return 0
 
 

@@ -1,7 +1,7 @@
-"""The same seed gives the same numbers: at one and at two threads, and as published.
+"""The same seed gives the same numbers: bit for bit at one and at two threads on one machine,
+and, on any CPU, the published numbers within the spread the kernel-path study measured.
 
-README, "Reproducibility": with the pinned versions (requirements.txt) on a CPU of the same
-family, a seed's JSON repeats bit for bit whatever the thread settings; these tests check it.
+README, "Reproducibility", says what repeats where; these tests check both halves.
 """
 import json
 import os
@@ -52,15 +52,24 @@ def test_a_small_benchmark_gives_the_same_json_at_one_and_two_threads(tmp_path):
     assert without_times(one) == without_times(two)
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(HERE, "results", "compas.json")), reason="no published results")
-def test_a_published_per_seed_number_repeats_exactly(tmp_path):
+PUBLISHED = os.path.join(HERE, "results")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(PUBLISHED, "compas.json")), reason="no published results")
+def test_a_published_per_seed_number_repeats_within_the_kernel_paths_spread(tmp_path):
     """compas seed 0 from an empty cache: GenRe (the paper's method) and NNR (D_h^+) give the
-    Scores, Costs, Vals and LOFs results/compas.json publishes for that seed, exactly."""
+    Costs, Vals, LOFs and Scores results/compas.json publishes for that seed, each within the
+    largest difference results/kernel_paths.json measured between the CPU kernel paths
+    (python kernel_paths.py --publish): on the machine and path that made results/ the
+    difference is 0, and on another CPU the vector kernels torch and the BLAS pick move the
+    last bits, and through h's and the oracle's thresholds a few rows."""
     import evaluate
-    published = json.loads(open(os.path.join(HERE, "results", "compas.json")).read())
+    published = json.loads(open(os.path.join(PUBLISHED, "compas.json")).read())
+    tolerance = json.loads(open(os.path.join(PUBLISHED, "kernel_paths.json")).read())["spread"]
     seed = published["seeds"].index(0)
     ran = evaluate.evaluate("compas", ["genre", "nnr_dhplus"], [0], published["n_test_requested"],
                             str(tmp_path), verbose=False)
     for method in ("genre", "nnr_dhplus"):
         for key in ("cost", "validity", "lof", "score"):
-            assert ran["methods"][method][key] == published["methods"][method][key + "_per_seed"][seed], (method, key)
+            got, want = ran["methods"][method][key], published["methods"][method][key + "_per_seed"][seed]
+            assert abs(got - want) <= tolerance[key] + 1e-12, (method, key, got, want, tolerance[key])
