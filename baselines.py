@@ -11,8 +11,11 @@ interface, so evaluate.py treats them alike:
     method.n_failed_                            # rows that miss the method's own success test
 
 X is min-max scaled (N, D) float32, y the labels in {0, 1}, h the classifier
-(a torch module giving logits, with `predict_proba`; never trained here), the
-masks (D,) bool and groups a list of one-hot column lists.
+(never trained here), the masks (D,) bool and groups a list of one-hot column lists.
+The gradient searches need h as a torch module giving logits, with `predict_proba`;
+NNR and Growing Spheres ask h only for predictions, so any fitted binary classifier
+serves them (ANY_CLASSIFIER names every such method). get_params and set_params are
+scikit-learn's (BaseEstimator), so sklearn.base.clone copies an unfitted method.
 mode="designed" is each method as its authors designed it; mode="paper" is how
 the paper's Table 2 ran it (a patched CARLA fork, MartinPawel/ProbabilisticallyRobustRecourse):
 its quirks are described in each class. Both modes hold immutables exactly,
@@ -31,8 +34,10 @@ import time
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
+
 from common import (as_mask, atomic_write, check_classifier, check_features, check_fitted, check_groups,
-                    check_labels, l1_cost, project_categoricals)
+                    check_labels, l1_cost, probability_of_1, project_categoricals)
 from constraints import Constraints, as_constraints
 from genre import training_sets
 
@@ -58,7 +63,7 @@ def nearest(X_src: np.ndarray, X_dst: np.ndarray, immutable: np.ndarray, chunk: 
     return torch.cat(idx).numpy(), torch.cat(costs).numpy()
 
 
-class NNR:
+class NNR(BaseEstimator):
     """Nearest-neighbour recourse (Sec. 5.5): return the closest training instance in a pool.
 
     pool="label":  training rows with y = 1                    (NNR)
@@ -107,6 +112,18 @@ class NNR:
         self.n_failed_ = int((~found).sum())
         fallback = rules.project(X, X, self.categorical_, self.groups_) if ruled else X   # x, or the nearest point keeping the rules
         return np.where(found[:, None], self.pool_[idx], fallback)
+
+
+def accepts(h, X: torch.Tensor) -> torch.Tensor:
+    """Whether h accepts each row, P(y = 1 | x) > 0.5: X (..., D) -> (...) bool, no gradient.
+    A torch module (this project's h) is asked for its logit, > 0, which is the same decision
+    without sigmoid's rounding of logits within float32's epsilon of 0 to 0.5; any other
+    classifier for its probabilities (common.probability_of_1)."""
+    with torch.no_grad():
+        if isinstance(h, torch.nn.Module):
+            return h(X) > 0.0
+        p = probability_of_1(h, X.reshape(-1, X.shape[-1]).cpu().numpy())
+        return torch.as_tensor(p > 0.5, device=X.device).reshape(X.shape[:-1])
 
 
 def bce_to_one(logits: torch.Tensor) -> torch.Tensor:
@@ -305,14 +322,23 @@ def l1_shell_sample(center, lo, hi, n: int, generator: torch.Generator, mask=Non
     return center[:, None, :] + r * u / norm
 
 
+# The methods that ask h only for P(y = 1 | x) (common.probability_of_1), so that any fitted
+# binary classifier serves as their h; tests/test_hostile_api.py fits each with a scikit-learn one.
+ANY_CLASSIFIER = "GenRe, NNR, GrowingSpheres, CCHVAE, DiffusionQ or DiffusionSVDD"
+
+
 def search_roles(method, X, y, h, immutable, categorical, groups, constraints) -> FeatureRoles:
     """fit()'s checks and the FeatureRoles of a baseline: h kept, the roles, and in the designed
-    mode a lender's constraints (the paper mode is measured as the paper ran it, without)."""
+    mode a lender's constraints (the paper mode is measured as the paper ran it, without).
+    A method that searches through h's logits (method.needs_logits) refuses any other h."""
     check_mode(method.mode)
     X = check_features(X, np.shape(X)[-1], "training X")
     D = X.shape[1]
     check_labels(y, len(X))
     check_classifier(h, X[:5])
+    if method.needs_logits and not isinstance(h, torch.nn.Module):
+        raise ValueError(f"{type(method).__name__} needs a differentiable h, a torch.nn.Module whose forward gives "
+                         f"logits; {type(h).__name__} is not one: with any fitted classifier use {ANY_CLASSIFIER}")
     method.h_ = h
     rules = fit_rules(as_mask(immutable, D, "immutable"), constraints if method.mode == "designed" else None)
     return FeatureRoles(as_mask(immutable, D, "immutable"), as_mask(categorical, D, "categorical"),
@@ -343,9 +369,11 @@ def by_rule_set(method, X: torch.Tensor, constraints, search) -> torch.Tensor:
     return out
 
 
-class _Search:
+class _Search(BaseEstimator):
     """What every search baseline shares: the sklearn-style fit that keeps h and the roles,
     and the bookkeeping of recourse()."""
+
+    needs_logits = True       # the search runs through h(x), a torch module's logits
 
     def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
         """Nothing to learn for most methods: keep h and the feature roles. constraints
@@ -372,7 +400,7 @@ class _Search:
     def _succeeded(self, X, X_plus) -> torch.Tensor:
         """The method's own success test on each returned recourse, (M,) bool; most methods
         test only h(x+) > 0.5."""
-        return self.h_(X_plus) > 0.0
+        return accepts(self.h_, X_plus)
 
 
 # ----------------------------------------------------------------------------- Wachter (Eq. 2)
@@ -446,7 +474,11 @@ class GrowingSpheres(_Search):
     sampled; each mutable binary is redrawn ~ Bernoulli(1/2) whatever x holds (here a
     one-hot group draws a uniform category), nothing is clamped, no selection pass.
     Both: n = 2000, step 0.01, p_norm = 1 (the fork). Fork: no cap on shells; here max_shells.
+    It asks h only whether it accepts each candidate (accepts), as Laugel et al. design it, so
+    any fitted classifier serves as h.
     """
+
+    needs_logits = False
 
     def __init__(self, mode: str = "designed", random_state: int = 0, n_samples: int = 2000,
                  step: float = 0.01, max_shells: int = 1000):
@@ -500,8 +532,7 @@ class GrowingSpheres(_Search):
 
     def _cheapest_positive(self, X, cand):
         """Per row: whether any candidate has h > 0.5, and the positive one of least L1 cost."""
-        with torch.no_grad():
-            positive = self.h_(cand) > 0.0                                     # (A, n)
+        positive = accepts(self.h_, cand)                                      # (A, n)
         cost = (cand - X[:, None, :]).abs().sum(dim=2).masked_fill(~positive, float("inf"))
         i = cost.argmin(dim=1)                                                 # (A,)
         return positive.any(dim=1), cand[torch.arange(len(X)), i]
@@ -521,8 +552,7 @@ class GrowingSpheres(_Search):
             trial = X_plus.clone()
             rows = torch.arange(len(X))
             trial[rows, j] = X[rows, j]
-            with torch.no_grad():
-                keep = going & (self.h_(trial) > 0.0)
+            keep = going & accepts(self.h_, trial)
             X_plus = torch.where(keep[:, None], trial, X_plus)
             going &= keep
             if not going.any():

@@ -19,7 +19,9 @@ What is measured (each a median over --repeats runs unless said otherwise):
      per stage, one run each;
   6. GenRe.fit on 1M rows with pairing.prefiltered_pairing plus 1,000 recourses
      (15 minutes / 8 GB bound) and its Score against the exact pairing on 100k;
-  7. recall and total variation of the prefiltered Q against the exact top K.
+  7. recall and total variation of the prefiltered Q against the exact top K;
+  8. (--only threads) GenRe's fit and recourse on compas at 1 torch thread and at every core,
+     and whether the numbers stay bit-identical.
 Stages 3-6 run in child processes, so their peak memory is their own. Parts
 5-7 each replace their own marked section of BENCHMARKS.md; a full run of 1-4
 keeps those sections.
@@ -29,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,12 +46,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def machine() -> str:
     """One line naming the machine: CPU model, cores, torch version, device."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from common import cpu_model
+    cpu = cpu_model()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), device: {device}")
@@ -226,6 +223,43 @@ def constraint_overhead(cache: str, repeats: int) -> dict:
     return {"rows": len(X), "repeats": repeats, "seconds": med,
             "ms_per_recourse": {k: 1000 * v / len(X) for k, v in med.items()},
             "ratio": med["with"] / med["without"]}
+
+
+def thread_speed(cache: str, repeats: int, dataset: str = "compas") -> dict:
+    """GenRe (GenReConfig()) fitted on `dataset`'s seed 0 and asked for recourse for its 200 test
+    negatives at 1 torch thread and at every core, alternately: median seconds of the fit and
+    of the recourse call, per step and per recourse too, and whether the trained weights and
+    the recourses are bit-identical to one thread's."""
+    from common import torch_threads
+    from evaluate import fit_one, make_method, pick_test_negatives, prepare
+    from genre import GenReConfig
+    bench = prepare(dataset, 0, cache, verbose=False)
+    X = pick_test_negatives(bench, 200)
+    counts = sorted({1, os.cpu_count() or 1})
+    times = {n: {"fit": [], "recourse": []} for n in counts}
+    outputs = {}
+    for r in range(repeats):
+        for n in counts:
+            with torch_threads(n):
+                t0 = time.perf_counter()
+                genre = fit_one(make_method("genre", 0, {"genre": GenReConfig()}, verbose=False), bench)
+                t1 = time.perf_counter()
+                X_plus = genre.recourse(X)
+                t2 = time.perf_counter()
+            times[n]["fit"].append(t1 - t0)
+            times[n]["recourse"].append(t2 - t1)
+            weights = [p.detach().numpy().copy() for p in genre.model_.parameters()]
+            outputs.setdefault(n, (weights, X_plus))
+            print(f"  threads {n}, run {r + 1}/{repeats}: fit {t1 - t0:.1f} s, recourse {t2 - t1:.2f} s", flush=True)
+    steps = len(genre.history_) and genre.history_[-1]["step"]
+    same = lambda n: (all(np.array_equal(a, b) for a, b in zip(outputs[n][0], outputs[1][0]))
+                      and np.array_equal(outputs[n][1], outputs[1][1]))
+    rows = {}
+    for n in counts:
+        fit, rec = statistics.median(times[n]["fit"]), statistics.median(times[n]["recourse"])
+        rows[n] = {"fit_s": fit, "ms_per_step": 1000 * fit / steps, "recourse_s": rec,
+                   "ms_per_recourse": 1000 * rec / len(X), "identical": same(n)}
+    return {"dataset": dataset, "steps": steps, "rows": len(X), "repeats": repeats, "threads": rows}
 
 
 # ----------------------------------------------------------------------------- 5. synthetic tabular data
@@ -720,6 +754,22 @@ def report(res: dict, args) -> dict:
             f"alternately, median of {r['repeats']}: **{r['seconds']['without']:.2f} s** "
             f"({r['ms_per_recourse']['without']:.3f} ms per recourse) without, **{r['seconds']['with']:.2f} s** "
             f"({r['ms_per_recourse']['with']:.3f} ms) with: the constraints take **{r['ratio']:.2f}x** the time.") + " " + stamp
+    if "threads" in res:
+        r = res["threads"]
+        out = ["## Threads: GenRe at 1 thread and at every core", "",
+               f"`GenRe.fit` (`GenReConfig()`, {r['steps']} steps, the whole fit: pairs and training) and `GenRe.recourse` "
+               f"for {r['rows']} test negatives on {r['dataset']} seed 0, at each torch thread count in turn, median of "
+               f"{r['repeats']}. `python evaluate.py --threads N` sets the methods' count (default 1).", "",
+               "| torch threads | fit s | ms per step | recourse s | ms per recourse | weights and recourses as at 1 thread |",
+               "|---|---|---|---|---|---|"]
+        for n, row in r["threads"].items():
+            out.append(f"| {n} | {row['fit_s']:.1f} | {row['ms_per_step']:.1f} | {row['recourse_s']:.2f} | "
+                       f"{row['ms_per_recourse']:.2f} | {'bit-identical' if row['identical'] else 'differ'} |")
+        one = r["threads"][min(r["threads"])]
+        out += ["", "Speed-up over one thread: " + ", ".join(
+            f"{n} threads: fit {one['fit_s'] / row['fit_s']:.2f}x, recourse {one['recourse_s'] / row['recourse_s']:.2f}x"
+            for n, row in r["threads"].items() if n != min(r["threads"]))]
+        sections["threads"] = "\n".join(out + ["", stamp])
     return sections
 
 
@@ -742,14 +792,18 @@ def main(argv=None) -> int:
     return command_line(run_command, argv)
 
 
+MILLION_TABLE = 1_000_000                   # rows of the synthetic table --million fits on
+
+
 def run_command(argv=None) -> int:
+    from common import atomic_write, positive_int
     p = argparse.ArgumentParser(description="Measure GenRe's and the pipeline's speed and memory; "
                                             "write BENCHMARKS.md.")
-    p.add_argument("--only", choices=["throughput", "pairing", "constraints", "end_to_end"],
-                   help="run one part only")
-    p.add_argument("--repeats", type=int, default=3, help="runs per throughput/pairing figure (median)")
-    p.add_argument("--e2e-repeats", type=int, default=1, help="runs per end-to-end figure (each takes minutes)")
-    p.add_argument("--paper-steps", type=int, default=3, help="optimiser steps timed for the paper config")
+    p.add_argument("--only", choices=["throughput", "pairing", "constraints", "end_to_end", "threads"],
+                   help="run one part only (threads: GenRe at 1 thread and at every core, not in the default parts)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="runs per throughput/pairing figure (median)")
+    p.add_argument("--e2e-repeats", type=positive_int, default=1, help="runs per end-to-end figure (each takes minutes)")
+    p.add_argument("--paper-steps", type=positive_int, default=3, help="optimiser steps timed for the paper config")
     p.add_argument("--json", help="also write the raw numbers here")
     p.add_argument("--out", default="BENCHMARKS.md", help="the report (default BENCHMARKS.md)")
     p.add_argument("--scaling", action="store_true",
@@ -757,23 +811,29 @@ def run_command(argv=None) -> int:
                         "N = 10k, 100k, 1M, d = 13, and 100k at d = 21); writes its sections of --out "
                         "and --figure (~30 minutes on 2 cores)")
     p.add_argument("--scaling-n", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+                   choices=sorted({n for n, _ in SCALING}),
                    help="the N of --scaling to run (default all three)")
     p.add_argument("--figure", default=os.path.join("figures", "scaling.png"),
                    help="the --scaling figure (default figures/scaling.png)")
     p.add_argument("--million", action="store_true",
                    help="GenRe.fit with the prefiltered pairing on the 1M-row synthetic table plus 1,000 "
                         "recourses (time, peak memory, Score) against the exact pairing on 100k rows")
-    p.add_argument("--million-rows", type=int, default=1_000_000, help="rows of the --million fit")
-    p.add_argument("--subsample", type=int, default=100_000, help="rows of --million's exact fit")
+    p.add_argument("--million-rows", type=positive_int, default=MILLION_TABLE,
+                   help=f"rows of the --million fit (at most {MILLION_TABLE:,})")
+    p.add_argument("--subsample", type=positive_int, default=100_000,
+                   help=f"rows of --million's exact fit (at most {MILLION_TABLE:,})")
     p.add_argument("--pairing-error", action="store_true",
                    help="recall and total variation of pairing.prefiltered_pairing against the exact "
                         "top K, and its speed-up, for 2,000 sources of the synthetic table (N = 100k "
                         "and 1M at d = 13, 100k at d = 21)")
-    p.add_argument("--n-candidates", type=int, default=2048, help="the prefilter's candidates per source")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--n-candidates", type=positive_int, default=2048, help="the prefilter's candidates per source")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads in --pairing-error and each --scaling/--million child (default 1: on this shared "
                         "2-core machine, 2 threads ran GenRe's training 10x slower than 1)")
     args = p.parse_args(argv)
+    for flag, rows in (("--million-rows", args.million_rows), ("--subsample", args.subsample)):
+        if rows > MILLION_TABLE:
+            p.error(f"{flag} must be at most {MILLION_TABLE:,} (the synthetic table's rows), got {rows:,}")
     check_output_files(args)                                     # before minutes of measuring
     out_path = os.path.join(HERE, args.out)
     command = "python bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -817,14 +877,16 @@ def run_command(argv=None) -> int:
     if "constraints" in parts:
         print("constraints at recourse time ...", flush=True)
         res["constraints"] = constraint_overhead(os.path.join(HERE, "cache"), max(args.repeats, 5))
+    if "threads" in parts:
+        print("threads ...", flush=True)
+        res["threads"] = thread_speed(os.path.join(HERE, "cache"), args.repeats)
     if "end_to_end" in parts:
         res["end_to_end"] = {}
         for d in ("adult", "compas", "heloc"):
             print(f"end to end: {d} ...", flush=True)
             res["end_to_end"][d] = end_to_end(d, args.e2e_repeats)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        atomic_write(args.json, lambda f: f.write(json.dumps(res, indent=2).encode()))
     for name, text in report(res, args).items():             # each part replaces its own section
         write_section(out_path, name, text)
         print(text)

@@ -89,12 +89,19 @@ def check_fitted(estimator, attribute: str) -> None:
 
 
 def as_mask(mask, n_features: int, what: str) -> np.ndarray:
-    """A (D,) bool mask, a copy; None means all False."""
+    """A (D,) bool mask, a copy; None means all False. Only booleans are a mask (True where the
+    feature is `what`): a list of feature indices such as [0, 1, 2] is refused with a one-line
+    ValueError, since read as a mask it would silently mean [False, True, True]; from indices,
+    np.isin(np.arange(D), indices) builds the mask."""
     if mask is None:
         return np.zeros(n_features, dtype=bool)
-    mask = np.array(mask, dtype=bool)
+    mask = np.array(mask)
     if mask.shape != (n_features,):
         raise ValueError(f"{what} mask must have shape ({n_features},), got {mask.shape}")
+    if mask.dtype != bool:
+        shown = np.array2string(mask, threshold=8, separator=", ")
+        raise ValueError(f"{what} must be a bool mask (True where the feature is {what}), got {mask.dtype} values "
+                         f"{shown}; from feature indices, np.isin(np.arange({n_features}), indices) builds it")
     return mask
 
 
@@ -118,26 +125,51 @@ def check_labels(y, n_rows: int) -> np.ndarray:
 def check_classifier(h, X: np.ndarray) -> np.ndarray:
     """h's P(y = 1 | x) for the rows of X, (N,) float64, or a one-line ValueError naming h.
 
-    The methods need h.predict_proba(X) -> one probability per row, shape (N,), for X with
-    the D features they are fitted on (a scikit-learn classifier's (N, 2) output is refused:
-    wrap it to return its [:, 1]). The gradient searches also call h(x) as a torch module
-    for logits; that is not checked here."""
+    h may be any fitted binary classifier with predict_proba(X) for X with the D features the
+    methods are fitted on: one probability per row, (N,), or one column per class, (N, 2) with
+    classes_ (scikit-learn's), read as column_of_1 reads them. The gradient searches also call
+    h(x) as a torch module for logits; they check that themselves (baselines.search_roles)."""
     if not callable(getattr(h, "predict_proba", None)):
         raise ValueError(f"h ({type(h).__name__}) has no predict_proba(X) method")
     try:
-        p = np.asarray(h.predict_proba(X), dtype=np.float64)
+        out = h.predict_proba(X)
     except Exception as e:                                          # any failure of a user's h: one line
         reason = (str(e).splitlines() or [""])[0]
         raise ValueError(f"h.predict_proba failed on X with {np.shape(X)[1]} features "
                          f"({type(e).__name__}: {reason}); is h fitted on these features?") from None
+    p = np.asarray(column_of_1(h, out, len(X)), dtype=np.float64)
     if p.shape != (len(X),):
-        hint = "; for a scikit-learn classifier pass one whose predict_proba returns [:, 1]" \
-            if p.ndim == 2 and p.shape[0] == len(X) else ""
         raise ValueError(f"h.predict_proba must return one probability P(y = 1 | x) per row, shape "
-                         f"({len(X)},); it returned shape {p.shape}{hint}")
+                         f"({len(X)},); it returned shape {p.shape}")
     if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
         raise ValueError("h.predict_proba returned values outside [0, 1] (or NaN): it must give probabilities")
     return p
+
+
+def probability_of_1(h, X) -> np.ndarray:
+    """h's P(y = 1 | x) for the rows X: how every method and the benchmark ask h, so that h may
+    be this project's classifier or any fitted scikit-learn one (see column_of_1)."""
+    return column_of_1(h, h.predict_proba(X), len(X))
+
+
+def column_of_1(h, p, n_rows: int) -> np.ndarray:
+    """What h.predict_proba returned, as P(y = 1 | x) (N,): one probability per row is returned
+    as it is (this project's h, its dtype kept); one column per class, (N, 2), gives the column
+    of class 1 named by h.classes_ (scikit-learn's). Two columns without classes_ (which one
+    is class 1?), three or more classes, or classes_ other than 0 and 1 are a one-line ValueError."""
+    p = np.asarray(p)
+    if p.ndim != 2 or p.shape[0] != n_rows:
+        return p                                                    # (N,), or a shape check_classifier names
+    classes = getattr(h, "classes_", None)
+    if classes is None:
+        raise ValueError(f"h.predict_proba must return one probability P(y = 1 | x) per row, shape ({n_rows},); "
+                         f"it returned shape {p.shape}; for a scikit-learn style output h needs classes_ naming "
+                         f"the column of class 1, or pass one whose predict_proba returns [:, 1]")
+    classes = np.asarray(classes).tolist()
+    if len(classes) != 2 or p.shape[1] != 2 or set(classes) != {0, 1}:
+        raise ValueError(f"h must be a binary classifier of the labels 0 and 1 (1 = favourable); its classes_ are "
+                         f"{classes} and predict_proba gives {p.shape[1]} columns")
+    return p[:, classes.index(1)]
 
 
 def check_groups(groups, n_features: int, categorical=None) -> list[np.ndarray]:
@@ -315,7 +347,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def provenance() -> dict:
     """What a result was computed with: the versions of Python and of every package that
-    computes a number, the CPU architecture, and the git commit of this code ("dirty": the
+    computes a number, the CPU architecture and model (its vector kernels move the last
+    bits: kernel_paths.py), and the git commit of this code ("dirty": the
     code differed from that commit: a tracked .py file, requirements.txt or data/; documents
     and what the commands write do not count)."""
     import scipy
@@ -331,8 +364,17 @@ def provenance() -> dict:
     status = git("status", "--porcelain", "--", "*.py", "requirements.txt", "data")
     return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": np.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__},
-            "machine": platform.machine(), "commit": git("rev-parse", "HEAD"),
+            "machine": platform.machine(), "cpu": cpu_model(), "commit": git("rev-parse", "HEAD"),
             "dirty": None if status is None else bool(status)}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
 
 
 # ----------------------------------------------------------------------------- command lines

@@ -11,7 +11,11 @@ units and column names):
                                                values are its 0/1 bounds, and a one-hot member
                                                whose value is not allowed has hi = 0
 
-Each field is (D,), one set for every row, or (M, D), one set per row. For a row x they
+Each field is (D,), one set for every row, or (M, D), one set per row; `names` holds the D
+features' names when a Dataset built them (None when built by hand), and every method checks
+them against the constraints they meet at fit or recourse (__and__), evaluate.py against the
+data set's (for_features): rules built for another data set of the same width are refused
+instead of applied to the wrong features. For a row x they
 make one interval [L_j, U_j] per feature (bounds); a recourse keeps the constraints when
 every x+_j lies in it. Where an interval is empty (x_j = 20 hours, the range 35-60, and
 "decrease only"), no recourse can keep it: the methods keep x_j there and the benchmark
@@ -24,12 +28,15 @@ and the generative baselines project every point (project).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from common import probability_of_1
+
 TOLERANCE = 1e-6     # scaled units: a bound is kept within float32's rounding of the scaled value
+RULES = ("fixed", "increase", "decrease", "lo", "hi")    # the fields that hold rules, (D,) or (M, D)
 
 
 @dataclass
@@ -39,12 +46,13 @@ class Constraints:
     decrease: np.ndarray     # (D,) or (M, D) bool
     lo: np.ndarray           # (D,) or (M, D) float64, -inf where there is no lower bound
     hi: np.ndarray           # (D,) or (M, D) float64, +inf where there is no upper bound
+    names: tuple | None = None   # (D,) the features' names (Dataset.constraints), None if unknown
 
     @classmethod
-    def free(cls, n_features: int) -> "Constraints":
-        """No constraint on any of n_features features."""
+    def free(cls, n_features: int, names=None) -> "Constraints":
+        """No constraint on any of n_features features (named `names`, if given)."""
         no = np.zeros(n_features, dtype=bool)
-        return cls(no, no.copy(), no.copy(), np.full(n_features, -np.inf), np.full(n_features, np.inf))
+        return cls(no, no.copy(), no.copy(), np.full(n_features, -np.inf), np.full(n_features, np.inf), names)
 
     @classmethod
     def immutables(cls, immutable) -> "Constraints":
@@ -55,8 +63,18 @@ class Constraints:
         for f in ("fixed", "increase", "decrease"):
             setattr(self, f, np.asarray(getattr(self, f), dtype=bool))
         self.lo, self.hi = np.asarray(self.lo, dtype=np.float64), np.asarray(self.hi, dtype=np.float64)
+        shapes = {f: getattr(self, f).shape for f in RULES}
+        if len(set(shapes.values())) > 1 or self.fixed.ndim not in (1, 2):
+            raise ValueError("Constraints' fields must share one shape, (D,) or (M, D); got "
+                             + ", ".join(f"{f} {s}" for f, s in shapes.items()))
         if np.isnan(self.lo).any() or np.isnan(self.hi).any():
             raise ValueError("a constraint's range bound is NaN")
+        if (self.lo == np.inf).any() or (self.hi == -np.inf).any():
+            raise ValueError("a constraint's range bound is infinite (lo = +inf or hi = -inf): no value could keep it")
+        if self.names is not None:
+            self.names = tuple(str(name) for name in self.names)
+            if len(self.names) != self.n_features:
+                raise ValueError(f"Constraints name {len(self.names)} features for rules on {self.n_features}")
 
     @property
     def n_features(self) -> int:
@@ -68,8 +86,22 @@ class Constraints:
             return self
         if other.n_features != self.n_features:
             raise ValueError(f"constraints for {other.n_features} features given to a model of {self.n_features}")
+        if self.names is not None:
+            other.for_features(self.names)
         return Constraints(self.fixed | other.fixed, self.increase | other.increase, self.decrease | other.decrease,
-                           np.maximum(self.lo, other.lo), np.minimum(self.hi, other.hi))
+                           np.maximum(self.lo, other.lo), np.minimum(self.hi, other.hi), self.names or other.names)
+
+    def for_features(self, names) -> "Constraints":
+        """These constraints, checked to be for the features `names` (a data set's feature_names,
+        or another set's names), or a one-line ValueError naming the first feature that differs.
+        Constraints without names (built by hand) cannot be checked and are taken as they are."""
+        names = tuple(str(name) for name in names)
+        if self.names is not None and names != self.names:
+            j = next((j for j, (a, b) in enumerate(zip(self.names, names)) if a != b), min(len(names), self.n_features))
+            mine, theirs = (n[j] if j < len(n) else "nothing" for n in (self.names, names))
+            raise ValueError(f"constraints built for another data set: their feature {j} is {mine!r}, "
+                             f"where the data has {theirs!r}; build them with this data set's Dataset.constraints")
+        return self
 
     def beyond_fixed(self) -> bool:
         """A rule other than a fixed feature: a direction or a range."""
@@ -136,7 +168,7 @@ class Constraints:
         """The constraints of the rows idx (per-row constraints), or self (one set for all)."""
         if self.fixed.ndim == 1:
             return self
-        return Constraints(*(getattr(self, f.name)[idx] for f in fields(self)))
+        return Constraints(*(getattr(self, f)[idx] for f in RULES), names=self.names)
 
 
 def in_groups(groups, n_features: int) -> np.ndarray:
@@ -148,8 +180,12 @@ def in_groups(groups, n_features: int) -> np.ndarray:
 
 
 def stack(per_row: list["Constraints"]) -> "Constraints":
-    """One set per row, from a list of (D,) sets -> (M, D) fields."""
-    return Constraints(*(np.stack([getattr(c, f.name) for c in per_row]) for f in fields(Constraints)))
+    """One set per row, from a list of (D,) sets -> (M, D) fields; named sets must name the same features."""
+    names = next((c.names for c in per_row if c.names is not None), None)
+    for c in per_row:
+        if c.names is not None:
+            c.for_features(names)
+    return Constraints(*(np.stack([getattr(c, f) for c in per_row]) for f in RULES), names=names)
 
 
 def as_constraints(constraints, n_rows: int | None, n_features: int) -> "Constraints | None":
@@ -258,7 +294,7 @@ def revert_unneeded(X, X_plus, h, categorical, groups=(), rules: Constraints | N
         for u, cols in enumerate(units):
             mine = unit == u
             candidate[np.ix_(mine, cols)] = X[np.ix_(mine, cols)]
-        ok = (change[rows, unit] > 0) & (np.asarray(h.predict_proba(candidate)) > 0.5)
+        ok = (change[rows, unit] > 0) & (probability_of_1(h, candidate) > 0.5)
         if rules is not None:
             ok &= ~rules.violated(X, candidate)
         out[ok] = candidate[ok]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,9 +133,11 @@ class Dataset:
         fixed, increase, decrease: column names (a categorical has no order: increase and
         decrease take numeric columns only); ranges: {column: (lo, hi)}, original units, None
         for an open end; allowed: {categorical column: the values a recourse may take}.
-        The data set's immutable features are not included (every method keeps those)."""
+        The data set's immutable features are not included (every method keeps those). The
+        result carries this data set's feature names, so that it is refused by a model fitted
+        with, or an evaluation of, another data set's (constraints.Constraints.for_features)."""
         from constraints import Constraints
-        rules = Constraints.free(self.n_features)
+        rules = Constraints.free(self.n_features, names=self.feature_names)
         for c in fixed:
             rules.fixed[self.features_of(c)] = True
         for name, cols, mask in (("increase", increase, rules.increase), ("decrease", decrease, rules.decrease)):
@@ -146,6 +149,10 @@ class Dataset:
             j = self.features_of(c).start
             if c in self.categories:
                 raise ValueError(f"range {c!r}: a categorical has no range; say which values are allowed instead")
+            for end, value in (("lower", lo), ("upper", hi)):
+                if value is not None and not (isinstance(value, (int, float, np.number)) and np.isfinite(value)):
+                    raise ValueError(f"range {c!r}: the {end} end {value!r} is not a finite number "
+                                     f"(None leaves an end open)")
             if lo is not None and hi is not None and lo > hi:
                 raise ValueError(f"range {c!r}: the lower end {lo:g} is above the upper end {hi:g}")
             span = self.x_max[j] - self.x_min[j]
@@ -530,14 +537,25 @@ def stratified_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[n
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
+def _columns(table) -> Table:
+    """A table of raw columns as a Table: any mapping of column name -> values, or a DataFrame-like
+    object (pandas, polars: it has .columns, and table[name] gives that column), read without pandas."""
+    if isinstance(table, Mapping):
+        return dict(table)
+    if hasattr(table, "columns") and hasattr(table, "__getitem__"):
+        return {c: np.asarray(table[c]) for c in table.columns}
+    raise ValueError(f"table must be a mapping of column name -> values, or a DataFrame; got a {type(table).__name__}")
+
+
 def from_table(table: Table, target: str, categorical=(), immutable=(), positive=None,
                test_size: float = 0.25, seed: int = 0, name: str = "table") -> Dataset:
-    """Your own data as a Dataset: a table of raw columns, split train/test at random,
-    stratified by the label.
+    """Your own data as a Dataset: a table of raw columns (a dict of column name -> values, any
+    other mapping, or a DataFrame), split train/test at random, stratified by the label.
 
     Categorical columns may have any number of values (two -> one 0/1 column,
     more -> a one-hot group); their values are taken from the whole table.
     """
+    table = _columns(table)
     check_roles(table, target, categorical, immutable)
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be between 0 and 1, got {test_size}")
@@ -551,8 +569,11 @@ def from_table(table: Table, target: str, categorical=(), immutable=(), positive
 
 def from_csv(path: str, target: str, categorical=(), immutable=(), positive=None,
              test_size: float = 0.25, seed: int = 0) -> Dataset:
-    """`from_table` on a CSV file; the data set is named after the file."""
+    """`from_table` on a CSV file; the data set is named after the file (loans.csv: "loans"),
+    and a file named like a benchmark gets "csv-" in front (compas.csv: "csv-compas"), so its
+    results never pass for, or overwrite, the benchmark's."""
     name = os.path.splitext(os.path.basename(path))[0]
+    name = f"csv-{name}" if name in BENCHMARKS else name
     table = read_csv(path, text=[target, *categorical])
     return from_table(table, target, categorical, immutable, positive, test_size, seed, name)
 

@@ -69,9 +69,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 
 from common import (as_mask, atomic_write, check_classifier, check_features, check_fitted, check_groups,
-                    check_labels, project_categoricals, set_seed, torch_threads)
+                    check_labels, probability_of_1, project_categoricals, set_seed, torch_threads)
 from generative import cache_key
 from genre import pairing_distribution, training_sets
 
@@ -516,12 +517,12 @@ def svdd_sample(denoiser, sigmas, gamma: float, z_init, value, lam: float, M: in
 
 # ----------------------------------------------------------------------------- the estimators
 
-class _DiffusionRecourse:
+class _DiffusionRecourse(BaseEstimator):
     """What the methods share: fit() trains (or loads) the model of D_h^+; recourse() draws
     n_samples candidates per row and returns the one h rates highest (GenRe's rule)."""
 
     def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
-        """X (N, D) scaled features, y (N,) labels in {0, 1}, h with predict_proba(X) -> (N,),
+        """X (N, D) scaled features, y (N,) labels in {0, 1}, h any fitted binary classifier (common.column_of_1),
         immutable / categorical (D,) bool masks, groups the column lists of one-hot groups."""
         if not (np.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
@@ -569,7 +570,7 @@ class _DiffusionRecourse:
     def _best_by_h(self, X, C):
         """Per row the candidate h rates highest. X (B, D), C (B, n, D) -> (B, D), h's P(y=1) (B,)."""
         B, n, D = C.shape
-        p = np.asarray(self.h_.predict_proba(C.reshape(B * n, D)), dtype=np.float64).reshape(B, n)
+        p = np.asarray(probability_of_1(self.h_, C.reshape(B * n, D)), dtype=np.float64).reshape(B, n)
         best = p.argmax(axis=1)
         return C[np.arange(B), best], p[np.arange(B), best]
 

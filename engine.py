@@ -23,7 +23,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -55,6 +55,26 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not value >= low:
                 raise ValueError(f"Settings.{name} must be at least {low}, got {value}.")
+
+
+def check_arguments(cfg, settings, random_state) -> None:
+    """GenRe's constructor arguments, checked where fit begins (__init__ only stores them): a
+    one-line ValueError for a cfg that is not a GenReConfig (a dict is not read as one), settings
+    that are not Settings, or a random_state that is not a seed."""
+    from genre import GenReConfig
+    if cfg is not None and not isinstance(cfg, GenReConfig):
+        raise ValueError(f"cfg must be a GenReConfig, got a {type(cfg).__name__} (GenReConfig(**d) builds one from a dict)")
+    if settings is not None and not isinstance(settings, Settings):
+        raise ValueError(f"settings must be an engine.Settings, got a {type(settings).__name__}")
+    whole = isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)
+    if random_state is not None and not (whole and 0 <= random_state < 2 ** 32):
+        raise ValueError(f"random_state must be a whole number from 0 to 2**32 - 1 (a seed) or None, got {random_state!r}")
+
+
+def with_overrides(cfg, **overrides):
+    """cfg with one call's settings in place of its own (None keeps the config's), checked by
+    GenReConfig's own rules: recourse(X, tau=inf) is refused as GenReConfig(tau=inf) is."""
+    return replace(cfg, **{name: value for name, value in overrides.items() if value is not None})
 
 
 def resolve_device(device) -> torch.device:
@@ -174,7 +194,7 @@ def split_pairs(X_neg, X_pos, rules, cfg, settings, seed, device="cpu"):
     rules = rules if rules.beyond_fixed() else None                         # the fixed ones: as immutables
     train = make_pairs(X_neg[order[n_val:]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device, rules)
     if len(train.x) == 0:
-        raise ValueError("No source in D_h^- has a target in D_h^+ with the same immutable features.")
+        raise ValueError(f"No source in D_h^- has a target in D_h^+ {kept_rules(rules)}.")
     val = None
     if n_val:
         with warnings.catch_warnings():
@@ -186,6 +206,15 @@ def split_pairs(X_neg, X_pos, rules, cfg, settings, seed, device="cpu"):
         warnings.warn("Too few sources for a validation split; keeping the checkpoint with the lowest "
                       "training-batch loss.")
     return train, val
+
+
+def kept_rules(constraints) -> str:
+    """What a pair must keep, for the messages about sources left without a target: a rule given
+    to fit may leave a source none, where the same rule given to recourse binds only the samples."""
+    if constraints is None:
+        return "with the same immutable features"
+    return ("that keeps the immutable features and the constraints given to fit (to keep the constraints "
+            "without training on them, pass them to recourse instead of fit: --constraints-at recourse)")
 
 
 def subsample_rows(X, n, seed):
@@ -379,13 +408,20 @@ def save(genre, path, include_positives=True):
                  bins={k: v.cpu() for k, v in asdict(genre.bins_).items()},
                  immutable=torch.from_numpy(genre.immutable_), categorical=torch.from_numpy(genre.categorical_),
                  groups=genre.groups_,
-                 constraints={k: torch.from_numpy(np.asarray(v)) for k, v in vars(genre.constraints_).items()},
+                 constraints=constraints_state(genre.constraints_),
                  positives=torch.from_numpy(genre.positives_) if include_positives else None,
                  random_state=genre.random_state, fit_seconds=genre.fit_seconds_)
     if hasattr(path, "write"):
         torch.save(state, path)
     else:
         atomic_write(os.fspath(path), lambda f: torch.save(state, f))
+
+
+def constraints_state(rules) -> dict:
+    """A Constraints as plain tensors, and its feature names as a list (None: built by hand)."""
+    from constraints import RULES
+    names = None if rules.names is None else list(rules.names)
+    return {**{k: torch.from_numpy(np.asarray(getattr(rules, k))) for k in RULES}, "names": names}
 
 
 def load(cls, path, h=None, device="auto", verbose=True):
@@ -410,8 +446,9 @@ def load(cls, path, h=None, device="auto", verbose=True):
     genre.bins_ = Bins(**state["bins"]).to(genre.device_)
     genre.immutable_, genre.categorical_ = state["immutable"].numpy(), state["categorical"].numpy()
     genre.groups_ = state["groups"]
-    from constraints import Constraints
-    genre.constraints_ = Constraints(**{k: v.numpy() for k, v in state["constraints"].items()})
+    from constraints import RULES, Constraints
+    rules = state["constraints"]
+    genre.constraints_ = Constraints(*(rules[k].numpy() for k in RULES), names=rules.get("names"))
     genre.positives_ = None if state["positives"] is None else state["positives"].numpy()
     genre.n_features_in_, genre.h_, genre.fit_seconds_ = state["n_features"], h, state["fit_seconds"]
     return genre

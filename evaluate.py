@@ -41,8 +41,8 @@ from sklearn.utils.class_weight import compute_sample_weight
 from torch import nn
 
 from constraints import as_constraints, features_changed, revert_unneeded
-from common import (TreeOrderForest, atomic_write, check_folder, child_seed, command_line, provenance,
-                    set_seed, torch_threads)
+from common import (TreeOrderForest, atomic_write, check_folder, child_seed, command_line, positive_int,
+                    probability_of_1, provenance, set_seed, torch_threads)
 from datasets import BENCHMARKS, Dataset, load
 from baselines import NNR
 from genre import GenRe, GenReConfig, training_sets
@@ -205,6 +205,7 @@ class Benchmark:
     constraints: object = None                                # constraints.Constraints the methods keep, or None
     constraints_at: str = "fit"                               # given to "fit" (a lender's rules), to "recourse"
                                                               # (a person's), or to no method ("count": only scored)
+    threads: int = 1                                          # torch threads the methods fit and sample on
 
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:
@@ -311,7 +312,7 @@ def prepare(data: str | Dataset, seed: int, cache_dir: str = CACHE_DIR, retrain:
 
 
 def make_benchmark(ds, oracle, h, seed, metrics, seconds, cache_dir) -> Benchmark:
-    acc = float(((h.predict_proba(ds.X_test) > 0.5) == ds.y_test).mean())
+    acc = float(((probability_of_1(h, ds.X_test) > 0.5) == ds.y_test).mean())
     return Benchmark(ds, oracle, h, seed, metrics, acc, seconds, cache_dir)
 
 
@@ -348,7 +349,7 @@ def development(data: str | Dataset, seed: int, cache_dir: str = CACHE_DIR, retr
 def dh_plus(ds: Dataset, h, gamma: float) -> np.ndarray:
     """D_h^+ = {x in train : y = 1, h(x) > gamma} (Sec. 4.1), the positives GenRe pairs with:
     a (N_train,) bool mask over ds.X_train."""
-    return training_sets(ds.y_train, h.predict_proba(ds.X_train), gamma)[1]
+    return training_sets(ds.y_train, probability_of_1(h, ds.X_train), gamma)[1]
 
 
 # ----------------------------------------------------------------------------- 4. test negatives
@@ -356,7 +357,7 @@ def dh_plus(ds: Dataset, h, gamma: float) -> np.ndarray:
 def pick_test_negatives(bench: Benchmark, n: int) -> np.ndarray:
     """n test rows with h(x) <= 0.5, drawn without replacement with their own stream (Sec. 5.1)."""
     X = bench.ds.X_test
-    neg = np.flatnonzero(bench.h.predict_proba(X) <= 0.5)
+    neg = np.flatnonzero(probability_of_1(bench.h, X) <= 0.5)
     if len(neg) == 0:
         raise ValueError(f"no test row of {bench.ds.name} has h(x) <= 0.5: nothing to give recourse to")
     rng = np.random.default_rng(child_seed(bench.seed, "negatives"))
@@ -546,10 +547,11 @@ def load_or_fit_genre(bench: Benchmark, cfg: GenReConfig, key: str, verbose: boo
 
 def fit_one(method, bench: Benchmark):
     """Fit a method on what a method may see: the train split (X, drawn y), h, the feature
-    roles and a lender's constraints. Never the oracle, the test split's labels or the
-    metric's LOF."""
+    roles and a lender's constraints (checked to be this data set's). Never the oracle, the
+    test split's labels or the metric's LOF."""
     ds = bench.ds
-    rules = {"constraints": bench.constraints} if bench.constraints is not None and bench.constraints_at == "fit" else {}
+    rules = {"constraints": bench.constraints.for_features(ds.feature_names)} \
+        if bench.constraints is not None and bench.constraints_at == "fit" else {}
     return method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable,
                       categorical=ds.categorical, groups=ds.groups, **rules)
 
@@ -557,7 +559,7 @@ def fit_one(method, bench: Benchmark):
 def recourse_of(method, X, bench: Benchmark, **options):
     """method.recourse(X), given the benchmark's constraints when they are a person's (recourse time)."""
     if bench.constraints is not None and bench.constraints_at == "recourse":
-        options["constraints"] = bench.constraints
+        options["constraints"] = bench.constraints.for_features(bench.ds.feature_names)
     return method.recourse(X, **options)
 
 
@@ -606,7 +608,7 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
     fit_seconds is the training time even when the model came from the cache (GenRe
     keeps its own); `novel` scores the rows of X_neg that are not copies of a training row."""
     t0 = time.time()
-    with torch_threads(1):          # every method on one thread: the same numbers whatever the machine's setting
+    with torch_threads(bench.threads):  # one by default: the same numbers whatever the machine's setting
         method = fit_method(name, bench, genre_configs, verbose, memo, vae_epochs)
         t1 = time.time()
         X_plus = recourse_of(method, X_neg, bench)
@@ -623,7 +625,7 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
         result["novel"] = score(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable,
                                 None if rules is None else rules.rows(novel))
     fit_seconds = getattr(method, "fit_seconds_", t1 - t0)
-    result["h_valid"] = float((bench.h.predict_proba(X_plus) > 0.5).mean())   # what the method aimed at
+    result["h_valid"] = float((probability_of_1(bench.h, X_plus) > 0.5).mean())   # what the method aimed at
     if hasattr(method, "active_units_"):
         result["active_units"] = method.active_units_                    # generative.py: latent health
     result.update(failed=getattr(method, "n_failed_", 0), n_novel=int(novel.sum()),
@@ -735,14 +737,16 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
 def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = CACHE_DIR,
              retrain: bool = False, verbose: bool = True, genre_configs=None, explain: int = 0,
              vae_epochs: int | None = None, constraints: dict | None = None, constraints_at: str = "fit",
-             options: int = 1) -> dict:
+             options: int = 1, threads: int = 1) -> dict:
     """Run the whole pipeline for one data set; return the results dict (see README).
 
     constraints: actionability rules in original units, the keyword arguments of
     Dataset.constraints (fixed, increase, decrease, ranges, allowed); every method keeps
     them, given to fit (a lender's rules) or, constraints_at="recourse", to recourse only.
     With explain > 0, the first method's recourses for that many test negatives of the
-    first seed are printed as actions in original units, `options` per person.
+    first seed are printed as actions in original units, `options` per person. `threads`:
+    the torch threads every method fits and samples on (tests/test_reproducible.py checks
+    that 1 and 2 give the same JSON).
     """
     check_methods(methods)
     if len(seeds) == 0 or min(seeds) < 0:
@@ -751,6 +755,8 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
         raise ValueError(f"--seeds names a seed twice: {list(seeds)}")
     if n_test < 1:
         raise ValueError(f"--n-test must be at least 1, got {n_test}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
     if explain < 0:
         raise ValueError(f"--explain must be 0 or more, got {explain}")
     if vae_epochs is not None and vae_epochs < 1:
@@ -764,7 +770,7 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
     benches, per_seed = [], []
     for seed in seeds:
         bench = dataclasses.replace(prepare(data, seed, cache_dir, retrain, verbose), constraints=rules,
-                                    constraints_at=constraints_at)
+                                    constraints_at=constraints_at, threads=threads)
         scores, fitted, X_neg, _ = evaluate_seed(bench, methods, n_test, genre_configs, verbose, vae_epochs)
         benches.append(bench)
         per_seed.append(scores)
@@ -867,6 +873,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                       "(default cache/ beside evaluate.py)")
     p.add_argument("--retrain", action="store_true", help="retrain oracle and h, ignoring the cache")
     p.add_argument("--quiet", action="store_true", help="print only the table")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads each method fits and samples on (default 1: the methods' small kernels "
+                        "gain little from more on 2 cores, BENCHMARKS.md; the tests check 2 gives the same JSON)")
     act = p.add_argument_group(
         "actionability constraints (original units; every method keeps them)",
         "e.g. --increase age,education-num --range hours-per-week=35:60 --fixed relationship "
@@ -926,13 +935,13 @@ def flag_pairs(items, flag: str) -> list[tuple[str, str]]:
 def ranges_from_args(items) -> dict:
     """--range flags -> {column: (lo, hi)}, None for an open end. Two ranges of one column keep
     the values both allow; two that share none are refused."""
-    ranges, given = {}, {}
+    tighter = lambda a, b, pick: b if a is None else a if b is None else pick(a, b)   # None: no bound
+    ranges, given = {}, {}                                          # column -> (lo, hi); the texts given
     for column, text in flag_pairs(items, "range"):
         lo, hi = read_range(column, text)
         if column in ranges:
-            (old_lo, old_hi), given[column] = ranges[column], f"{given[column]} and {text}"
-            lo = old_lo if lo is None else lo if old_lo is None else max(lo, old_lo)
-            hi = old_hi if hi is None else hi if old_hi is None else min(hi, old_hi)
+            lo, hi = tighter(ranges[column][0], lo, max), tighter(ranges[column][1], hi, min)
+            given[column] += f" and {text}"
             if lo is not None and hi is not None and lo > hi:
                 raise ValueError(f"--range {column}: {given[column]} allow no value in common")
         else:
@@ -1075,12 +1084,13 @@ def run_command(argv=None) -> int:
                        verbose=not args.quiet, genre_configs=genre_configs_from_args(args, name),
                        explain=args.explain, vae_epochs=args.vae_epochs,
                        constraints=constraints, constraints_at=args.constraints_at,
-                       options=args.options)
-    print(report.comparison_table(results))                           # shown even if the write fails
+                       options=args.options, threads=args.threads)
+    print(report.comparison_table(results))
     if min(results["n_test_per_seed"]) < args.n_test:
         print(f"\n--n-test {args.n_test}: fewer test rows have h(x) <= 0.5; every one was scored "
               f"({', '.join(f'seed {s}: {n}' for s, n in zip(results['seeds'], results['n_test_per_seed']))})")
-    print(f"\nwritten: {write_json(results, args.out)}", flush=True)
+    sys.stdout.flush()                                                # the table is shown even if the write fails
+    print(f"\nwritten: {write_json(results, args.out)}")
     return 0
 
 

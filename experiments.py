@@ -429,7 +429,10 @@ def parse_args(argv=None):
                         "results/<dataset>_generative.json (default: --seeds)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="units run side by side, one core each (default: 2, or 1 on one core)")
-    p.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
+    p.add_argument("--only", nargs="+", choices=STAGES,
+                   help="run only these stages (fractions and constrained run on adult, gaps on all three data "
+                        "sets, generative on --methods' CCHVAE, REVISE, CRUDS: a stage with nothing to run is "
+                        "skipped with a warning, and refused if nothing else was asked)")
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--vae-epochs", type=int, help="CCHVAE, REVISE, CRUDS: VAE epochs (default 20, the runner's)")
     p.add_argument("--out", help="folder for the JSON files and README.md (default results/, "
@@ -442,7 +445,8 @@ def parse_args(argv=None):
                    help=f"a preview: one seed, lambdas {{1, 5, 10}}, {QUICK_N_TEST} test negatives, VAEs "
                         f"{QUICK_VAE_EPOCHS} epochs, into runs/quick/ and its figures/ (or --out)")
     p.add_argument("--report-only", action="store_true",
-                   help="only re-render results/README.md and README.md's tables from the result files")
+                   help="only re-render results/README.md and README.md's tables from the result files; "
+                        "with --out DIR, DIR/README.md from DIR's result files")
     args = p.parse_args(argv)
     if args.quick:                                                # a preview of every stage, not the published run
         args.seeds, args.n_test, args.vae_epochs = [0], QUICK_N_TEST, args.vae_epochs or QUICK_VAE_EPOCHS
@@ -450,11 +454,19 @@ def parse_args(argv=None):
         args.figures = os.path.join(args.out, "figures")
     args.out = args.out or PUBLISHED
     args.generative_seeds = args.generative_seeds or args.seeds
+    named, args.only = args.only or [], args.only or list(STAGES)
     if args.jobs < 1:
         p.error(f"--jobs must be at least 1, got {args.jobs}")
     for flag, seeds in (("--seeds", args.seeds), ("--generative-seeds", args.generative_seeds)):
         if min(seeds) < 0:
             p.error(f"{flag} must be 0 or more, got {min(seeds)}")
+        if len(set(seeds)) != len(seeds):                        # a repeat would publish a std of 0
+            p.error(f"{flag} names a seed twice: {seeds}")
+    idle = [idle_stage(stage, args) for stage in named if idle_stage(stage, args) and not args.report_only]
+    if idle and len(idle) == len(named):                          # nothing asked for would run
+        p.error(idle[0])
+    for reason in idle:                                           # the other stages run
+        print(f"warning: {reason}; skipped", file=sys.stderr)
     if args.n_test < 1:
         p.error(f"--n-test must be at least 1, got {args.n_test}")
     if args.vae_epochs is not None and args.vae_epochs < 1:
@@ -464,6 +476,18 @@ def parse_args(argv=None):
     except ValueError as e:
         p.error(str(e))                                           # one line and exit 2, argparse's way
     return args
+
+
+def idle_stage(stage: str, args) -> str | None:
+    """Why a stage named in --only would run no unit with these flags (plan()), or None."""
+    if stage in STUDY_DATA and STUDY_DATA[stage] not in args.datasets:
+        return f"--only {stage} runs on {STUDY_DATA[stage]} only; add {STUDY_DATA[stage]} to --datasets"
+    if stage == "gaps" and set(args.datasets) != set(DATASETS):
+        return (f"--only gaps runs gaps.py's studies, which use {', '.join(DATASETS)} together; give all three "
+                f"to --datasets (the default)")
+    if stage == "generative" and not set(GENERATIVE) & set(args.methods):
+        return f"--only generative runs {', '.join(GENERATIVE)}; --methods names none of them"
+    return None
 
 
 def check_folders(args) -> None:
@@ -486,7 +510,27 @@ def run_command(argv=None) -> int:
         run(args)
     if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
         report.publish_results(args.out)
+    elif args.report_only:
+        report_folder(args.out)
     return 0
+
+
+# The files report.results_readme renders (timing.json alone has nothing to report).
+REPORTED = (*[f"{n}{part}.json" for n in DATASETS for part in ("", "_generative")],
+            *[f"{s}.json" for s in ("development", "ablation", "diffusion", "fractions", "constrained",
+                                    "lambda_sweep", "tau_sigma", "gaps")])
+
+
+def report_folder(folder: str) -> None:
+    """--report-only --out DIR: DIR/README.md from DIR's result files (README.md's tables keep
+    the published numbers), or a one-line error if DIR holds none."""
+    if not any(os.path.exists(os.path.join(folder, f)) for f in REPORTED):
+        raise ValueError(f"--report-only: {folder} holds no result files to report ({', '.join(REPORTED[:3])}, "
+                         f"...); run `python experiments.py --out {folder}` first")
+    text = report.results_readme(folder)
+    path = os.path.join(folder, "README.md")
+    atomic_write(path, lambda f: f.write(text.encode()))
+    print(f"written: {path} (README.md's tables show results/ and are left as they are)")
 
 
 # ----------------------------------------------------------------------------- the run, in units

@@ -43,8 +43,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 
-from baselines import bce_to_one, by_rule_set, check_mode, gradient_search, l1_shell_sample, search_roles
+from baselines import accepts, bce_to_one, by_rule_set, check_mode, gradient_search, l1_shell_sample, search_roles
 from common import (as_mask, atomic_write, check_features, check_fitted, check_labels, project_categoricals,
                     set_seed, torch_threads)
 
@@ -334,9 +335,11 @@ def active_units(model, X, threshold: float = 0.01) -> int:
 
 # ----------------------------------------------------------------------------- the estimators
 
-class _LatentRecourse:
+class _LatentRecourse(BaseEstimator):
     """What the three share: fit() keeps h and the feature roles and trains (or loads) the
     generative model; recourse() checks X, runs the method's search, counts failures."""
+
+    needs_logits = True       # REVISE and CRUDS descend h's gradients (baselines.search_roles)
 
     def _store(self, arguments: dict) -> None:
         """What __init__ does: store its arguments as attributes, nothing else (scikit-learn)."""
@@ -367,8 +370,7 @@ class _LatentRecourse:
         X = torch.as_tensor(check_features(X, len(self.immutable_)))           # (M, D)
         with torch_threads(1):
             X_plus = by_rule_set(self, X, constraints, self._search)
-        with torch.no_grad():
-            self.n_failed_ = int((self.h_(X_plus) <= 0.0).sum())
+        self.n_failed_ = int((~accepts(self.h_, X_plus)).sum())
         return X_plus.numpy().astype(np.float32)
 
     def _round(self, x):
@@ -399,8 +401,11 @@ class CCHVAE(_LatentRecourse):
     rounded, clipped to [0, 1] and its immutables copied from x. The first shell holding
     a positive (h > 0.5) gives the answer: its positive nearest x in L1. A row with no
     positive after max_iter shells gets the first candidate of its last shell (the fork;
-    counted in n_failed_). Table 8 / CARLA: n = 100, step 0.1, max_iter 1000.
+    counted in n_failed_). Table 8 / CARLA: n = 100, step 0.1, max_iter 1000. It asks h only
+    whether it accepts each candidate, so any fitted classifier serves as h.
     """
+
+    needs_logits = False
 
     def __init__(self, mode: str = "designed", random_state: int = 0, vae_epochs: int = 20,
                  cache_dir=None, verbose: bool = False, n_search_samples: int = 100,
@@ -430,7 +435,7 @@ class CCHVAE(_LatentRecourse):
             lo = shell * self.step
             Z = l1_shell_sample(z0[todo], lo, lo + self.step, self.n_search_samples, g)   # (A, n, L)
             cand = self._candidates(Z, X[todo])                                 # (A, n, D)
-            positive = (self.h_(cand.flatten(0, 1)) > 0.0).view(len(todo), -1)   # (A, n)
+            positive = accepts(self.h_, cand.flatten(0, 1)).view(len(todo), -1)   # (A, n)
             dist = (cand - X[todo, None]).abs().sum(dim=2).masked_fill(~positive, float("inf"))
             hit = positive.any(dim=1)                                           # (A,)
             pick = torch.where(hit, dist.argmin(dim=1), 0)                      # failures: the first

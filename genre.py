@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 
 import engine
 from common import check_classifier, check_features, check_fitted, l1_cost, set_seed
@@ -170,7 +171,7 @@ def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024, constr
     keep = torch.isfinite(logq[:, 0])                                        # some target keeps the immutables
     if not keep.all():
         warnings.warn(f"{int((~keep).sum())} of {len(keep)} sources have no target in D_h^+ "
-                      "with the same immutable features; they are dropped from the pairs.")
+                      f"{engine.kept_rules(constraints)}; they are dropped from the pairs.")
     return idx[keep], torch.softmax(logq[keep], dim=1), keep                 # exp(-inf) = 0: invalid targets
 
 
@@ -541,7 +542,7 @@ SELECTIONS = {"h": by_h, "plausible": plausible_then_h}     # GenReConfig.select
 # -----------------------------------------------------------------------------
 # The estimator
 
-class GenRe:
+class GenRe(BaseEstimator):
     """Generative recourse: fit R_theta(x+|x) on pairs from Q (Eq. 6), then sample it.
 
     GenRe(cfg=None, random_state=0, device="auto", verbose=True, settings=None)
@@ -553,8 +554,10 @@ class GenRe:
         -> (M, D), or (M, k, D) options with k
     save(path, include_positives=True);  GenRe.load(path, h=None)
 
-    h is the classifier: h.predict_proba(X) -> P(y = 1 | x), shape (N,). It is kept (h_)
-    for recourse() but not saved: pass it to load() or recourse(). constraints
+    h is the classifier, any fitted binary one: h.predict_proba(X) -> P(y = 1 | x), shape (N,),
+    or scikit-learn's (N, 2) with classes_ (common.column_of_1). It is kept (h_) for
+    recourse() but not saved: pass it to load() or recourse(). get_params and set_params
+    are scikit-learn's (BaseEstimator), so sklearn.base.clone copies an unfitted GenRe. constraints
     (constraints.Constraints) given to fit are a lender's rules: Q pairs only targets that
     keep them, and every sample keeps them; given to sample or recourse, a person's own
     limits for this call (one set, or a list of one per row), kept without retraining.
@@ -592,6 +595,7 @@ class GenRe:
     def _setup(self):
         """The fitted config (checked again: a config edited after it was made), settings,
         device, seed and the torch generator of the fit."""
+        engine.check_arguments(self.cfg, self.settings, self.random_state)
         self.cfg_ = replace(self.cfg) if self.cfg is not None else GenReConfig()
         self.settings_ = replace(self.settings) if self.settings is not None else engine.Settings()
         self.device_ = engine.resolve_device(self.device)
@@ -604,15 +608,13 @@ class GenRe:
         """Algorithm 2, n times per row: X (M, D) -> (M, n, D) float32 candidates; n, tau and
         sigma override the config's for this call. The random numbers come from a generator
         seeded with random_state at each call, so a call repeats exactly, and a row's samples
-        do not depend on the other rows of X."""
+        do not depend on the other rows of X. The overrides obey GenReConfig's own rules."""
         check_fitted(self, "model_")
         X = check_features(X, self.n_features_in_)
-        cfg = self.cfg_
-        n = cfg.n_samples if n is None else int(n)
+        cfg = engine.with_overrides(self.cfg_, n_samples=n, tau=tau, sigma=sigma)
         kinds = feature_kinds(X.shape[1], self.immutable_, self.categorical_, self.groups_)
         rules = self.constraints_ & engine.as_constraints(constraints, len(X), X.shape[1])
-        return engine.sample(self, X, n, kinds, cfg.tau if tau is None else tau, cfg.sigma if sigma is None else sigma,
-                             rules)
+        return engine.sample(self, X, int(cfg.n_samples), kinds, cfg.tau, cfg.sigma, rules)
 
     def recourse(self, X, h=None, tau=None, sigma=None, select=None, constraints=None, k=None):
         """Algorithm 2 with Sec. 5.1's choice: cfg.n_samples candidates per row, the best by the
@@ -623,9 +625,7 @@ class GenRe:
         h = h if h is not None else self.h_
         if h is None:
             raise ValueError("recourse needs the classifier h: pass recourse(X, h=h) or GenRe.load(path, h=h).")
-        select = self.cfg_.select if select is None else select
-        if select not in SELECTIONS:
-            raise ValueError(f"select must be one of {tuple(SELECTIONS)}, got {select!r}")
+        select = engine.with_overrides(self.cfg_, select=select).select
         n = None if k is None else self.cfg_.n_samples * engine.check_options(k)
         S = self.sample(X, n=n, tau=tau, sigma=sigma, constraints=constraints)   # (M, n, D)
         M, n, D = S.shape

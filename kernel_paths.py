@@ -269,7 +269,7 @@ def main(argv=None) -> int:
         shutil.rmtree(root, ignore_errors=True)
     result = {"seed": args.seed, "methods": list(METHODS), "paths": PATHS, "runs": runs,
               "spread": spread(runs), "table": table(runs, args.seed),
-              "provenance": {**provenance(), "cpu": cpu_model()}}
+              "provenance": provenance()}
     text = json.dumps(result, indent=2).encode()
     out = os.path.join(HERE, "results", "kernel_paths.json") if args.publish else args.out
     atomic_write(out, lambda f: f.write(text))
@@ -283,14 +283,6 @@ def main(argv=None) -> int:
     print(findings(runs))
     print("spread (largest |path - machine|):", json.dumps(result["spread"]))
     return 0
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -477,12 +477,15 @@ def provenance_section(folder: str) -> list[str]:
             with open(os.path.join(folder, f)) as fh:
                 p = json.load(fh).get("provenance") if f != "toy2d.json" else None
             if p:
-                key = (json.dumps(p["versions"], sort_keys=True), p["machine"], p["commit"], p["dirty"])
+                machine = p["machine"] + (f", {p['cpu']}" if p.get("cpu") else "")
+                key = (json.dumps(p["versions"], sort_keys=True), machine, p["commit"], p["dirty"])
                 seen.setdefault(key, []).append(f)
     if not seen:
         return []
     out = ["## What the numbers were computed with", "",
-           "Each file records the versions of the packages that compute, the CPU architecture and the "
+           "Each file records the versions of the packages that compute, the CPU architecture and, where "
+           "recorded, its model (the kernels the libraries pick for it move the last bits: BENCHMARKS.md, "
+           "kernel paths) and the "
            "commit of the code (`dirty`: the code differed from it).", "",
            "| files | versions | machine | commit |", "|---|---|---|---|"]
     for (versions, machine, commit, dirty), files in seen.items():

@@ -50,7 +50,8 @@ import torch.nn as nn
 
 import evaluate
 from baselines import NNR, PROBE, Wachter
-from common import atomic_write, command_line, check_folder, child_seed, set_seed
+from common import (atomic_write, command_line, check_folder, child_seed, int_at_least, non_negative_int,
+                    positive_int, set_seed)
 from datasets import TOYS
 from generative import CRUDS
 from engine import Settings
@@ -422,7 +423,7 @@ def parse_args(argv=None):
     p.add_argument("--results", default=None,
                    help="JSON file for the printed metrics (default: toy2d.json in --out if given, else "
                         f"the project's results/toy2d.json for the default run, else {os.path.join(SCRATCH, 'toy2d.json')})")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="run seed (default 0): the oracle, drawn labels, h and every method each draw "
                         "from their own stream of it; the same seed draws the same figures")
     p.add_argument("--datasets", nargs="+", choices=TOYS, default=list(TOYS),
@@ -430,17 +431,17 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a tiny GenRe and unconditional model, shorter PROBE and CRUDS: a smoke test, "
                         "rough figures")
-    p.add_argument("--n-show", type=int, default=15,
+    p.add_argument("--n-show", type=positive_int, default=15,
                    help="test negatives drawn in Figure 2 (default 15; metrics use all of them)")
-    p.add_argument("--n-samples-shown", type=int, default=5,
+    p.add_argument("--n-samples-shown", type=non_negative_int, default=5,
                    help="GenRe samples drawn per negative in Figure 2 besides the best (default 5)")
-    p.add_argument("--grid", type=int, default=241,
+    p.add_argument("--grid", type=int_at_least(2), default=241,
                    help="grid points per axis over [-0.1, 1.1] for the densities (default 241, "
                         "a step of 0.005, well below the kernels' width)")
     p.add_argument("--cache", default=evaluate.CACHE_DIR,
                    help="folder for the cached oracle, drawn labels, h and CRUDS's CSVAE (default the "
                         "project's cache/, shared with evaluate.py)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: the toy tensors are tiny, so extra "
                         "threads cost more than they give)")
     p.add_argument("--verbose", action="store_true", help="print GenRe's and CRUDS's training progress")

@@ -98,10 +98,7 @@ def test_pipeline_is_deterministic_and_cached(tmp_path, capsys):
         for key in ("cost", "validity", "lof", "score"):
             assert first["methods"][m][key] == second["methods"][m][key]
         assert first["methods"][m]["immutable_violations"] == 0
-    # Retraining from scratch with the same seed gives the same numbers too.
-    third = evaluate.evaluate("moons", **{**kw, "cache_dir": str(tmp_path / "fresh")})
-    assert third["methods"]["wachter"]["score"] == first["methods"]["wachter"]["score"]
-    assert third["h_test_accuracy"] == first["h_test_accuracy"]
+    # A refit from an empty cache gives the same JSON: tests/test_reproducible.py (twice, cold).
 
 
 def test_test_negatives_have_h_at_most_half(moons_cache):

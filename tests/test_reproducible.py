@@ -25,18 +25,20 @@ def without_times(value):
 
 
 def run_cli(args, threads, tmp_path):
+    """evaluate.py with every library on `threads` threads: the environment's, and the methods' --threads."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     out = tmp_path / f"out{threads}"
     subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), *args, "--out", str(out),
-                    "--cache", str(tmp_path / f"cache{threads}"), "--quiet"], check=True, env=env,
-                   capture_output=True, cwd=tmp_path)
+                    "--cache", str(tmp_path / f"cache{threads}"), "--quiet", "--threads", str(threads)],
+                   check=True, env=env, capture_output=True, cwd=tmp_path)
     (path,) = out.glob("*.json")
     return json.loads(path.read_text())
 
 
 def test_a_small_benchmark_gives_the_same_json_at_one_and_two_threads(tmp_path):
     """Every stage (oracle, labels, h, GenRe's fit and sampling, a search, NNR, the metric) at
-    OMP_NUM_THREADS=1 and =2, each from an empty cache: the JSON is equal, float for float."""
+    OMP_NUM_THREADS=1 and =2 (the methods at --threads 1 and 2), each from an empty cache: the
+    JSON is equal, float for float."""
     rng = np.random.default_rng(0)
     n = 400
     x1, x2 = rng.normal(size=n), rng.integers(0, 5, n)
@@ -44,11 +46,11 @@ def test_a_small_benchmark_gives_the_same_json_at_one_and_two_threads(tmp_path):
     y = (x1 + 0.5 * x2 + (group == "b") + rng.normal(0, 0.5, n) > 1.5).astype(int)
     csv = tmp_path / "small.csv"
     csv.write_text("x1,x2,group,y\n" + "".join(f"{a:.4f},{b},{g},{t}\n" for a, b, g, t in zip(x1, x2, group, y)))
-    args = ["--csv", str(csv), "--target", "y", "--categorical", "group", "--seeds", "0", "1",
+    args = ["--csv", str(csv), "--target", "y", "--categorical", "group", "--seeds", "1",
             "--methods", "genre", "genre_plausible", "wachter", "nnr_dhplus", "--n-test", "30",
             "--set", "steps=30", "n_enc_layers=1", "n_dec_layers=1"]
     one, two = run_cli(args, 1, tmp_path), run_cli(args, 2, tmp_path)
-    assert one["methods"]["genre"]["score_per_seed"] and one["seeds"] == [0, 1]
+    assert one["methods"]["genre"]["score_per_seed"] and one["seeds"] == [1]
     assert without_times(one) == without_times(two)
 
 
