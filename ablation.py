@@ -37,7 +37,11 @@ import torch.nn as nn
 
 import engine
 import genre
+from common import project_categoricals
+from evaluate import (CACHE_DIR, code_fingerprint, development, fingerprint, fit_metric_lof, fit_one, make_method,
+                      metrics_of, pick_test_negatives)
 from genre import Bins, GenRe, GenReConfig, Pairs, RecourseTransformer
+from tables import METRICS
 
 SEEDS = (0, 1)                            # development seeds (evaluate.development), as DEV_SEEDS
 
@@ -65,7 +69,7 @@ def heldout_split_pairs(X_neg, X_pos, rules, cfg, settings, seed, device="cpu"):
     src, dst = torch.from_numpy(rng.permutation(len(X_neg))), torch.from_numpy(rng.permutation(len(X_pos)))
     n_src, n_dst = int(round(cfg.val_frac * len(src))), int(round(cfg.val_frac * len(dst)))
     immutable = torch.as_tensor(rules.fixed)
-    pairs = lambda s, d: engine.make_pairs(X_neg[s], X_pos[d], cfg.lam, immutable, cfg.top_k, settings.pairing, device)
+    pairs = lambda s, d: genre.make_pairs(X_neg[s], X_pos[d], cfg.lam, immutable, cfg.top_k, settings.pairing, device)
     with contextlib.suppress(Warning):
         val = pairs(src[:n_src], dst[:n_dst]) if n_src and n_dst else None
     return pairs(src[n_src:], dst[n_dst:]), (val if val is not None and len(val.x) else None)
@@ -118,7 +122,6 @@ def authors_sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decode
     for j in range(x.shape[1]):
         k = genre.draw_bin(next_logits(x_plus, j), u[:, j], tau)
         x_plus[:, j] = bins.mu[j, k] + sigma * eps[:, j]
-    from common import project_categoricals
     categorical = np.array([kind.categorical for kind in kinds])
     groups = {tuple(kind.group_before + [j]) for j, kind in enumerate(kinds) if kind.group_last}
     rounded = project_categoricals(x_plus.cpu().numpy(), categorical, [list(g) for g in groups])
@@ -140,7 +143,7 @@ class Variant:
 FULL_DECODER = {(engine, "cached_decoder"): genre.full_decoder}   # cached decoding assumes pre-norm blocks
 SAMPLING_ONLY = {(genre, "sample_recourse"), (engine, "cached_decoder")}   # swaps that leave the trained model as it is
 AUTHORS = {(genre, "make_bins"): code_bins, (genre, "training_sets"): code_training_sets,
-           (engine, "split_pairs"): heldout_split_pairs, (engine, "TrainingLog"): LastCheckpoint,
+           (genre, "split_pairs"): heldout_split_pairs, (engine, "TrainingLog"): LastCheckpoint,
            (genre, "RecourseTransformer"): PostNormTransformer, (genre, "sample_recourse"): authors_sample_recourse,
            **FULL_DECODER}
 
@@ -154,7 +157,7 @@ VARIANTS = [
     Variant("4 + 4 layers, 4 heads (toward Table 9)", dict(n_enc_layers=4, n_dec_layers=4, n_heads=4)),
     Variant("bins on [0, 1], left edges (code)", swaps={(genre, "make_bins"): code_bins}),
     Variant("D_h^- = {h <= gamma} (code)", swaps={(genre, "training_sets"): code_training_sets}),
-    Variant("validation over held-out targets (code)", swaps={(engine, "split_pairs"): heldout_split_pairs}),
+    Variant("validation over held-out targets (code)", swaps={(genre, "split_pairs"): heldout_split_pairs}),
     Variant("the last checkpoint (code)", swaps={(engine, "TrainingLog"): LastCheckpoint}),
     Variant("post-norm blocks (nn.Transformer)", swaps={(genre, "RecourseTransformer"): PostNormTransformer,
                                                         **FULL_DECODER}),
@@ -178,16 +181,16 @@ def swapped(swaps: dict):
 
 def fit_variant(bench, variant: Variant, verbose=False) -> GenRe:
     """GenRe fitted with the variant on the benchmark's fit rows, or loaded from the cache
-    (keyed by the data, the seed, what the variant changes in training, and the code of
-    genre.py, engine.py and this file), so a row that only samples differently reuses a fit."""
-    from evaluate import code_fingerprint, fingerprint, fit_one, make_method
-    import sys
+    (keyed by the data, the seed, what the variant changes in training, and the code of this
+    file's import closure, evaluate.code_fingerprint: the pieces swapped in, genre.py, and the
+    protocol that fits them, so a change to any module below this one retrains), so a row
+    that only samples differently reuses a fit."""
     cfg = dataclasses.replace(GenReConfig(), **variant.config)
     model = make_method("genre", bench.seed, {"genre": cfg}, verbose=verbose)
     model.random_state += variant.seed_offset
     trained = sorted(f"{m.__name__}.{name}" for m, name in variant.swaps if (m, name) not in SAMPLING_ONLY)
     key = hashlib.sha1((json.dumps([trained, dataclasses.asdict(cfg), variant.seed_offset])
-                        + code_fingerprint(genre, engine, sys.modules[__name__])).encode()).hexdigest()[:10]
+                        + code_fingerprint("ablation")).encode()).hexdigest()[:10]
     path = os.path.join(bench.cache_dir, f"ablation_{bench.ds.name}_{fingerprint(bench.ds)}_seed{bench.seed}_{key}.pt")
     with swapped(variant.swaps):
         if os.path.exists(path):
@@ -201,23 +204,21 @@ def fit_variant(bench, variant: Variant, verbose=False) -> GenRe:
 def score_variant(bench, variant: Variant, X_dev, lof) -> dict:
     """The protocol's metrics of the variant's recourse for the development negatives X_dev,
     its training seconds and optimiser steps, and how many distinct recourses it gave."""
-    from evaluate import score
     t0 = time.time()
     model = fit_variant(bench, variant)
     with swapped(variant.swaps):
         X_plus = model.recourse(X_dev)
-    return {**score(X_dev, X_plus, bench.oracle, lof, bench.ds.immutable),
+    return {**metrics_of(X_dev, X_plus, bench.oracle, lof, bench.ds.immutable),
             "fit_seconds": model.fit_seconds_, "steps": model.history_[-1]["step"] if hasattr(model, "history_") else None,
             "distinct": int(len(np.unique(X_plus, axis=0))), "n": len(X_dev), "seconds": time.time() - t0}
 
 
 def ablation_scores(name: str, seeds=SEEDS, n_test: int = 200, cache: str | None = None, log=print) -> dict:
-    """Every variant on the development split of one data set: {label: [score dict per seed]}."""
-    from evaluate import CACHE_DIR, development, fit_lof, pick_test_negatives
+    """Every variant on the development split of one data set: {label: [metrics dict per seed]}."""
     out = {v.label: [] for v in VARIANTS}
     for seed in seeds:
         bench = development(name, seed, cache or CACHE_DIR, verbose=False)
-        X_dev, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
+        X_dev, lof = pick_test_negatives(bench, n_test), fit_metric_lof(bench)
         for i, variant in enumerate(VARIANTS):
             r = score_variant(bench, variant, X_dev, lof)
             out[variant.label].append(r)
@@ -226,7 +227,7 @@ def ablation_scores(name: str, seeds=SEEDS, n_test: int = 200, cache: str | None
     return out
 
 
-def summarise(scores: dict) -> dict:
+def variant_rows(scores: dict) -> dict:
     """{data set: ablation_scores(...)} -> rows of means, the sample std over seeds, and the
     mean and std of the paired change against the first row, seed by seed."""
     first = VARIANTS[0].label
@@ -238,7 +239,7 @@ def summarise(scores: dict) -> dict:
             mean = lambda k: float(np.mean([r[k] for r in runs]))
             change = np.array([r["score"] - b["score"] for r, b in zip(runs, base)])
             row["datasets"][name] = {
-                **{k: mean(k) for k in ("cost", "validity", "lof", "score", "fit_seconds", "distinct")},
+                **{k: mean(k) for k in (*METRICS, "fit_seconds", "distinct")},
                 "score_std": float(np.std([r["score"] for r in runs], ddof=1)) if len(runs) > 1 else None,
                 "change": float(change.mean()),
                 "change_std": float(change.std(ddof=1)) if len(change) > 1 else None,

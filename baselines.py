@@ -2,8 +2,8 @@
 and robust methods of the paper's Table 2 in its order: Wachter (Eq. 2), Growing
 Spheres, DiCE, ROAR, PROBE and TAP. (The generative ones live in generative.py.)
 
-Every method here, and GenRe in genre.py, follows one small scikit-learn style
-interface, so evaluate.py treats them alike:
+Every method here, and GenRe in genre.py, keeps the contract common.RecourseMethod
+writes down (and declares it), in scikit-learn's style, so evaluate.py treats them alike:
 
     method = Method(mode="designed", random_state=0, **hyperparameters)   # stores arguments only
     method.fit(X, y, h, immutable=mask, categorical=mask, groups=groups)   # returns self
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from common import (as_mask, atomic_write, check_classifier, check_features, check_fitted, check_groups,
-                    check_labels, l1_cost, probability_of_1, project_categoricals)
+from common import (RecourseMethod, as_mask, atomic_write, check_classifier, check_features, check_fitted,
+                    check_groups, check_labels, l1_cost, probability_of_1, project_categoricals)
 from constraints import Constraints, as_constraints
 from genre import training_sets
 
@@ -63,7 +63,7 @@ def nearest(X_src: np.ndarray, X_dst: np.ndarray, immutable: np.ndarray, chunk: 
     return torch.cat(idx).numpy(), torch.cat(costs).numpy()
 
 
-class NNR(BaseEstimator):
+class NNR(BaseEstimator, RecourseMethod):
     """Nearest-neighbour recourse (Sec. 5.5): return the closest training instance in a pool.
 
     pool="label":  training rows with y = 1                    (NNR)
@@ -369,7 +369,7 @@ def by_rule_set(method, X: torch.Tensor, constraints, search) -> torch.Tensor:
     return out
 
 
-class _Search(BaseEstimator):
+class _Search(BaseEstimator, RecourseMethod):
     """What every search baseline shares: the sklearn-style fit that keeps h and the roles,
     and the bookkeeping of recourse()."""
 

@@ -29,6 +29,7 @@ keeps those sections.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -37,16 +38,28 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import torch
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.neural_network import MLPClassifier
+
+from common import (atomic_write, check_folder, command_line, cpu_model, positive_int, provenance, torch_threads,
+                    write_section)
+from datasets import ADULT_RULES, from_csv, load
+from engine import Settings, pairing_method
+from evaluate import DEFAULT_METHODS, fit_genre, fit_one, make_method, pick_test_negatives, prepare
+from genre import (GenRe, GenReConfig, RecourseTransformer, make_pairs, pairing_distribution, training_sets,
+                   training_steps)
+from pairing import compare_with_exact, prefiltered_pairing
+from report import replace_block
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def machine() -> str:
     """One line naming the machine: CPU model, cores, torch version, device."""
-    from common import cpu_model
     cpu = cpu_model()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
@@ -64,8 +77,6 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
     row for n_neg rows with the fast (cached) decoder. Recourses: the whole recourse() call
     for n_neg rows (10 candidates each, h on them, the choice).
     """
-    from engine import Settings
-    from genre import GenRe, GenReConfig, training_steps
     rng = np.random.default_rng(seed)
     X = rng.random((n_rows, n_features)).astype(np.float32)
     w = torch.from_numpy(rng.normal(size=n_features).astype(np.float32))
@@ -92,7 +103,6 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
 
 def model_size(paper: bool) -> str:
     """The timed config's transformer, in words (recorded beside its throughput)."""
-    from genre import GenReConfig
     c = GenReConfig.paper_sizes() if paper else GenReConfig()
     return f"{c.n_enc_layers}+{c.n_dec_layers} layers, {c.n_heads} head{'s' * (c.n_heads > 1)}, d_model {c.d_model}"
 
@@ -109,8 +119,6 @@ def median_throughput(paper: bool, steps: int, repeats: int, n_features: int) ->
 
 def code_state() -> str:
     """The commit the measurement ran with, and GenReConfig()'s budget and sizes then."""
-    from common import provenance
-    from genre import GenReConfig
     p, c = provenance(), GenReConfig()
     commit = f"commit {str(p['commit'])[:10]}" + (" with uncommitted changes" if p["dirty"] else "")
     return (f"{commit}; GenReConfig(): {c.n_enc_layers}+{c.n_dec_layers} layers, lr {c.lr:g}, batch {c.batch_size}, "
@@ -204,14 +212,10 @@ def constraint_overhead(cache: str, repeats: int) -> dict:
     """GenRe.recourse on adult's test negatives (seed 0, GenReConfig(), one torch thread) with
     and without the constrained study's rules given at recourse time, alternately: median
     seconds of each, per recourse too, and their ratio."""
-    from common import torch_threads
-    from evaluate import fit_genre, pick_test_negatives, prepare
-    from experiments import load_dataset_rules
-    from genre import GenReConfig
     bench = prepare("adult", 0, cache, verbose=False)
     genre = fit_genre(bench, GenReConfig(), verbose=False)
     X = pick_test_negatives(bench, 10 ** 9)                        # every test row h turns down
-    rules = load_dataset_rules("adult")
+    rules = load("adult").constraints(**ADULT_RULES)
     times = {"without": [], "with": []}
     with torch_threads(1):
         for _ in range(repeats):
@@ -230,9 +234,6 @@ def thread_speed(cache: str, repeats: int, dataset: str = "compas") -> dict:
     negatives at 1 torch thread and at every core, alternately: median seconds of the fit and
     of the recourse call, per step and per recourse too, and whether the trained weights and
     the recourses are bit-identical to one thread's."""
-    from common import torch_threads
-    from evaluate import fit_one, make_method, pick_test_negatives, prepare
-    from genre import GenReConfig
     bench = prepare(dataset, 0, cache, verbose=False)
     X = pick_test_negatives(bench, 200)
     counts = sorted({1, os.cpu_count() or 1})
@@ -269,7 +270,7 @@ def thread_speed(cache: str, repeats: int, dataset: str = "compas") -> dict:
 # nonlinear label rule. The mixing matrix is fixed (seed 1234) for every n, so
 # tables of different sizes come from one distribution.
 
-def feature_kinds(d: int) -> tuple[int, int, int]:
+def column_counts(d: int) -> tuple[int, int, int]:
     """(immutable binaries, mutable binaries, continuous) for d features: (2, 2, 9) at d = 13."""
     n_bin = 2 + max(0, d - 13) // 8
     if d < 2 + n_bin + 4:
@@ -280,7 +281,7 @@ def feature_kinds(d: int) -> tuple[int, int, int]:
 def true_logit(X: np.ndarray) -> np.ndarray:
     """The generator's label rule f(x); P(y = 1 | x) = sigmoid(3 f(x)), so x is valid iff f(x) > 0.
     X (n, d) -> (n,). Nonlinear in the first four continuous features c0..c3."""
-    n_imm, n_bin, _ = feature_kinds(X.shape[1])
+    n_imm, n_bin, _ = column_counts(X.shape[1])
     imm, b, c = X[:, :n_imm], X[:, n_imm:n_imm + n_bin], X[:, n_imm + n_bin:]
     f = (2 * np.sin(4 * c[:, 0]) + 4 * c[:, 1] * c[:, 2] - 6 * (c[:, 3] - 0.5) ** 2
          + 2 * c[:, 4:].mean(1) + b[:, 0] - 0.5 * b[:, 1] + 0.5 * imm[:, 0] - 0.5 * imm[:, 1])
@@ -289,7 +290,7 @@ def true_logit(X: np.ndarray) -> np.ndarray:
 
 def synthetic(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n rows of the synthetic table: X (n, d) float32 in [0, 1], y (n,) int64 ~ Bernoulli(sigmoid(3 f))."""
-    n_imm, n_bin, n_cont = feature_kinds(d)
+    n_imm, n_bin, n_cont = column_counts(d)
     mix = np.random.default_rng(1234).normal(size=(n_cont, n_cont)) / np.sqrt(n_cont)   # fixed
     rng = np.random.default_rng(seed)
     binary = (rng.random((n, n_imm + n_bin)) < 0.5).astype(np.float32)
@@ -301,7 +302,7 @@ def synthetic(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def synthetic_masks(d: int) -> tuple[np.ndarray, np.ndarray]:
     """(immutable, categorical) (d,) bool masks of the synthetic table."""
-    n_imm, n_bin, _ = feature_kinds(d)
+    n_imm, n_bin, _ = column_counts(d)
     immutable, categorical = np.zeros(d, bool), np.zeros(d, bool)
     immutable[:n_imm], categorical[:n_imm + n_bin] = True, True
     return immutable, categorical
@@ -312,7 +313,6 @@ class SmallMLP:
     (a few seconds); predict_proba(X) -> (N,) P(y = 1 | x) as GenRe expects."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray, n_fit: int = 20000):
-        from sklearn.neural_network import MLPClassifier
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                  # 60 epochs: "not converged" is expected
             self.mlp = MLPClassifier((32, 32), max_iter=60, random_state=0).fit(X[:n_fit], y[:n_fit])
@@ -331,7 +331,6 @@ def recourse_quality(X: np.ndarray, X_plus: np.ndarray) -> dict:
     """Sec. 5.1's metrics with the generator as the oracle: Val (f(x+) > 0), LOF (share of
     inliers of a LocalOutlierFactor(5, novelty=True) fitted on 20,000 fresh rows the rule
     accepts), Cost (mean L1), Score = Val + LOF - Cost / d."""
-    from sklearn.neighbors import LocalOutlierFactor
     d = X.shape[1]
     ref, _ = synthetic(40000, d, seed=2)
     lof = LocalOutlierFactor(n_neighbors=5, novelty=True).fit(ref[true_logit(ref) > 0][:20000])
@@ -358,7 +357,6 @@ def stage(name: str, fn, out: dict):
     """Run fn() as one measured stage: out[name] = wall seconds, CPU seconds of this process
     (on a shared machine, the wall time of a free core when torch runs one thread), and
     the process's peak MB during it."""
-    import gc
     gc.collect()
     reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -370,9 +368,8 @@ def stage(name: str, fn, out: dict):
 
 def load_stage(X: np.ndarray, y: np.ndarray, out: dict) -> None:
     """Write the table to a CSV in /tmp (untimed) and time datasets.from_csv on it."""
-    import datasets
     d = X.shape[1]
-    n_imm, n_bin, _ = feature_kinds(d)
+    n_imm, n_bin, _ = column_counts(d)
     names = [f"imm{j}" for j in range(n_imm)] + [f"bin{j}" for j in range(n_bin)] + \
             [f"c{j}" for j in range(d - n_imm - n_bin)]
     path = os.path.join(tempfile.gettempdir(), f"genre_synthetic_{len(X)}_{d}.csv")
@@ -380,7 +377,7 @@ def load_stage(X: np.ndarray, y: np.ndarray, out: dict) -> None:
     np.savetxt(path, np.column_stack([X, y]), fmt=fmt, delimiter=",", header=",".join(names + ["y"]),
                comments="")
     try:
-        stage("loading", lambda: datasets.from_csv(path, target="y", categorical=names[:n_imm + n_bin],
+        stage("loading", lambda: from_csv(path, target="y", categorical=names[:n_imm + n_bin],
                                                    immutable=names[:n_imm]), out)
     finally:
         os.unlink(path)
@@ -389,20 +386,17 @@ def load_stage(X: np.ndarray, y: np.ndarray, out: dict) -> None:
 def pairing_stage(X, y, h, immutable, out: dict) -> None:
     """Eq. 6 as GenRe.fit builds it with the default config: for at most max_sources rows of
     D_h^- (a uniform subsample), over all of D_h^+, exact or prefiltered (pairing="auto")."""
-    import genre
-    import engine
-    cfg, settings = genre.GenReConfig(), engine.Settings()
-    neg, pos = genre.training_sets(y, h.predict_proba(X), cfg.gamma)
+    cfg, settings = GenReConfig(), Settings()
+    neg, pos = training_sets(y, h.predict_proba(X), cfg.gamma)
     order = np.random.default_rng(0).permutation(int(neg.sum()))[:settings.max_sources]
     src, dst, imm = torch.from_numpy(X[neg][order]), torch.from_numpy(X[pos]), torch.from_numpy(immutable)
-    stage("pairing", lambda: engine.make_pairs(src, dst, cfg.lam, imm, cfg.top_k, settings.pairing), out)
-    out["pairing"].update(mode=engine.pairing_method(settings.pairing, len(src), len(dst)), n_neg=int(neg.sum()),
+    stage("pairing", lambda: make_pairs(src, dst, cfg.lam, imm, cfg.top_k, settings.pairing), out)
+    out["pairing"].update(mode=pairing_method(settings.pairing, len(src), len(dst)), n_neg=int(neg.sum()),
                           n_src=len(src), n_pos=len(dst))
 
 
 def scaling_run(n: int, d: int, threads: int = 1) -> None:
     """One configuration of the scaling study, every stage measured; prints RESULT {json}."""
-    import genre
     torch.set_num_threads(threads)
     X, y = synthetic(n, d)
     immutable, categorical = synthetic_masks(d)
@@ -410,7 +404,7 @@ def scaling_run(n: int, d: int, threads: int = 1) -> None:
     load_stage(X, y, out)
     h = SmallMLP(X, y)
     pairing_stage(X, y, h, immutable, out)
-    model = stage("training", lambda: genre.GenRe(verbose=False).fit(X, y, h, immutable, categorical), out)
+    model = stage("training", lambda: GenRe(verbose=False).fit(X, y, h, immutable, categorical), out)
     out["training"].update(loop_seconds=model.history_[-1]["seconds"],
                            steps=model.history_[-1]["step"])
     X_neg = test_negatives(h, d)
@@ -426,18 +420,16 @@ def million_run(n: int, config: str, threads: int = 1) -> None:
     """GenRe.fit on the first n rows of the 1M table plus 1,000 recourses, timed and measured
     as one stage, then scored; config: "default" (GenReConfig()) or "exact" (Eq. 6 exactly
     for every source). Prints RESULT {json}."""
-    import genre
     torch.set_num_threads(threads)
     X, y = synthetic(1_000_000, 13)
     X, y = X[:n], y[:n]
     immutable, categorical = synthetic_masks(13)
     h, out = SmallMLP(X, y), dict(n=n, config=config)
     X_neg = test_negatives(h, 13)
-    import engine
-    settings = engine.Settings(**MILLION_CONFIGS[config])
+    settings = Settings(**MILLION_CONFIGS[config])
 
     def fit_and_recourse():
-        model = genre.GenRe(verbose=False, settings=settings).fit(X, y, h, immutable, categorical)
+        model = GenRe(verbose=False, settings=settings).fit(X, y, h, immutable, categorical)
         out["fit_seconds"] = model.fit_seconds_
         return model.recourse(X_neg)
 
@@ -459,11 +451,10 @@ ERROR_TABLES = [(100_000, 13), (100_000, 21), (1_000_000, 13)]
 STAGES = ("loading", "pairing", "training", "1,000 recourses")
 
 
-def scaling(sizes, threads: int, report, jobs: int = 2) -> list[dict]:
+def scaling(sizes, threads: int, publish, jobs: int = 2) -> list[dict]:
     """Every (n, d) of SCALING with n in sizes, each in its own child process, `jobs` children
-    side by side (one core each), the longest first; report(runs) as each finishes, so a run
+    side by side (one core each), the longest first; publish(runs) as each finishes, so a run
     cut short keeps what it measured."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
     todo = sorted(((n, d) for n, d in SCALING if n in sizes), key=lambda nd: -nd[0] * nd[1])
     runs = []
     with ThreadPoolExecutor(jobs) as pool:
@@ -473,14 +464,13 @@ def scaling(sizes, threads: int, report, jobs: int = 2) -> list[dict]:
             run = done.result()
             print(f"scaling: n = {run['n']:,}, d = {run['d']} done", flush=True)
             runs = sorted(runs + [run], key=lambda r: (r["d"], r["n"]))
-            report(runs)
+            publish(runs)
     return runs
 
 
 def million(n: int, subsample: int, threads: int) -> dict:
     """The prefiltered fit on n rows and the exact fit on the first `subsample` rows, in two
     child processes run side by side."""
-    from concurrent.futures import ThreadPoolExecutor
     print(f"million: default config on {n:,} rows, exact pairing on {subsample:,} rows ...", flush=True)
     with ThreadPoolExecutor(2) as pool:
         big = pool.submit(child_result, f"import bench; bench.million_run({n}, 'default', {threads})")
@@ -493,24 +483,22 @@ def pairing_error(n: int, d: int, n_candidates: int, repeats: int, n_rows: int =
     synthetic table's D_h^-, each over all of D_h^+ (a source's Q does not depend on the other
     sources, so a sample measures the whole table's error): recall of the exact top K, total
     variation per row, certified rows, and the speed-up (median seconds of each, alternating)."""
-    import genre
-    import pairing
     X, y = synthetic(n, d)
     immutable, _ = synthetic_masks(d)
-    cfg, h = genre.GenReConfig(), SmallMLP(X, y)
-    neg, pos = genre.training_sets(y, h.predict_proba(X), cfg.gamma)
+    cfg, h = GenReConfig(), SmallMLP(X, y)
+    neg, pos = training_sets(y, h.predict_proba(X), cfg.gamma)
     rows = np.random.default_rng(0).choice(int(neg.sum()), min(n_rows, int(neg.sum())), replace=False)
     src, dst = torch.from_numpy(X[neg][rows]), torch.from_numpy(X[pos])
     imm = torch.from_numpy(immutable)
     exact_s, approx_s, stats = [], [], {}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        exact = genre.pairing_distribution(src, dst, cfg.lam, imm, cfg.top_k)
+        exact = pairing_distribution(src, dst, cfg.lam, imm, cfg.top_k)
         exact_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        approx = pairing.prefiltered_pairing(src, dst, cfg.lam, imm, cfg.top_k, n_candidates, stats=stats)
+        approx = prefiltered_pairing(src, dst, cfg.lam, imm, cfg.top_k, n_candidates, stats=stats)
         approx_s.append(time.perf_counter() - t0)
-    recall, tv = pairing.compare_with_exact(approx[0], approx[1], exact[0], exact[1], len(dst))
+    recall, tv = compare_with_exact(approx[0], approx[1], exact[0], exact[1], len(dst))
     ex, ap = statistics.median(exact_s), statistics.median(approx_s)
     return dict(n=n, d=d, n_candidates=n_candidates, n_neg=int(neg.sum()), n_pos=len(dst), n_rows=len(src),
                 exact_s=ex, prefilter_s=ap, speedup=ex / ap, recall_mean=float(recall.mean()),
@@ -520,19 +508,6 @@ def pairing_error(n: int, d: int, n_candidates: int, repeats: int, n_rows: int =
 
 
 # ----------------------------------------------------------------------------- 8. their sections
-
-def write_section(path: str, name: str, text: str) -> None:
-    """Put text between BENCHMARKS.md's markers for `name` (appended if the file has none)."""
-    from common import atomic_write
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    block = f"{begin}\n{text.strip()}\n{end}"
-    if begin in old and end in old:
-        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write(path, lambda f: f.write(new.encode()))
-
 
 def growth_exponent(ns, values) -> float:
     """b in value ~ a N^b, the least-squares slope in log-log."""
@@ -579,7 +554,7 @@ def scaling_section(runs: list[dict], command: str) -> str:
 
 def plot_scaling(runs: list[dict], path: str) -> None:
     """Log-log seconds and peak MB against N at d = 13, one line per stage, exponent in the legend."""
-    import matplotlib
+    import matplotlib                     # here, not at the top: only the figure needs matplotlib (slow to load)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     d13 = [r for r in runs if r["d"] == 13]
@@ -661,8 +636,6 @@ def beyond_section(runs: list[dict]) -> str:
     """"Past one machine": the largest N measured per stage, and the arithmetic of going further."""
     big = max(runs, key=lambda r: (r["n"], -r["d"]))
     n, d, p, t, rc = big["n"], big["d"], big["pairing"], big["training"], big["1,000 recourses"]
-    from engine import Settings
-    from genre import GenReConfig, RecourseTransformer
     c, settings = GenReConfig(), Settings()
     n_params = sum(q.numel() for q in RecourseTransformer(d, c).parameters())
     steps = round(c.feature_steps / d)
@@ -703,7 +676,7 @@ def beyond_section(runs: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------- BENCHMARKS.md
 
-def report(res: dict, args) -> dict:
+def benchmark_sections(res: dict, args) -> dict:
     """BENCHMARKS.md's sections for the parts measured in `res`: {section name: markdown}."""
     sections = {}
     command = f"`python bench.py --repeats {args.repeats} --e2e-repeats {args.e2e_repeats}" + \
@@ -731,7 +704,6 @@ def report(res: dict, args) -> dict:
             f"**{r['seconds']:.2f} s** (median of {r['repeats']}), peak resident memory of the "
             f"process {r['peak_mb']:.0f} MB (data, oracle and h included).") + " " + stamp
     if "end_to_end" in res:
-        from evaluate import DEFAULT_METHODS
         out = ["## `python evaluate.py --dataset D`, cold cache", "",
                 f"The README's command: {', '.join(DEFAULT_METHODS)} on seed 0, 200 test negatives; median "
                 f"of {args.e2e_repeats} run(s). Stage seconds are wall times recorded by evaluate.py; the total "
@@ -776,7 +748,6 @@ def report(res: dict, args) -> dict:
 def check_output_files(args) -> None:
     """Refuse, before minutes of measuring, an output file that is a folder or whose folder
     cannot be written (common.check_folder)."""
-    from common import check_folder
     files = [("--out", os.path.join(HERE, args.out)), ("--json", args.json)]
     files += [("--figure", os.path.join(HERE, args.figure))] if args.scaling else []
     for flag, path in files:
@@ -788,7 +759,6 @@ def check_output_files(args) -> None:
 
 def main(argv=None) -> int:
     """The command line (common.command_line: bad input is one line and exit code 2)."""
-    from common import command_line
     return command_line(run_command, argv)
 
 
@@ -796,7 +766,6 @@ MILLION_TABLE = 1_000_000                   # rows of the synthetic table --mill
 
 
 def run_command(argv=None) -> int:
-    from common import atomic_write, positive_int
     p = argparse.ArgumentParser(description="Measure GenRe's and the pipeline's speed and memory; "
                                             "write BENCHMARKS.md.")
     p.add_argument("--only", choices=["throughput", "pairing", "constraints", "end_to_end", "threads"],
@@ -853,8 +822,7 @@ def run_command(argv=None) -> int:
             write_section(out_path, "scaling", scaling_section(runs, command))
             write_section(out_path, "past-one-machine", beyond_section(runs))
             if args.out == "BENCHMARKS.md":                      # the README's copy of the same section
-                import report
-                report.replace_block(os.path.join(HERE, "README.md"), "scale",
+                replace_block(os.path.join(HERE, "README.md"), "scale",
                                      beyond_section(runs).replace("## Past one machine", "", 1)
                                      .replace("table above", "BENCHMARKS.md's scaling table").strip())
             plot_scaling(runs, os.path.join(HERE, args.figure))
@@ -887,7 +855,7 @@ def run_command(argv=None) -> int:
             res["end_to_end"][d] = end_to_end(d, args.e2e_repeats)
     if args.json:
         atomic_write(args.json, lambda f: f.write(json.dumps(res, indent=2).encode()))
-    for name, text in report(res, args).items():             # each part replaces its own section
+    for name, text in benchmark_sections(res, args).items():   # each part replaces its own section
         write_section(out_path, name, text)
         print(text)
     return 0

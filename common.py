@@ -1,6 +1,6 @@
-"""Small helpers every module shares: seeding, input checks, feature masks, the
-categorical projection, the recourse cost, a random forest whose predictions repeat,
-and writing files whole.
+"""Small helpers every module shares: seeding, the contract every recourse method keeps
+(RecourseMethod), input checks, feature masks, the categorical projection, the recourse
+cost, a random forest whose predictions repeat, and writing files whole.
 
 Nothing here is specific to one method; the paper's pieces live in genre.py
 (GenRe), baselines.py (the methods it is compared with) and evaluate.py (the
@@ -18,10 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Protocol
 
 import numpy as np
+import scipy
+import sklearn
 import torch
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import NotFittedError
 
 
 # ----------------------------------------------------------------------------- seeding
@@ -60,6 +64,34 @@ def torch_threads(n):
         torch.set_num_threads(before)
 
 
+# ----------------------------------------------------------------------------- the recourse-method contract
+
+class RecourseMethod(Protocol):
+    """What every recourse method keeps, so that evaluate.py treats them alike: GenRe, NNR and
+    the searches (baselines.py), the generative baselines, the diffusion methods and
+    evaluate.Sparse each declare it by subclassing it (beside scikit-learn's BaseEstimator,
+    whose get_params, set_params and clone they keep).
+
+        method.fit(X, y, h, immutable=mask, categorical=mask, groups=groups)   # returns self
+        X_plus = method.recourse(X_neg)          # (M, D): one recourse per row
+        method.n_failed_                         # rows that miss the method's own success test
+
+    X is min-max scaled (N, D) float32, y the labels in {0, 1} (1 = favourable), h the
+    classifier (never trained here), the masks (D,) bool, groups a list of one-hot column
+    lists, constraints a constraints.Constraints: a lender's rules at fit, a person's at
+    recourse (the baselines' paper modes ignore them, as the paper's runner had none; the
+    diffusion methods, which keep none, refuse them).
+    """
+
+    n_failed_: int            # set by recourse: its rows that miss the method's own success test
+
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> "RecourseMethod":
+        """Learn what the method needs from the train split (X (N, D), y (N,)) and h; returns self."""
+
+    def recourse(self, X, constraints=None) -> np.ndarray:
+        """One recourse per row of X (M, D) -> (M, D) float32."""
+
+
 # ----------------------------------------------------------------------------- input checks
 
 def check_features(X, n_features: int, what: str = "X") -> np.ndarray:
@@ -82,7 +114,6 @@ def check_features(X, n_features: int, what: str = "X") -> np.ndarray:
 
 def check_fitted(estimator, attribute: str) -> None:
     """Raise sklearn's NotFittedError, naming the class, if `fit` has not run yet."""
-    from sklearn.exceptions import NotFittedError
     if not hasattr(estimator, attribute):
         name = type(estimator).__name__
         raise NotFittedError(f"{name} is not fitted yet: call {name}.fit(X, y, h) first")
@@ -351,9 +382,6 @@ def provenance() -> dict:
     bits: kernel_paths.py), and the git commit of this code ("dirty": the
     code differed from that commit: a tracked .py file, requirements.txt or data/; documents
     and what the commands write do not count)."""
-    import scipy
-    import sklearn
-
     def git(*args):
         try:
             out = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, timeout=10)

@@ -206,6 +206,16 @@ def as_constraints(constraints, n_rows: int | None, n_features: int) -> "Constra
     return constraints
 
 
+def lender_rules(immutable: np.ndarray, constraints) -> Constraints:
+    """The rules a fit keeps: the immutables fixed, and a lender's constraints (one set for
+    every row) -> Constraints."""
+    rules = as_constraints(constraints, None, len(immutable))
+    if rules is not None and rules.fixed.ndim != 1:
+        raise ValueError("constraints given to fit are a lender's rules, one set for every row; give a "
+                         "person's own limits to recourse(X, constraints=...)")
+    return Constraints.immutables(immutable) & rules
+
+
 class BinMask:
     """Algorithm 2 under constraints: before feature j is drawn, the bins whose value would
     break a rule get probability zero. L, U (B, D) are each sequence's bounds
@@ -234,7 +244,7 @@ class BinMask:
                      if (all(zero_or_one[i] for i in group_of.get(j, [j])) if kind.categorical else unbounded[j])}
 
     def allows(self, j, value):
-        """(B,) or (B, K) bool: feature j may take `value` (a categorical's 0 or 1)."""
+        """(B,) or (B, V) bool: feature j may take `value` (a categorical's 0 or 1)."""
         L, U = self.L[:, j], self.U[:, j]
         if value.dim() == 2:
             L, U = L[:, None], U[:, None]
@@ -246,19 +256,19 @@ class BinMask:
         return ok
 
     def restrict(self, j, logits, x_plus, noise):
-        """logits (B, K) of feature j with the disallowed bins at -inf, and (B, K) allowed; a row
+        """logits (B, V) of feature j with the disallowed bins at -inf, and (B, V) allowed; a row
         with no allowed bin is left as it was (keep() then sets its value). noise (B,) is the
         sigma eps Algorithm 2 adds to the bin's value, known before the draw."""
         if j in self.free:
             return logits, None
         mu, w, kind = self.bins.mu[j], self.bins.w[j], self.kinds[j]
         if kind.categorical:
-            ok = self.allows(j, (mu + noise[:, None] >= 0.5).to(self.L.dtype))     # (B, K) as rounded
+            ok = self.allows(j, (mu + noise[:, None] >= 0.5).to(self.L.dtype))     # (B, V) as rounded
             if kind.group_before:                                                    # an earlier member is 1:
                 ok = ok | (x_plus[:, kind.group_before] > 0.5).any(1, keepdim=True)  # this one will be 0 anyway
         else:
             L, U = self.L[:, j, None], self.U[:, j, None]
-            ok = (mu + w / 2 >= L - TOLERANCE) & (mu - w / 2 <= U + TOLERANCE)      # (B, K)
+            ok = (mu + w / 2 >= L - TOLERANCE) & (mu - w / 2 <= U + TOLERANCE)      # (B, V)
         some = ok.any(1, keepdim=True)
         return logits.masked_fill(~ok & some, float("-inf")), ok
 

@@ -19,10 +19,13 @@ The file reads from the parts to the whole:
     sample              plain sampling; svdd_sample the guided one (Li et al. 2024, Alg. 1)
     DiffusionQ, DiffusionSVDD   the estimators; DIFFUSION_METHODS names them
 
+diffusion_study.py measures them (`python diffusion_study.py --compare`, or --test);
+evaluate.py runs them as the rows of Table 4.
+
 Which model. TabSyn runs the diffusion in the latent of its VAE (DiffusionConfig.tabsyn(),
 space="latent"); the default runs the same diffusion directly on the standardised features
 (space="features"), because on the development split it did as well: the Score (mean of
-dev seeds 0 and 1, 200 rows each), from `python diffusion.py --compare`:
+dev seeds 0 and 1, 200 rows each), from `python diffusion_study.py --compare`:
 
                       compas            heloc             adult
                    latent features   latent features   latent features
@@ -39,7 +42,7 @@ on adult (Val 0.89 against 0.98), and SVDD must decode every candidate through t
 transformer at every step, 4 to 8 times slower.
 
 Two choices the paper leaves open, measured the same way (features, dev seeds 0 and 1,
-`python diffusion.py --compare --spaces features --set FIELD=VALUE`):
+`python diffusion_study.py --compare --spaces features --set FIELD=VALUE`):
   * One recourse per x: GenRe's rule, the best of n_samples = 10 draws by h. SVDD's own
     single draw (n_samples=1) scores about the same (compas svdd5 1.489 against 1.402,
     adult 1.446 against 1.471) with fewer changed immutables (compas 118 of 200 against
@@ -58,11 +61,9 @@ S noise levels, n draws per row.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
-import typing
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -71,8 +72,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
-from common import (as_mask, atomic_write, check_classifier, check_features, check_fitted, check_groups,
-                    check_labels, probability_of_1, project_categoricals, set_seed, torch_threads)
+from common import (RecourseMethod, as_mask, atomic_write, check_classifier, check_features, check_fitted,
+                    check_groups, check_labels, probability_of_1, project_categoricals, set_seed, torch_threads)
 from generative import cache_key
 from genre import pairing_distribution, training_sets
 
@@ -517,13 +518,22 @@ def svdd_sample(denoiser, sigmas, gamma: float, z_init, value, lam: float, M: in
 
 # ----------------------------------------------------------------------------- the estimators
 
-class _DiffusionRecourse(BaseEstimator):
+def refuse_constraints(method, constraints) -> None:
+    """Table 4's methods keep no actionability constraints (the paper's guidance has none): a
+    one-line ValueError if given some, rather than a recourse that silently breaks them."""
+    if constraints is not None:
+        raise ValueError(f"{type(method).__name__} keeps no constraints (Table 4's diffusion methods take "
+                         "none); leave constraints out")
+
+
+class _DiffusionRecourse(BaseEstimator, RecourseMethod):
     """What the methods share: fit() trains (or loads) the model of D_h^+; recourse() draws
     n_samples candidates per row and returns the one h rates highest (GenRe's rule)."""
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None):
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
         """X (N, D) scaled features, y (N,) labels in {0, 1}, h any fitted binary classifier (common.column_of_1),
-        immutable / categorical (D,) bool masks, groups the column lists of one-hot groups."""
+        immutable / categorical (D,) bool masks, groups the column lists of one-hot groups; no constraints."""
+        refuse_constraints(self, constraints)
         if not (np.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
         self.cfg_ = replace(self.cfg) if self.cfg is not None else DiffusionConfig()   # re-runs its checks
@@ -574,9 +584,10 @@ class _DiffusionRecourse(BaseEstimator):
         best = p.argmax(axis=1)
         return C[np.arange(B), best], p[np.arange(B), best]
 
-    def recourse(self, X) -> np.ndarray:
+    def recourse(self, X, constraints=None) -> np.ndarray:
         """One recourse per row of X (M, D) -> (M, D) float32; n_failed_ counts the rows that
-        miss the method's own success test (see the class)."""
+        miss the method's own success test (see the class). No constraints."""
+        refuse_constraints(self, constraints)
         check_fitted(self, "model_")
         X = check_features(X, self.n_features_in_)
         with torch_threads(1):
@@ -700,114 +711,3 @@ DIFFUSION_METHODS = {
     "diffusion_svdd10": _factory(DiffusionSVDD, lam=10.0),
     "diffusion_svdd5_kept": _factory(DiffusionSVDD, lam=5.0, keep_immutables=True),
 }
-
-
-# ----------------------------------------------------------------------------- the measurements
-
-# The paper's Table 4 (Cost / Val / LOF / Score) beside the method each row corresponds to.
-PAPER_TABLE4 = {
-    "diffusion_q": {"adult": (0.86, 1.00, 0.79, 1.72), "compas": (0.78, 0.99, 0.81, 1.69),
-                    "heloc": (2.41, 0.99, 0.99, 1.87)},
-    "diffusion_svdd5": {"adult": (3.11, 0.99, 0.83, 1.58), "compas": (2.18, 1.00, 0.69, 1.37),
-                        "heloc": (3.14, 0.98, 0.97, 1.80)},
-    "diffusion_svdd10": {"adult": (3.10, 1.00, 0.87, 1.63), "compas": (2.20, 1.00, 0.79, 1.48),
-                         "heloc": (2.85, 0.99, 0.99, 1.84)},
-    "genre": {"adult": (0.69, 1.00, 0.98, 1.93), "compas": (0.51, 0.99, 0.97, 1.89),
-              "heloc": (2.01, 1.00, 1.00, 1.90)},
-}
-
-
-def run_one(name: str, bench, X_neg, lof, cfg: DiffusionConfig, seed: int, cache_dir) -> dict:
-    """Fit one method on the benchmark's train split, give recourse to X_neg, score it."""
-    from evaluate import score
-    ds = bench.ds
-    method = DIFFUSION_METHODS[name](random_state=seed, cache_dir=cache_dir, cfg=cfg)
-    t0 = time.time()
-    method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable, categorical=ds.categorical,
-               groups=ds.groups)
-    t1 = time.time()
-    X_plus = method.recourse(X_neg)
-    t2 = time.time()
-    return {**score(X_neg, X_plus, bench.oracle, lof, ds.immutable), "failed": method.n_failed_,
-            "train_s": method.train_seconds_, "fit_s": t1 - t0, "recourse_s": t2 - t1}
-
-
-def print_row(label: str, r: dict, paper=None) -> None:
-    """One line of the table: the metrics, failures, and seconds (train_s: the model's training,
-    also when it came from the cache; fit_s: this fit, a cache load plus +Q's D_syn^+ draw)."""
-    cells = f"{r['cost']:6.3f} {r['validity']:5.3f} {r['lof']:5.3f} {r['score']:6.3f} {r['immutable_violations']:5.1f} " \
-            f"{r['failed']:6.1f} {r['train_s']:7.1f} {r['fit_s']:7.1f} {r['recourse_s']:7.1f}"
-    tail = "" if paper is None else "   paper " + " / ".join(f"{v:.2f}" for v in paper)
-    print(f"{label:44s} {cells}{tail}", flush=True)
-
-
-def measure(data, seeds, spaces, methods, n_test: int, cache_dir, test: bool, overrides=None) -> dict:
-    """Every method on every data set, seed and space: the development split (test=False)
-    or the test protocol (test=True). Prints one row each, then the means over seeds."""
-    from evaluate import development, fit_lof, pick_test_negatives, prepare
-    header = f"{'data seed space method':44s} {'cost':>6s} {'val':>5s} {'lof':>5s} {'score':>6s} {'viol':>5s} " \
-             f"{'failed':>6s} {'train_s':>7s} {'fit_s':>7s} {'rec_s':>7s}"
-    print(header, flush=True)
-    results = {}
-    for name in data:
-        for seed in seeds:
-            bench = (prepare if test else development)(name, seed, cache_dir, verbose=False)
-            X_neg, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
-            for space in spaces:
-                cfg = DiffusionConfig(**{**(overrides or {}), "space": space})
-                for m in methods:
-                    r = run_one(m, bench, X_neg, lof, cfg, seed, cache_dir)
-                    results[name, seed, space, m] = r
-                    print_row(f"{name} {seed} {space} {m}", r)
-    print("\nmeans over seeds " + str(list(seeds)) + (" (test protocol)" if test else " (development split)"))
-    print(header, flush=True)
-    for name in data:
-        for space in spaces:
-            for m in methods:
-                rows = [results[name, s, space, m] for s in seeds]
-                mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-                print_row(f"{name} {space} {m}", mean, PAPER_TABLE4.get(m, {}).get(name))
-    return results
-
-
-def config_overrides(pairs) -> dict:
-    """["n_samples=1", "svdd_churn=20"] -> {"n_samples": 1, "svdd_churn": 20.0}, each value read
-    as its DiffusionConfig field's type."""
-    from evaluate import read_value
-    fields = typing.get_type_hints(DiffusionConfig)
-    out = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or name not in fields:
-            raise SystemExit(f"--set takes FIELD=VALUE with a DiffusionConfig field ({', '.join(fields)}), "
-                             f"got {pair!r}")
-        out[name] = read_value(name, text, fields[name])
-    return out
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Table 4's diffusion baselines: measure them on the development "
-                                            "split (--compare) or the test protocol (--test). Writes nothing "
-                                            "but the model cache.")
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--compare", action="store_true",
-                      help="development split of each seed (never the test rows), both spaces by default")
-    mode.add_argument("--test", action="store_true", help="the test protocol (evaluate.prepare), as evaluate.py")
-    p.add_argument("--data", nargs="+", default=["adult", "compas", "heloc"], help="data sets")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="benchmark seeds")
-    p.add_argument("--spaces", nargs="+", default=None, choices=("latent", "features"),
-                   help="the diffusion's space (default: both for --compare, the config's for --test)")
-    p.add_argument("--methods", nargs="+", default=list(DIFFUSION_METHODS), choices=list(DIFFUSION_METHODS),
-                   help="methods to run")
-    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
-                   help="any DiffusionConfig field, e.g. --set n_samples=1 svdd_churn=20")
-    p.add_argument("--n-test", type=int, default=200, help="negatives given recourse per seed")
-    p.add_argument("--cache", default="cache", help="folder of cached oracles, h and diffusion models")
-    return p.parse_args(argv)
-
-
-if __name__ == "__main__":
-    args = parse_args()
-    spaces = args.spaces or (["latent", "features"] if args.compare else [DiffusionConfig().space])
-    measure(args.data, args.seeds, spaces, args.methods, args.n_test, args.cache, args.test,
-            config_overrides(args.overrides))

@@ -1,20 +1,20 @@
 """Speed, scale and bookkeeping for genre.py, kept apart so that genre.py reads as the paper.
 
-Nothing here changes what GenRe computes; tests/test_engine.py checks each piece against
-the plain code of genre.py:
+genre.py imports this file; this file imports nothing of genre.py (it sees GenRe's model
+and bins only as the objects it is handed). Nothing here changes what GenRe computes;
+tests/test_engine.py checks each piece against the plain code of genre.py:
 
     Settings           how GenRe runs: threads, the validation cadence, large tables, chunks
-    split_pairs        Algorithm 1, line 3: Q (Eq. 6) for the training sources and for the
-                       held-out validation sources; exact (genre.pairing_distribution), or
-                       pairing.prefiltered_pairing past EXACT_COSTS costs; at most
-                       max_sources sources, a uniform subsample
+    check_fit_inputs   fit's inputs checked: features, labels, masks and one-hot groups
+    pairing_method     which search finds Q: exact, or pairing.prefiltered_pairing past
+                       EXACT_COSTS source-target costs
     TrainingLog        Algorithm 1's bookkeeping: the validation loss every eval_every
                        steps, the best parameters, progress with the time left
     cached_decoder     Algorithm 2's decoder keeping each layer's keys and values: O(D)
                        positions a feature where genre.full_decoder runs O(D^2)
-    sampling_noise     every random number Algorithm 2 uses, row by row
-    sample             Algorithm 2 over many rows: chunks of rows, noise, cached decoding
-    save, load         one file, written whole, read back with weights_only=True
+    row_chunks,
+    sampling_bounds    Algorithm 2 over many rows: chunks of rows, the constraints' bounds
+    save, read_saved   one file, written whole, read back with weights_only=True
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ from typing import Optional
 
 import numpy as np
 import torch
+from sklearn.neighbors import LocalOutlierFactor
 
-from common import as_mask, atomic_write, check_features, check_groups, check_labels, torch_threads
+from common import as_mask, atomic_write, check_features, check_fitted, check_groups, check_labels, torch_threads
+from constraints import RULES, Constraints
 
 
 @dataclass
@@ -57,20 +59,6 @@ class Settings:
                 raise ValueError(f"Settings.{name} must be at least {low}, got {value}.")
 
 
-def check_arguments(cfg, settings, random_state) -> None:
-    """GenRe's constructor arguments, checked where fit begins (__init__ only stores them): a
-    one-line ValueError for a cfg that is not a GenReConfig (a dict is not read as one), settings
-    that are not Settings, or a random_state that is not a seed."""
-    from genre import GenReConfig
-    if cfg is not None and not isinstance(cfg, GenReConfig):
-        raise ValueError(f"cfg must be a GenReConfig, got a {type(cfg).__name__} (GenReConfig(**d) builds one from a dict)")
-    if settings is not None and not isinstance(settings, Settings):
-        raise ValueError(f"settings must be an engine.Settings, got a {type(settings).__name__}")
-    whole = isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)
-    if random_state is not None and not (whole and 0 <= random_state < 2 ** 32):
-        raise ValueError(f"random_state must be a whole number from 0 to 2**32 - 1 (a seed) or None, got {random_state!r}")
-
-
 def with_overrides(cfg, **overrides):
     """cfg with one call's settings in place of its own (None keeps the config's), checked by
     GenReConfig's own rules: recourse(X, tau=inf) is refused as GenReConfig(tau=inf) is."""
@@ -85,9 +73,9 @@ def resolve_device(device) -> torch.device:
 
 
 @contextlib.contextmanager
-def threads(genre):
+def threads(estimator):
     """The fit's torch thread setting (Settings.threads on a CPU), restored afterwards."""
-    with torch_threads(genre.settings_.threads if genre.device_.type == "cpu" else None):
+    with torch_threads(estimator.settings_.threads if estimator.device_.type == "cpu" else None):
         yield
 
 
@@ -105,52 +93,26 @@ def check_fit_inputs(X, y, immutable, categorical, groups):
     return X, check_labels(y, len(X)), immutable, categorical, groups
 
 
-def fit_constraints(immutable, constraints):
-    """The rules a fit keeps: the immutables fixed, and a lender's constraints (one set for
-    every row; constraints.Constraints) -> Constraints."""
-    from constraints import Constraints
-    rules = as_constraints(constraints, None, len(immutable))
-    if rules is not None and rules.fixed.ndim != 1:
-        raise ValueError("constraints given to fit are a lender's rules, one set for every row; give a "
-                         "person's own limits to recourse(X, constraints=...)")
-    return Constraints.immutables(immutable) & rules
+def check_options(options) -> int:
+    if isinstance(options, bool) or not isinstance(options, (int, np.integer)) or options < 1:
+        raise ValueError(f"options (per row) must be a whole number of at least 1, got {options!r}")
+    return int(options)
 
 
-def as_constraints(constraints, n_rows, n_features):
-    from constraints import as_constraints
-    return as_constraints(constraints, n_rows, n_features)
-
-
-def check_options(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k (options per row) must be a whole number of at least 1, got {k!r}")
-    return int(k)
-
-
-def best_distinct(S, score, k):
-    """The k highest-scoring distinct candidates of each row: S (M, n, D), score (M, n) ->
-    (M, k, D), the last distinct one repeated where a row has fewer than k."""
+def best_distinct(S, rank, options):
+    """The `options` highest-ranked distinct candidates of each row: S (M, n, D), rank (M, n)
+    -> (M, options, D), the last distinct one repeated where a row has fewer."""
     M, n, D = S.shape
-    out = np.empty((M, k, D), dtype=S.dtype)
+    out = np.empty((M, options, D), dtype=S.dtype)
     for i in range(M):
         chosen = []
-        for c in np.argsort(-score[i], kind="stable"):
+        for c in np.argsort(-rank[i], kind="stable"):
             if not any(np.array_equal(S[i, c], S[i, d]) for d in chosen):
                 chosen.append(c)
-            if len(chosen) == k:
+            if len(chosen) == options:
                 break
-        out[i] = S[i, chosen + [chosen[-1]] * (k - len(chosen))]
+        out[i] = S[i, chosen + [chosen[-1]] * (options - len(chosen))]
     return out
-
-
-def check_training_sets(X, neg, pos, gamma):
-    """D_h^- and D_h^+ as float tensors (N-, D), (N+, D), or a one-line error if one is empty."""
-    if not neg.any():
-        raise ValueError("D_h^- is empty: no training row has y = 0 and h(x) <= 0.5; check the labels.")
-    if not pos.any():
-        raise ValueError(f"D_h^+ is empty: no training row has y = 1 and h(x) > gamma = {gamma}; "
-                         "try a lower gamma (>= 0.5).")
-    return torch.from_numpy(X[neg]), torch.from_numpy(X[pos])
 
 
 # ----------------------------------------------------------------------------- pairs (Algorithm 1, line 3)
@@ -165,47 +127,6 @@ def pairing_method(pairing: str, n_src: int, n_dst: int) -> str:
     if pairing != "auto":
         return pairing
     return "exact" if n_src * n_dst <= EXACT_COSTS else "prefilter"
-
-
-def make_pairs(X_src, X_dst, lam, immutable, top_k, pairing="auto", device="cpu", constraints=None):
-    """Q over the given sources and targets (genre.pairing_distribution, or the prefiltered
-    search of pairing.py for large tables), computed on `device`, kept on the CPU;
-    constraints (optional) rule out the targets that break one for their source."""
-    from genre import Pairs, pairing_distribution
-    if pairing_method(pairing, len(X_src), len(X_dst)) == "prefilter":
-        from pairing import prefiltered_pairing as find_pairs
-    else:
-        find_pairs = pairing_distribution
-    idx, prob, keep = find_pairs(X_src.to(device), X_dst.to(device), lam, immutable.to(device), top_k,
-                                 constraints=constraints)
-    return Pairs.from_q(X_src[keep.cpu()], X_dst, idx.cpu(), prob.cpu())
-
-
-def split_pairs(X_neg, X_pos, rules, cfg, settings, seed, device="cpu"):
-    """Algorithm 1, line 3: Q for the training sources, and for cfg.val_frac of the sources held
-    out to pick the best checkpoint (paired over all of D_h^+, the Q asked for at test time;
-    the authors' code holds out val_frac of the targets too). At most settings.max_sources
-    sources, a uniform subsample. rules: the fit's Constraints (C = inf where a target breaks
-    one; fixed features as immutables). Returns (train Pairs, validation Pairs or None)."""
-    rng = np.random.default_rng(seed)
-    order = torch.from_numpy(rng.permutation(len(X_neg)))[:settings.max_sources]
-    n_val = int(round(cfg.val_frac * len(order))) if len(order) >= 10 else 0
-    immutable = torch.as_tensor(rules.fixed)
-    rules = rules if rules.beyond_fixed() else None                         # the fixed ones: as immutables
-    train = make_pairs(X_neg[order[n_val:]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device, rules)
-    if len(train.x) == 0:
-        raise ValueError(f"No source in D_h^- has a target in D_h^+ {kept_rules(rules)}.")
-    val = None
-    if n_val:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")                                 # a small val set may miss a group
-            val = make_pairs(X_neg[order[:n_val]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device,
-                             rules)
-        val = val if len(val.x) else None
-    if val is None:
-        warnings.warn("Too few sources for a validation split; keeping the checkpoint with the lowest "
-                      "training-batch loss.")
-    return train, val
 
 
 def kept_rules(constraints) -> str:
@@ -226,7 +147,6 @@ def subsample_rows(X, n, seed):
 
 def fit_plausibility(positives):
     """LocalOutlierFactor(n_neighbors=5, novelty=True) of the training positives (P, D)."""
-    from sklearn.neighbors import LocalOutlierFactor
     if positives is None:
         raise ValueError("select='plausible' needs the training positives, which this model was saved "
                          "without (include_positives=False); use select='h' or refit.")
@@ -246,40 +166,42 @@ WIDE_PARAMETERS = 2_000_000
 class TrainingLog:
     """The validation loss every eval_every steps (on partners drawn once, so every check
     scores the same pairs), the parameters with the lowest one (the training-batch loss
-    without a validation split), the history, and progress with the time left."""
+    without a validation split), the history, and progress with the time left.
 
-    def __init__(self, genre, train, val, X_neg, X_pos):
-        from genre import training_steps
-        self.genre, self.history, self.t0, self.last_print = genre, [], time.time(), -math.inf
-        cfg, settings = genre.cfg_, genre.settings_
-        batch, total = training_steps(len(train.x), train.x.shape[1], cfg)
+    estimator: the GenRe being fitted (its model_, bins_, generator_, settings_, verbose);
+    train, val: its Pairs; X_neg, X_pos: D_h^- and D_h^+; batch, total: Algorithm 1's loop
+    bounds; check(model, x, x_plus, bins) -> the validation loss (genre.validation_loss)."""
+
+    def __init__(self, estimator, train, val, X_neg, X_pos, batch, total, check):
+        self.estimator, self.check, self.history, self.t0, self.last_print = estimator, check, [], time.time(), -math.inf
+        settings = estimator.settings_
         self.eval_every = settings.eval_every or math.ceil(len(train.x) / batch)
         self.val = None
         if val is not None:
             self.val = (val.x.repeat(settings.val_draws, 1),
-                        torch.cat([val.draw(genre.generator_) for _ in range(settings.val_draws)]))
+                        torch.cat([val.draw(estimator.generator_) for _ in range(settings.val_draws)]))
         self.best_loss, self.best_state = math.inf, None
-        n_params = sum(q.numel() for q in genre.model_.parameters())
+        n_params = sum(q.numel() for q in estimator.model_.parameters())
         if n_params > WIDE_PARAMETERS:
             warnings.warn(f"GenRe's model has {n_params:,} parameters ({train.x.shape[1]} features): each of "
                           f"its {total:,} steps will be slow; a categorical with many values makes a wide "
                           "one-hot table, consider grouping rare values.")
-        if genre.verbose:
+        if estimator.verbose:
             print(f"GenRe: |D_h^-| = {len(X_neg)}, |D_h^+| = {len(X_pos)}, pairs from {len(train.x)} sources, "
                   f"validation from {0 if val is None else len(val.x)}; {n_params / 1e3:.1f}k parameters, "
-                  f"{total} steps on {genre.device_}", flush=True)
+                  f"{total} steps on {estimator.device_}", flush=True)
 
     def step(self, model, step, total, loss):
         """After optimiser step `step` of `total`: check, keep the best, print."""
         if step % self.eval_every and step != total:
             return
-        check = validation_loss(model, *self.val, self.genre.bins_) if self.val else loss.item()
+        check = self.check(model, *self.val, self.estimator.bins_) if self.val else loss.item()
         if check < self.best_loss:                                         # NaN never wins
             self.best_loss = check
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elapsed = time.time() - self.t0
         self.history.append(dict(step=step, train_loss=loss.item(), val_loss=check, seconds=elapsed))
-        if self.genre.verbose and (elapsed - self.last_print >= 3 or step == total):
+        if self.estimator.verbose and (elapsed - self.last_print >= 3 or step == total):
             self.last_print = elapsed
             left = elapsed / step * (total - step)
             print(f"GenRe step {step:5d}/{total} | train {loss.item():.4f} | val {check:.4f} | "
@@ -289,20 +211,6 @@ class TrainingLog:
         if self.best_state is None:
             raise ValueError("GenRe training diverged: every checked loss was NaN; try a lower lr.")
         model.load_state_dict(self.best_state)
-
-
-@torch.no_grad()
-def validation_loss(model, x, x_plus, bins, batch=512):
-    """Eq. 8 averaged over the pairs x, x_plus (N, D), in training-size batches (on a CPU
-    larger ones are slower per pair: their activations leave the cache)."""
-    from genre import jensen_loss, soft_labels
-    model.eval()
-    device, total = bins.mu.device, 0.0
-    for s in range(0, len(x), batch):
-        xb, xpb = x[s:s + batch].to(device), x_plus[s:s + batch].to(device)
-        total += jensen_loss(model(xb, xpb), soft_labels(xpb, bins)).item() * len(xb)
-    model.train()
-    return total / len(x)
 
 
 # ----------------------------------------------------------------------------- Algorithm 2, fast
@@ -353,43 +261,25 @@ def cached_decoder(model, memory, n):
         y = y + model.dec_pos[j]
         for block, cache in zip(model.decoder, caches):
             y = decoder_step(block, y, cache, j)
-        return model.head(model.dec_norm(y), first=j)[:, 0]                 # (B, 1, K) -> (B, K)
+        return model.head(model.dec_norm(y), first=j)[:, 0]                 # (B, 1, V) -> (B, V)
     return next_logits
 
 
-def sampling_noise(B, D, seed):
-    """Every random number Algorithm 2 uses for B sequences: u (B, D) uniform in (0, 1] for
-    the bins (line 5) and eps (B, D) standard normal for the noise (line 6).
-
-    Each comes from its own stream, filled row after row, so row b's numbers are the same
-    whatever B is. eps is the inverse normal CDF of uniforms (at the midpoints of float32's
-    grid of 2^-24, so never 0 or 1): torch.randn fills blocks of 16 and is not prefix-stable.
-    """
-    u = 1.0 - torch.rand(B, D, generator=torch.Generator().manual_seed(seed))
-    noise_seed = int(np.random.SeedSequence(seed).spawn(1)[0].generate_state(1)[0])
-    v = torch.rand(B, D, generator=torch.Generator().manual_seed(noise_seed)).double() + 2 ** -25
-    return u, torch.special.ndtri(v).float()
-
-
-def sample(genre, X, n, kinds, tau, sigma, rules):
-    """genre.sample_recourse with cached_decoder for the rows of X (M, D), n each, in chunks
-    of about settings.sample_chunk sequences -> (M, n, D) numpy. rules: the Constraints to
-    keep (constraints.BinMask), beyond the immutables that feature_value copies."""
-    from constraints import BinMask
-    from genre import sample_recourse
-    M, D = X.shape
-    u, eps = sampling_noise(M * n, D, genre.seed_)                          # (M n, D) each
-    x, out, dev = torch.from_numpy(X), torch.empty(M * n, D), genre.device_
-    bounds = None
-    if rules.beyond_fixed() or (np.broadcast_to(rules.fixed, X.shape) & ~genre.immutable_).any():
-        bounds = [torch.from_numpy(np.repeat(b, n, axis=0)).to(dev) for b in rules.bounds(X)]   # (M n, D) each
-    rows = max(1, genre.settings_.sample_chunk // n)                        # rows of X per chunk
+def row_chunks(M, n, chunk):
+    """Algorithm 2 over M rows, n sequences each, about `chunk` sequences at a time: yields
+    (rows, sequences), slices into the rows of X and into the M n sequences."""
+    rows = max(1, chunk // n)
     for s in range(0, M, rows):
-        c = slice(s * n, (s + rows) * n)                                    # their sequences
-        mask = None if bounds is None else BinMask(genre.bins_, kinds, bounds[0][c], bounds[1][c])
-        out[c] = sample_recourse(genre.model_, x[s:s + rows].to(dev), n, u[c].to(dev), eps[c].to(dev),
-                                 genre.bins_, kinds, tau, sigma, cached_decoder, mask).cpu()
-    return out.view(M, n, D).numpy()
+        yield slice(s, s + rows), slice(s * n, (s + rows) * n)
+
+
+def sampling_bounds(rules, X, n, immutable, device):
+    """Each sequence's bounds (L, U), (M n, D) each, from the Constraints `rules` for the rows
+    of X (M, D), n sequences a row; None where the rules fix nothing but the immutables,
+    which Algorithm 2 copies from x without a mask."""
+    if not (rules.beyond_fixed() or (np.broadcast_to(rules.fixed, X.shape) & ~immutable).any()):
+        return None
+    return [torch.from_numpy(np.repeat(b, n, axis=0)).to(device) for b in rules.bounds(X)]
 
 
 # ----------------------------------------------------------------------------- saving and loading
@@ -398,19 +288,19 @@ SAVED = ("config", "settings", "n_features", "state_dict", "bins", "immutable", 
          "constraints", "positives", "random_state", "fit_seconds")
 
 
-def save(genre, path, include_positives=True):
+def save(estimator, path, include_positives=True):
     """Config, settings, weights, bins and masks as plain tensors and dicts (readable with
     weights_only=True), written whole: a failed write leaves an earlier file as it was."""
-    from common import check_fitted
-    check_fitted(genre, "model_")
-    state = dict(config=asdict(genre.cfg_), settings=asdict(genre.settings_), n_features=genre.n_features_in_,
-                 state_dict={k: v.cpu() for k, v in genre.model_.state_dict().items()},
-                 bins={k: v.cpu() for k, v in asdict(genre.bins_).items()},
-                 immutable=torch.from_numpy(genre.immutable_), categorical=torch.from_numpy(genre.categorical_),
-                 groups=genre.groups_,
-                 constraints=constraints_state(genre.constraints_),
-                 positives=torch.from_numpy(genre.positives_) if include_positives else None,
-                 random_state=genre.random_state, fit_seconds=genre.fit_seconds_)
+    check_fitted(estimator, "model_")
+    state = dict(config=asdict(estimator.cfg_), settings=asdict(estimator.settings_),
+                 n_features=estimator.n_features_in_,
+                 state_dict={k: v.cpu() for k, v in estimator.model_.state_dict().items()},
+                 bins={k: v.cpu() for k, v in asdict(estimator.bins_).items()},
+                 immutable=torch.from_numpy(estimator.immutable_), categorical=torch.from_numpy(estimator.categorical_),
+                 groups=estimator.groups_,
+                 constraints=constraints_state(estimator.constraints_),
+                 positives=torch.from_numpy(estimator.positives_) if include_positives else None,
+                 random_state=estimator.random_state, fit_seconds=estimator.fit_seconds_)
     if hasattr(path, "write"):
         torch.save(state, path)
     else:
@@ -419,14 +309,13 @@ def save(genre, path, include_positives=True):
 
 def constraints_state(rules) -> dict:
     """A Constraints as plain tensors, and its feature names as a list (None: built by hand)."""
-    from constraints import RULES
     names = None if rules.names is None else list(rules.names)
     return {**{k: torch.from_numpy(np.asarray(getattr(rules, k))) for k in RULES}, "names": names}
 
 
-def load(cls, path, h=None, device="auto", verbose=True):
-    """A fitted GenRe from save(), or a one-line ValueError naming the file if it is not one."""
-    from genre import Bins, GenReConfig, RecourseTransformer
+def read_saved(path) -> dict:
+    """What save() wrote, as plain tensors and dicts, or a one-line ValueError naming the file
+    if it is not a saved GenRe; the saved constraints as a Constraints."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         missing = [k for k in SAVED if k not in state]
@@ -434,21 +323,15 @@ def load(cls, path, h=None, device="auto", verbose=True):
         raise ValueError(f"{path} is not a saved GenRe model (it cannot be read: {type(e).__name__})") from None
     if missing:
         raise ValueError(f"{path} is not a saved GenRe model (it has no {missing[0]!r})")
-    cfg, settings = GenReConfig(**state["config"]), Settings(**state["settings"])
-    genre = cls(cfg, random_state=state["random_state"], device=device, verbose=verbose, settings=settings)
-    genre._setup()
-    genre.model_ = RecourseTransformer(state["n_features"], cfg)
+    rules = state["constraints"]
+    state["constraints"] = Constraints(*(rules[k].numpy() for k in RULES), names=rules.get("names"))
+    return state
+
+
+def load_weights(model, state_dict, path):
+    """model.load_state_dict, with a one-line ValueError naming the file if they do not match."""
     try:
-        genre.model_.load_state_dict(state["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as e:
         raise ValueError(f"{path} does not match its own config: {str(e).splitlines()[0]}") from None
-    genre.model_.to(genre.device_).eval()
-    genre.bins_ = Bins(**state["bins"]).to(genre.device_)
-    genre.immutable_, genre.categorical_ = state["immutable"].numpy(), state["categorical"].numpy()
-    genre.groups_ = state["groups"]
-    from constraints import RULES, Constraints
-    rules = state["constraints"]
-    genre.constraints_ = Constraints(*(rules[k].numpy() for k in RULES), names=rules.get("names"))
-    genre.positives_ = None if state["positives"] is None else state["positives"].numpy()
-    genre.n_features_in_, genre.h_, genre.fit_seconds_ = state["n_features"], h, state["fit_seconds"]
-    return genre
+    return model

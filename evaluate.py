@@ -17,14 +17,23 @@ Each of these draws has its own random stream spawned from the run's seed
 (common.child_seed). Oracle, drawn labels, h and fitted GenRe models are cached
 per data set and seed under --cache. The development benchmark (`development`)
 repeats steps 3-5 inside the train split, for choosing defaults without the test.
+
+The file, in that order: the oracle and the labels; h; the benchmark's set-up and its
+cache (prepare); the development split; the test negatives; the metrics (metrics_of,
+fit_metric_lof); the methods: their rows, the registry METHOD_FACTORIES (row name ->
+factory, make_method) and the sparsity post-step Sparse; fitting them, with GenRe's
+cache keyed by the code it runs (code_fingerprint); running and summarising
+(run_method, run_seed, run_benchmark); the command line. Every method keeps
+common.RecourseMethod's contract, so the protocol treats them alike.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import copy
 import dataclasses
-import json
 import hashlib
-import inspect
+import json
 import math
 import os
 import pickle
@@ -37,16 +46,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import LocalOutlierFactor
 from sklearn.utils.class_weight import compute_sample_weight
 from torch import nn
 
+from baselines import NNR, PROBE, ROAR, TAP, DiCE, GrowingSpheres, Wachter
+from common import (RecourseMethod, TreeOrderForest, atomic_write, check_folder, child_seed, command_line,
+                    positive_int, probability_of_1, provenance, set_seed, torch_threads)
 from constraints import as_constraints, features_changed, revert_unneeded
-from common import (TreeOrderForest, atomic_write, check_folder, child_seed, command_line, positive_int,
-                    probability_of_1, provenance, set_seed, torch_threads)
-from datasets import BENCHMARKS, Dataset, load
-from baselines import NNR
+from datasets import BENCHMARKS, Dataset, from_csv, load
+from diffusion import DIFFUSION_METHODS
+from generative import CCHVAE, CRUDS, REVISE
 from genre import GenRe, GenReConfig, training_sets
-import report
+from tables import METRICS, comparison_table
 
 CACHE_VERSION = 5   # bump when the oracle, labels or h change, to invalidate old caches
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -201,7 +215,7 @@ class Benchmark:
     h_test_accuracy: float      # Table 7: h on the test split, drawn labels
     seconds: dict = dataclasses.field(default_factory=dict)   # stage -> wall time (0 when cached)
     cache_dir: str | None = None                              # where fitted models are kept
-    n_negatives: int | None = None                            # test negatives scored (set by evaluate_seed)
+    n_negatives: int | None = None                            # test negatives scored (set by run_seed)
     constraints: object = None                                # constraints.Constraints the methods keep, or None
     constraints_at: str = "fit"                               # given to "fit" (a lender's rules), to "recourse"
                                                               # (a person's), or to no method ("count": only scored)
@@ -210,7 +224,6 @@ class Benchmark:
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:
     """Accuracy, ROC AUC and Brier score of the oracle on the test split (Table 6)."""
-    from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
     p = oracle_proba(oracle, ds.X_test)
     return {"accuracy": float(accuracy_score(ds.y_test, p > 0.5)),
             "roc_auc": float(roc_auc_score(ds.y_test, p)),
@@ -332,7 +345,6 @@ def development(data: str | Dataset, seed: int, cache_dir: str = CACHE_DIR, retr
     fitted on the oracle's positives among the train split. The test split is not
     used at all (the oracle, the simulated world, was fitted once on all rows).
     """
-    from sklearn.model_selection import train_test_split
     full = prepare(data, seed, cache_dir, retrain, verbose)
     ds = full.ds
     fit_rows, dev_rows = train_test_split(np.arange(len(ds.y_train)), test_size=DEV_FRACTION,
@@ -372,15 +384,16 @@ def copies_of_training_rows(X: np.ndarray, X_train: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- 5. scoring
 
-def fit_lof(bench: Benchmark):
-    """LOF(n_neighbors=5, novelty=True) on all rows (train + test) the oracle calls positive (C.3)."""
-    from sklearn.neighbors import LocalOutlierFactor
+def fit_metric_lof(bench: Benchmark):
+    """The LOF metric's outlier detector: LOF(n_neighbors=5, novelty=True) on all rows (train +
+    test) the oracle calls positive (C.3). No method sees it (GenRe's own plausibility LOF is
+    fitted on the labels it may see: GenRe.plausibility)."""
     X = bench.ds.X_all
     positives = X[oracle_proba(bench.oracle, X) > 0.5]
     return LocalOutlierFactor(n_neighbors=5, novelty=True).fit(positives)
 
 
-def score(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray, constraints=None) -> dict:
+def metrics_of(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray, constraints=None) -> dict:
     """The paper's metrics (Sec. 5.1) for recourses X_plus of rows X, both (M, D).
 
     Cost = mean L1 distance; Val = fraction with oracle P(y=1|x+) > 0.5;
@@ -389,13 +402,13 @@ def score(X: np.ndarray, X_plus: np.ndarray, oracle, lof, immutable: np.ndarray,
     was given), and the mean number of features a recourse changes.
     """
     moved = X_plus[:, immutable] != X[:, immutable]
-    return {**summarise_rows(*score_rows(X, X_plus, oracle, lof), d=X.shape[1]),
+    return {**metrics_of_rows(*row_metrics(X, X_plus, oracle, lof), d=X.shape[1]),
             "immutable_violations": int(moved.any(axis=1).sum()),
             "constraint_violations": None if constraints is None else int(constraints.violated(X, X_plus).sum()),
             "features_changed": float(features_changed(X, X_plus).mean())}
 
 
-def score_rows(X: np.ndarray, X_plus: np.ndarray, oracle, lof):
+def row_metrics(X: np.ndarray, X_plus: np.ndarray, oracle, lof):
     """Each row's part of the metrics: L1 cost (M,), valid under the oracle (M,) bool, LOF inlier (M,) bool."""
     cost = np.abs(X_plus - X).sum(axis=1)
     valid = oracle_proba(oracle, X_plus) > 0.5
@@ -403,29 +416,26 @@ def score_rows(X: np.ndarray, X_plus: np.ndarray, oracle, lof):
     return cost, valid, inlier
 
 
-def summarise_rows(cost, valid, inlier, d: int) -> dict:
-    """Cost, Val, LOF and Score (= Val + LOF - Cost / d) of the rows given by score_rows."""
+def metrics_of_rows(cost, valid, inlier, d: int) -> dict:
+    """Cost, Val, LOF and Score (= Val + LOF - Cost / d) of the rows given by row_metrics."""
     cost, validity, lof_inliers = float(cost.mean()), float(valid.mean()), float(inlier.mean())
     return {"cost": cost, "validity": validity, "lof": lof_inliers,
             "score": validity + lof_inliers - cost / d}
 
 
-# ----------------------------------------------------------------------------- methods
+# ----------------------------------------------------------------------------- methods: the rows
 
-# The paper's Table 2 baselines, in its order; each runs as its authors designed it
-# (NAME) or as the paper's runner ran it (NAME_paper), see baselines.py and generative.py.
-MODED = ("wachter", "gs", "dice", "roar", "probe", "tap", "cchvae", "revise", "cruds")
-NNR_POOLS = {"nnr": "label", "nnr_h": "h", "nnr_dhplus": "dhplus"}      # Sec. 5.5
 # GenRe's rows: the paper's method (GenReConfig()), and the project's own recipe
 # (GenReConfig.plausible(): tau 5, the best plausible sample), sharing one trained model.
 GENRE_ROWS = {"genre": GenReConfig, "genre_plausible": GenReConfig.plausible}
 POST_STEPS = {"genre_sparse": "genre"}   # the paper's GenRe, then constraints.revert_unneeded
-TABLE2 = (*GENRE_ROWS, *POST_STEPS, *(m for b in MODED for m in (b, b + "_paper")), *NNR_POOLS)
+# The paper's Table 2 baselines, in its order: each row as its authors designed it (NAME) -> the
+# row as the paper's runner ran it (NAME_paper), see baselines.py and generative.py.
+PAPER_ROWS = {"wachter": "wachter_paper", "gs": "gs_paper", "dice": "dice_paper", "roar": "roar_paper",
+              "probe": "probe_paper", "tap": "tap_paper", "cchvae": "cchvae_paper", "revise": "revise_paper",
+              "cruds": "cruds_paper"}
+NNR_ROWS = ("nnr", "nnr_h", "nnr_dhplus")                                 # Sec. 5.5
 DIFFUSION = ("diffusion_q", "diffusion_svdd5", "diffusion_svdd10", "diffusion_svdd5_kept")   # Table 4, diffusion.py
-METHODS = (*TABLE2, *DIFFUSION)
-# What `python evaluate.py` runs unless told otherwise: the design's pieces (GenRe's rows, the
-# search it replaces, and the nearest-neighbour rows that isolate what learning adds, Sec. 5.5).
-DEFAULT_METHODS = ("genre", "genre_plausible", "wachter", *NNR_POOLS)
 OPTIONS = 3                               # options per person that GenRe's rows are scored for (diversity)
 
 
@@ -434,6 +444,11 @@ def options_diversity(options: np.ndarray) -> float:
     M, k, _ = options.shape
     pairs = [np.abs(options[:, a] - options[:, b]).sum(1) for a in range(k) for b in range(a + 1, k)]
     return float(np.mean(pairs)) if pairs else 0.0
+
+
+def genre_config(row: str, genre_configs: dict | None = None) -> GenReConfig:
+    """A GenRe row's config: the one genre_configs gives it, else the row's preset (GENRE_ROWS)."""
+    return (genre_configs or {}).get(row) or GENRE_ROWS[row]()
 
 
 def genre_configs(overrides: dict | None = None, paper_sizes: bool = False, dataset: str = "") -> dict:
@@ -446,62 +461,163 @@ def genre_configs(overrides: dict | None = None, paper_sizes: bool = False, data
     return {row: dataclasses.replace(preset(), **{**sizes, **(overrides or {})}) for row, preset in GENRE_ROWS.items()}
 
 
-def baseline_class(name: str):
-    """The class of a Table 2 baseline by its short name (search or generative)."""
-    from baselines import SEARCH_METHODS
-    from generative import GENERATIVE_METHODS
-    return {**SEARCH_METHODS, **GENERATIVE_METHODS}[name]
+class Sparse(RecourseMethod):
+    """A method followed by the sparsity post-step constraints.revert_unneeded (the row
+    genre_sparse: the paper's GenRe, then the changes h does not need undone)."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> "Sparse":
+        self.method.fit(X, y, h, immutable=immutable, categorical=categorical, groups=groups,
+                        **({} if constraints is None else {"constraints": constraints}))
+        return self.fitted(h, categorical, groups, constraints)
+
+    def fitted(self, h, categorical, groups, constraints) -> "Sparse":
+        """Take an already fitted method's roles (fit_method shares GenRe's trained model)."""
+        self.h_, self.categorical_, self.groups_, self.constraints_ = h, categorical, groups, constraints
+        self.fit_seconds_ = getattr(self.method, "fit_seconds_", 0.0)
+        return self
+
+    def recourse(self, X, constraints=None):
+        X_plus = self.method.recourse(X) if constraints is None else self.method.recourse(X, constraints=constraints)
+        rules = self.constraints_ if constraints is None else as_constraints(constraints, len(X), X.shape[1]) & self.constraints_ \
+            if self.constraints_ is not None else as_constraints(constraints, len(X), X.shape[1])
+        return revert_unneeded(X, X_plus, self.h_, self.categorical_, self.groups_ or (), rules)
+
+
+# ----------------------------------------------------------------------------- methods: the registry
+
+@dataclass
+class FactoryArgs:
+    """What a factory of METHOD_FACTORIES is given beside the seed (make_method's arguments)."""
+    genre_configs: dict | None = None   # GenRe row -> GenReConfig (a row not named: its preset)
+    cache_dir: str | None = None        # where the methods that keep a trained model cache it
+    verbose: bool = True
+    vae_epochs: int | None = None       # CCHVAE, REVISE, CRUDS: VAE epochs (None: the class's default)
+
+
+def stream(seed: int, name: str) -> int:
+    """A method's random_state: the run seed's stream `name` (common.child_seed), below 2**31."""
+    return child_seed(seed, name) % 2**31
+
+
+def genre_row(row: str):
+    """GenRe with the row's config on the seed's "genre" stream: both rows train one model."""
+    return lambda seed, a: GenRe(genre_config(row, a.genre_configs), random_state=stream(seed, "genre"),
+                                 verbose=a.verbose)
+
+
+def search_row(cls, mode: str, name: str):
+    """A search baseline of baselines.py in its mode ("designed" or "paper") on the stream `name`."""
+    return lambda seed, a: cls(mode=mode, random_state=stream(seed, name))
+
+
+def tap_row(mode: str):
+    """TAP in its mode; it caches its trained verifier under cache_dir."""
+    return lambda seed, a: TAP(mode=mode, random_state=stream(seed, "tap"), cache_dir=a.cache_dir, verbose=a.verbose)
+
+
+def generative_row(cls, mode: str, name: str):
+    """A generative baseline of generative.py in its mode on the stream `name` (CCHVAE and REVISE
+    share "vae": one VAE per seed and mode), its VAE cached under cache_dir."""
+    epochs = lambda a: {} if a.vae_epochs is None else {"vae_epochs": a.vae_epochs}
+    return lambda seed, a: cls(mode=mode, random_state=stream(seed, name), cache_dir=a.cache_dir,
+                               verbose=a.verbose, **epochs(a))
+
+
+def diffusion_row(row: str):
+    """A Table 4 method of diffusion.py; the four share one model of D_h^+ per seed (the stream "diffusion")."""
+    return lambda seed, a: DIFFUSION_METHODS[row](random_state=stream(seed, "diffusion"), cache_dir=a.cache_dir,
+                                                  verbose=a.verbose)
+
+
+# Row name -> factory(seed, FactoryArgs) -> a fresh, unfitted method: Table 2's rows in the
+# paper's order, then Table 4's.
+METHOD_FACTORIES = {
+    "genre": genre_row("genre"),
+    "genre_plausible": genre_row("genre_plausible"),
+    "genre_sparse": lambda seed, a: Sparse(METHOD_FACTORIES["genre"](seed, a)),
+    "wachter": search_row(Wachter, "designed", "wachter"), "wachter_paper": search_row(Wachter, "paper", "wachter"),
+    "gs": search_row(GrowingSpheres, "designed", "gs"), "gs_paper": search_row(GrowingSpheres, "paper", "gs"),
+    "dice": search_row(DiCE, "designed", "dice"), "dice_paper": search_row(DiCE, "paper", "dice"),
+    "roar": search_row(ROAR, "designed", "roar"), "roar_paper": search_row(ROAR, "paper", "roar"),
+    "probe": search_row(PROBE, "designed", "probe"), "probe_paper": search_row(PROBE, "paper", "probe"),
+    "tap": tap_row("designed"), "tap_paper": tap_row("paper"),
+    "cchvae": generative_row(CCHVAE, "designed", "vae"), "cchvae_paper": generative_row(CCHVAE, "paper", "vae"),
+    "revise": generative_row(REVISE, "designed", "vae"), "revise_paper": generative_row(REVISE, "paper", "vae"),
+    "cruds": generative_row(CRUDS, "designed", "cruds"), "cruds_paper": generative_row(CRUDS, "paper", "cruds"),
+    "nnr": lambda seed, a: NNR(pool="label"),
+    "nnr_h": lambda seed, a: NNR(pool="h"),
+    "nnr_dhplus": lambda seed, a: NNR(pool="dhplus"),
+    **{row: diffusion_row(row) for row in DIFFUSION},
+}
+METHODS = tuple(METHOD_FACTORIES)
+TABLE2 = tuple(m for m in METHODS if m not in DIFFUSION)
+# What `python evaluate.py` runs unless told otherwise: the design's pieces (GenRe's rows, the
+# search it replaces, and the nearest-neighbour rows that isolate what learning adds, Sec. 5.5).
+DEFAULT_METHODS = ("genre", "genre_plausible", "wachter", *NNR_ROWS)
 
 
 def make_method(name: str, seed: int, genre_configs=None, cache_dir=None, verbose: bool = True,
-                vae_epochs: int | None = None):
-    """A fresh, unfitted recourse method by name, with its own random stream of the seed."""
-    if name in GENRE_ROWS:
-        cfg = (genre_configs or {}).get(name) or GENRE_ROWS[name]()
-        return GenRe(cfg, random_state=child_seed(seed, "genre") % 2**31, verbose=verbose)
-    if name in POST_STEPS:
-        return Sparse(make_method(POST_STEPS[name], seed, genre_configs, cache_dir, verbose, vae_epochs))
-    if name in NNR_POOLS:
-        return NNR(pool=NNR_POOLS[name])
-    if name in DIFFUSION:                                           # the four share one model per seed
-        from diffusion import DIFFUSION_METHODS
-        return DIFFUSION_METHODS[name](random_state=child_seed(seed, "diffusion") % 2**31, cache_dir=cache_dir,
-                                       verbose=verbose)
-    base, _, paper = name.partition("_")
-    if base not in MODED or paper not in ("", "paper"):
+                vae_epochs: int | None = None) -> RecourseMethod:
+    """A fresh, unfitted recourse method by its row name, with its own random stream of the seed."""
+    if name not in METHOD_FACTORIES:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
-    cls = baseline_class(base)
-    stream = "vae" if base in ("cchvae", "revise") else base        # the two share one VAE per seed and mode
-    params = dict(mode="paper" if paper else "designed", random_state=child_seed(seed, stream) % 2**31)
-    names = cls.__init__.__code__.co_varnames
-    params.update({k: v for k, v in dict(cache_dir=cache_dir, verbose=verbose, vae_epochs=vae_epochs).items()
-                   if k in names and v is not None})
-    return cls(**params)
+    return METHOD_FACTORIES[name](seed, FactoryArgs(genre_configs, cache_dir, verbose, vae_epochs))
 
+
+# ----------------------------------------------------------------------------- methods: fitting, GenRe's cache
 
 SAMPLING_FIELDS = ("tau", "sigma", "n_samples", "select")   # Algorithm 2's: no effect on training
 
 
-def code_fingerprint(*modules) -> str:
-    """A hash of modules' code without comments and docstrings, so that only a change to what
-    the code does retrains a cached model."""
-    import ast
+def module_source(name: str) -> str:
+    """The source text of the project's module `name` (name.py beside this file)."""
+    with open(os.path.join(HERE, f"{name}.py")) as f:
+        return f.read()
+
+
+def project_imports(tree: ast.Module) -> set[str]:
+    """The project's modules a parsed module imports, at its top or inside a function."""
+    named = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            named |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            named.add(node.module.split(".")[0])
+    return {name for name in named if os.path.exists(os.path.join(HERE, f"{name}.py"))}
+
+
+def without_docstrings(tree: ast.Module) -> ast.Module:
+    """The parsed module with every docstring (module, class, function) dropped, in place."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_fingerprint(module: str) -> str:
+    """A hash of the code a project module runs: the module and every project module it imports,
+    directly or through another, at the top or inside a function (its import closure; the
+    graph has no circles, tests/test_imports.py). Each is hashed without comments and
+    docstrings, in name order, so only a change to what the code does changes the hash."""
+    trees, todo = {}, [module]
+    while todo:
+        name = todo.pop()
+        if name not in trees:
+            trees[name] = ast.parse(module_source(name))
+            todo += sorted(project_imports(trees[name]))
     digest = hashlib.sha1()
-    for module in modules:
-        with open(inspect.getsourcefile(module)) as f:
-            tree = ast.parse(f.read())
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]               # drop the docstring
-        digest.update(ast.dump(tree).encode())
+    for name in sorted(trees):
+        digest.update(f"{name}\n{ast.dump(without_docstrings(trees[name]))}\n".encode())
     return digest.hexdigest()[:10]
 
 
 def with_sampling(genre: GenRe, cfg: GenReConfig) -> GenRe:
     """The same fitted model, sampled with cfg's Algorithm 2 fields (a shallow copy)."""
-    import copy
     other = copy.copy(genre)
     other.cfg = other.cfg_ = dataclasses.replace(genre.cfg_, **{k: getattr(cfg, k) for k in SAMPLING_FIELDS})
     return other
@@ -510,18 +626,15 @@ def with_sampling(genre: GenRe, cfg: GenReConfig) -> GenRe:
 def fit_genre(bench: Benchmark, cfg: GenReConfig | None = None, verbose: bool = True, memo: dict | None = None) -> GenRe:
     """GenRe fitted on the benchmark's train split with cfg, or the same training found in `memo`
     (training key -> GenRe) or in the cache. The key is the data, the seed, cfg's training
-    fields, the constraints it is trained with and the code of genre.py, engine.py and
-    constraints.py, so a change to any of them retrains; the sampling fields are cfg's
-    whatever model is reused."""
-    import constraints
-    import engine
-    import genre as genre_module
+    fields, the constraints it is trained with and the code GenRe runs (code_fingerprint of
+    its module), so a change to any of them retrains; the sampling fields are cfg's whatever
+    model is reused."""
     cfg = cfg or GenReConfig()
     training = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SAMPLING_FIELDS}
     rules = bench.constraints if bench.constraints is not None and bench.constraints_at == "fit" else None
     if rules is not None:
         training["constraints"] = {k: np.asarray(v).tolist() for k, v in vars(rules).items()}
-    key = hashlib.sha1((json.dumps(training, sort_keys=True) + code_fingerprint(genre_module, engine, constraints))
+    key = hashlib.sha1((json.dumps(training, sort_keys=True) + code_fingerprint(GenRe.__module__))
                        .encode()).hexdigest()[:10]
     memo = {} if memo is None else memo
     if key not in memo:
@@ -556,43 +669,19 @@ def fit_one(method, bench: Benchmark):
                       categorical=ds.categorical, groups=ds.groups, **rules)
 
 
-def recourse_of(method, X, bench: Benchmark, **options):
-    """method.recourse(X), given the benchmark's constraints when they are a person's (recourse time)."""
+def recourse_of(method, X, bench: Benchmark, **arguments):
+    """method.recourse(X, **arguments), given the benchmark's constraints when they are a
+    person's (recourse time)."""
     if bench.constraints is not None and bench.constraints_at == "recourse":
-        options["constraints"] = bench.constraints.for_features(bench.ds.feature_names)
-    return method.recourse(X, **options)
-
-
-class Sparse:
-    """A method followed by the sparsity post-step constraints.revert_unneeded (the row
-    genre_sparse: the paper's GenRe, then the changes h does not need undone)."""
-
-    def __init__(self, method):
-        self.method = method
-
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> "Sparse":
-        self.method.fit(X, y, h, immutable=immutable, categorical=categorical, groups=groups,
-                        **({} if constraints is None else {"constraints": constraints}))
-        return self.fitted(h, categorical, groups, constraints)
-
-    def fitted(self, h, categorical, groups, constraints) -> "Sparse":
-        """Take an already fitted method's roles (fit_method shares GenRe's trained model)."""
-        self.h_, self.categorical_, self.groups_, self.constraints_ = h, categorical, groups, constraints
-        self.fit_seconds_ = getattr(self.method, "fit_seconds_", 0.0)
-        return self
-
-    def recourse(self, X, constraints=None):
-        X_plus = self.method.recourse(X) if constraints is None else self.method.recourse(X, constraints=constraints)
-        rules = self.constraints_ if constraints is None else as_constraints(constraints, len(X), X.shape[1]) & self.constraints_ \
-            if self.constraints_ is not None else as_constraints(constraints, len(X), X.shape[1])
-        return revert_unneeded(X, X_plus, self.h_, self.categorical_, self.groups_ or (), rules)
+        arguments["constraints"] = bench.constraints.for_features(bench.ds.feature_names)
+    return method.recourse(X, **arguments)
 
 
 def fit_method(name: str, bench: Benchmark, genre_configs=None, verbose: bool = True, memo=None,
                vae_epochs: int | None = None):
     """Fit one method on the train split; GenRe's rows share a trained model through `memo`."""
     if name in GENRE_ROWS:
-        return fit_genre(bench, (genre_configs or {}).get(name) or GENRE_ROWS[name](), verbose, memo)
+        return fit_genre(bench, genre_config(name, genre_configs), verbose, memo)
     if name in POST_STEPS:
         ds, at_fit = bench.ds, bench.constraints if bench.constraints_at == "fit" else None
         inner = fit_method(POST_STEPS[name], bench, genre_configs, verbose, memo, vae_epochs)
@@ -613,17 +702,17 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
         t1 = time.time()
         X_plus = recourse_of(method, X_neg, bench)
         t2 = time.time()
-        if name in GENRE_ROWS:                                      # k = 3 options: how far apart they are
-            result_options = options_diversity(recourse_of(method, X_neg, bench, k=OPTIONS))
+        if name in GENRE_ROWS:                                      # 3 options: how far apart they are
+            result_options = options_diversity(recourse_of(method, X_neg, bench, options=OPTIONS))
     rules = bench.constraints
-    result = score(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable, rules)
+    result = metrics_of(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable, rules)
     if name in GENRE_ROWS:
         result["diversity"] = result_options
-    if novel is None:                                               # (M,) bool, usually given by evaluate_seed
+    if novel is None:                                               # (M,) bool, usually given by run_seed
         novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)
     if novel.any():
-        result["novel"] = score(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable,
-                                None if rules is None else rules.rows(novel))
+        result["novel"] = metrics_of(X_neg[novel], X_plus[novel], bench.oracle, lof, bench.ds.immutable,
+                                     None if rules is None else rules.rows(novel))
     fit_seconds = getattr(method, "fit_seconds_", t1 - t0)
     result["h_valid"] = float((probability_of_1(bench.h, X_plus) > 0.5).mean())   # what the method aimed at
     if hasattr(method, "active_units_"):
@@ -636,10 +725,7 @@ def run_method(name: str, bench: Benchmark, X_neg: np.ndarray, lof, genre_config
 
 # ----------------------------------------------------------------------------- running and summarising
 
-METRICS = ("cost", "validity", "lof", "score")
-
-
-def spread(values: np.ndarray):
+def sample_std(values: np.ndarray):
     """The sample standard deviation (ddof = 1) over seeds, or None for a single seed."""
     return float(values.std(ddof=1)) if len(values) > 1 else None
 
@@ -650,7 +736,7 @@ def aggregate(per_seed: list[dict]) -> dict:
     out = {}
     for key in METRICS:
         values = np.array([r[key] for r in per_seed])
-        out[key], out[key + "_std"], out[key + "_per_seed"] = float(values.mean()), spread(values), values.tolist()
+        out[key], out[key + "_std"], out[key + "_per_seed"] = float(values.mean()), sample_std(values), values.tolist()
     out["immutable_violations"] = int(sum(r["immutable_violations"] for r in per_seed))
     broken = [r.get("constraint_violations") for r in per_seed]
     out["constraint_violations"] = None if None in broken else int(sum(broken))
@@ -670,8 +756,8 @@ def aggregate(per_seed: list[dict]) -> dict:
     return out
 
 
-def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_configs=None, verbose: bool = True,
-                  vae_epochs: int | None = None):
+def run_seed(bench: Benchmark, methods, n_test: int, genre_configs=None, verbose: bool = True,
+             vae_epochs: int | None = None):
     """One seed of the protocol: pick the test negatives, fit the LOF, run and score each method.
 
     Returns (scores by method, fitted methods by name, X_neg, lof).
@@ -682,7 +768,7 @@ def evaluate_seed(bench: Benchmark, methods, n_test: int, genre_configs=None, ve
         log(f"[{bench.ds.name} seed {bench.seed}] only {len(X_neg)} test rows have h(x) <= 0.5 "
             f"(--n-test {n_test}): all of them are scored")
     t0 = time.time()
-    lof = fit_lof(bench)
+    lof = fit_metric_lof(bench)
     bench.seconds["lof"] = time.time() - t0
     novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)      # the same rows for every method
     scores, fitted, memo = {}, {}, {}
@@ -729,15 +815,14 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
     }
     rows = [m for m in methods if m in GENRE_ROWS]
     if rows:
-        results["genre_configs"] = {m: dataclasses.asdict((genre_configs or {}).get(m) or GENRE_ROWS[m]())
-                                    for m in rows}
+        results["genre_configs"] = {m: dataclasses.asdict(genre_config(m, genre_configs)) for m in rows}
     return results
 
 
-def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = CACHE_DIR,
-             retrain: bool = False, verbose: bool = True, genre_configs=None, explain: int = 0,
-             vae_epochs: int | None = None, constraints: dict | None = None, constraints_at: str = "fit",
-             options: int = 1, threads: int = 1) -> dict:
+def run_benchmark(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = CACHE_DIR,
+                  retrain: bool = False, verbose: bool = True, genre_configs=None, explain: int = 0,
+                  vae_epochs: int | None = None, constraints: dict | None = None, constraints_at: str = "fit",
+                  options: int = 1, threads: int = 1) -> dict:
     """Run the whole pipeline for one data set; return the results dict (see README).
 
     constraints: actionability rules in original units, the keyword arguments of
@@ -771,12 +856,12 @@ def evaluate(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: 
     for seed in seeds:
         bench = dataclasses.replace(prepare(data, seed, cache_dir, retrain, verbose), constraints=rules,
                                     constraints_at=constraints_at, threads=threads)
-        scores, fitted, X_neg, _ = evaluate_seed(bench, methods, n_test, genre_configs, verbose, vae_epochs)
+        scores, fitted, X_neg, _ = run_seed(bench, methods, n_test, genre_configs, verbose, vae_epochs)
         benches.append(bench)
         per_seed.append(scores)
         if explain and seed == seeds[0]:
             X = X_neg[:explain]
-            shown = recourse_of(fitted[methods[0]], X, bench, **({"k": options} if options > 1 else {}))
+            shown = recourse_of(fitted[methods[0]], X, bench, **({"options": options} if options > 1 else {}))
             log(explain_recourse(bench, X, shown, methods[0]))
     results = summarise(benches[0].ds.name, n_test, seeds, benches, per_seed, genre_configs)
     if constraints:
@@ -984,18 +1069,18 @@ def methods_from_args(args) -> list[str]:
         raise ValueError(f"--methods all names every method; it cannot be combined with other names "
                          f"(got {' '.join(names)})")
     if names == ["all"]:                                           # the whole Table 2
-        names = [*GENRE_ROWS, *POST_STEPS, *MODED, *NNR_POOLS]
+        names = [*GENRE_ROWS, *POST_STEPS, *PAPER_ROWS, *NNR_ROWS]
     check_methods(names)
-    modes = {"designed": ("",), "paper": ("_paper",), "both": ("", "_paper")}[args.baseline_mode]
+    rows = {"designed": lambda m: [m], "paper": lambda m: [PAPER_ROWS[m]],
+            "both": lambda m: [m, PAPER_ROWS[m]]}[args.baseline_mode]
     out = []
     for m in names:
-        out += [m + suffix for suffix in modes] if m in MODED else [m]
+        out += rows(m) if m in PAPER_ROWS else [m]
     return list(dict.fromkeys(out))
 
 
 def data_from_args(args) -> str | Dataset:
     """The data set the flags name: a benchmark by name, or a CSV with its roles."""
-    from datasets import from_csv
     if (args.dataset is None) == (args.csv is None):
         raise ValueError("give exactly one of --dataset NAME or --csv PATH")
     if args.dataset is not None:
@@ -1080,12 +1165,12 @@ def run_command(argv=None) -> int:
     constraints = constraints_from_args(args)
     if os.path.realpath(args.out) == os.path.realpath(PUBLISHED):
         write_json({"dataset": name}, args.out)                       # refuses, before any training
-    results = evaluate(data, methods, args.seeds, args.n_test, args.cache, args.retrain,
+    results = run_benchmark(data, methods, args.seeds, args.n_test, args.cache, args.retrain,
                        verbose=not args.quiet, genre_configs=genre_configs_from_args(args, name),
                        explain=args.explain, vae_epochs=args.vae_epochs,
                        constraints=constraints, constraints_at=args.constraints_at,
                        options=args.options, threads=args.threads)
-    print(report.comparison_table(results))
+    print(comparison_table(results))
     if min(results["n_test_per_seed"]) < args.n_test:
         print(f"\n--n-test {args.n_test}: fewer test rows have h(x) <= 0.5; every one was scored "
               f"({', '.join(f'seed {s}: {n}' for s, n in zip(results['seeds'], results['n_test_per_seed']))})")

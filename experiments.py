@@ -35,21 +35,29 @@ that fails is reported at the end and the others go on.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import time
+import traceback
 
 import numpy as np
 import torch
 
+import ablation
+import gaps
 import report
 from common import atomic_write, check_folder, child_seed, command_line, provenance
-from evaluate import (CACHE_DIR, HERE, METHODS, PUBLISHED, TABLE2, DIFFUSION, SAMPLING_FIELDS, check_methods, development, dh_plus,
-                      evaluate_seed, fit_genre, fit_lof, fit_one, log, make_method, oracle_proba,
-                      pick_test_negatives, prepare, score, score_rows, summarise, summarise_rows, write_json)
+from datasets import ADULT_RULES, load
+from evaluate import (CACHE_DIR, DIFFUSION, GENRE_ROWS, HERE, NNR_ROWS, PAPER_ROWS, POST_STEPS, PUBLISHED, TABLE2,
+                      check_methods, development, dh_plus, fit_genre, fit_metric_lof, fit_one, log, make_method,
+                      metrics_of, metrics_of_rows, oracle_proba, pick_test_negatives, prepare, row_metrics, run_seed,
+                      summarise, write_json)
 from genre import GenReConfig, pairing_distribution, training_sets
+from tables import METRICS
 
 DATASETS = ("adult", "compas", "heloc")
 LAMBDAS = (0.5, 1.0, 2.5, 5.0, 10.0)      # Sec. 5.3
@@ -64,25 +72,21 @@ GENERATIVE = ("cchvae", "cchvae_paper", "revise", "revise_paper", "cruds", "crud
 
 # The preset's candidates: Algorithm 2's temperature crossed with the choice among the
 # samples, all sampling the model GenReConfig() trains. The paper's sampling is tau 10, the
-# best of 10 by h (Sec. 5.1).
+# best of 10 by h (Sec. 5.1). report.candidate_name names each.
 SAMPLINGS = [dict(tau=tau, select=select) for tau in (10.0, 5.0) for select in ("h", "plausible")]
-
-
-def candidate_name(sampling: dict) -> str:
-    return f"tau {sampling['tau']:g}, " + ("best by h" if sampling["select"] == "h" else "plausible")
 
 
 def development_scores(name: str, seeds, n_test: int, cache: str) -> dict:
     """Score every candidate on the development split of one data set, for each seed:
-    {candidate: [score dict per seed]}. The test split is never touched."""
+    {candidate: [metrics dict per seed]}. The test split is never touched."""
     rows = {}
     for seed in seeds:
         bench = development(name, seed, cache)
-        X_dev, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
+        X_dev, lof = pick_test_negatives(bench, n_test), fit_metric_lof(bench)
         genre = fit_genre(bench)
         for sampling in SAMPLINGS:
-            r = score(X_dev, genre.recourse(X_dev, **sampling), bench.oracle, lof, bench.ds.immutable)
-            rows.setdefault(candidate_name(sampling), []).append(r)
+            r = metrics_of(X_dev, genre.recourse(X_dev, **sampling), bench.oracle, lof, bench.ds.immutable)
+            rows.setdefault(report.candidate_name(sampling), []).append(r)
         log(f"[{name} dev seed {seed}] candidates scored")
     return rows
 
@@ -92,7 +96,7 @@ def rank_candidates(scores: dict, seeds, n_test: int) -> dict:
     is the preset's choice. scores: {data set: development_scores(...)}."""
     table = []
     for cand in next(iter(scores.values())):
-        means = {name: {k: float(np.mean([r[k] for r in per_cand[cand]])) for k in report.METRICS}
+        means = {name: {k: float(np.mean([r[k] for r in per_cand[cand]])) for k in METRICS}
                  for name, per_cand in scores.items()}
         table.append({"candidate": cand, "datasets": means,
                       "mean_score": float(np.mean([m["score"] for m in means.values()]))})
@@ -108,7 +112,7 @@ def comparison(dataset: str, seeds, methods, n_test: int, cache: str, vae_epochs
     benches, per_seed, choices, reuse = [], [], [], None
     for seed in seeds:
         bench = prepare(dataset, seed, cache)
-        scores, fitted, X_neg, lof = evaluate_seed(bench, methods, n_test, vae_epochs=vae_epochs)
+        scores, fitted, X_neg, lof = run_seed(bench, methods, n_test, vae_epochs=vae_epochs)
         benches.append(bench)
         per_seed.append(scores)
         if "genre" in fitted:
@@ -130,7 +134,8 @@ def seed_model(dataset: str, seed: int, n_test: int, cache: str) -> dict:
     """What the studies reuse, without the comparison: the seed's benchmark, its test
     negatives, the metric's LOF and the default GenRe (from the cache when trained)."""
     bench = prepare(dataset, seed, cache)
-    return dict(bench=bench, genre=fit_genre(bench), X_neg=pick_test_negatives(bench, n_test), lof=fit_lof(bench))
+    return dict(bench=bench, genre=fit_genre(bench), X_neg=pick_test_negatives(bench, n_test),
+                lof=fit_metric_lof(bench))
 
 
 H_BANDS = {"h <= 0.8": (0.0, 0.8), "0.8 < h <= 0.9": (0.8, 0.9), "h > 0.9": (0.9, 1.0)}
@@ -171,7 +176,7 @@ def lambda_sweep(bench, genre_default, X_neg, lof, lambdas=LAMBDAS, with_cruds=T
             cruds.lam = lam                                       # its CSVAE does not depend on lambda: cached
             runs["cruds"] = fit_one(cruds, bench)
         for name, method in runs.items():
-            r = score(X_neg, method.recourse(X_neg), bench.oracle, lof, bench.ds.immutable)
+            r = metrics_of(X_neg, method.recourse(X_neg), bench.oracle, lof, bench.ds.immutable)
             out[name].append({"lam": lam, **r, "n_features": d})
             log(f"[{bench.ds.name}] {name} lambda {lam}: cost {r['cost']:.3f}  val {r['validity']:.3f}  "
                 f"lof {r['lof']:.3f}  score {r['score']:.3f}")
@@ -194,7 +199,7 @@ def label_groups(x, y, lams, tol) -> list[tuple[float, float, list]]:
 def plot_lambda(sweeps: dict, path: str) -> None:
     """Figure 4: -Cost/d on x against Validity (top row) and LOF (bottom row), one column a data
     set, one line per method; each point labelled with its lambda, labels staggered."""
-    import matplotlib
+    import matplotlib                     # here, not at the top: only the figures need matplotlib (slow to load)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     colours = {"genre": "tab:blue", "cruds": "tab:orange"}
@@ -236,13 +241,13 @@ def tau_sigma(bench, genre, X_neg, lof) -> list[dict]:
         for sigma in SIGMAS:
             X_plus = genre.recourse(X_neg, tau=tau, sigma=sigma, select="h")
             rows.append({"tau": tau, "sigma": sigma, "select": "h",
-                         **score(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable)})
+                         **metrics_of(X_neg, X_plus, bench.oracle, lof, bench.ds.immutable)})
     return rows
 
 
 # ----------------------------------------------------------------------------- 5. where the Score comes from
 
-CHOICE_METRICS = ("cost", "validity", "lof", "score", "near_gamma", "near_gamma_valid")
+CHOICE_METRICS = (*METRICS, "near_gamma", "near_gamma_valid")
 NEAR_GAMMA = H_BANDS["h <= 0.8"][1]       # "near gamma": h(x+) <= 0.8, the first of H_BANDS
 
 
@@ -272,7 +277,7 @@ def choice_study(bench, genre, X_neg, lof) -> list[dict]:
     for sampler, S in candidates.items():
         flat = S.reshape(M * n, D)
         h = bench.h.predict_proba(flat).reshape(M, n)                         # (M, n)
-        cost, valid, inlier = (a.reshape(M, n) for a in score_rows(X_rep, flat, bench.oracle, lof))
+        cost, valid, inlier = (a.reshape(M, n) for a in row_metrics(X_rep, flat, bench.oracle, lof))
         each = valid.astype(float) + inlier - cost / D                       # (M, n): each one's part of the Score
         plausible = genre.plausibility().predict(flat).reshape(M, n) == 1     # (M, n), the method's own LOF
         for choice, pick in (("one draw", np.zeros(M, int)), (f"best of {n} by h", h.argmax(1)),
@@ -281,7 +286,7 @@ def choice_study(bench, genre, X_neg, lof) -> list[dict]:
             chosen = np.arange(M), pick
             near = h[chosen] <= NEAR_GAMMA                                    # (M,)
             rows.append({"sampler": sampler, "choice": choice,
-                         **summarise_rows(cost[chosen], valid[chosen], inlier[chosen], D),
+                         **metrics_of_rows(cost[chosen], valid[chosen], inlier[chosen], D),
                          "near_gamma": float(near.mean()),
                          "near_gamma_valid": float(valid[chosen][near].mean()) if near.any() else float("nan")})
     return rows
@@ -309,21 +314,20 @@ FRACTION_SEEDS = (0, 1, 2)        # a study of one data set, not the comparison:
 def fraction_study(name: str, seeds, n_test: int, cache: str) -> dict:
     """App. D.5, Table 13: GenRe (both rows, one trained model) trained on a uniform share of
     the training rows, drawn with its own stream of the seed; h, the test negatives and the
-    metric stay the seed's. {fraction: {"n_train", "fit_seconds", row: Score dicts, per seed}}."""
-    import evaluate
-    out = {str(f): {"n_train": [], "fit_seconds": [], **{row: [] for row in evaluate.GENRE_ROWS}} for f in FRACTIONS}
+    metric stay the seed's. {fraction: {"n_train", "fit_seconds", row: metrics dicts, per seed}}."""
+    out = {str(f): {"n_train": [], "fit_seconds": [], **{row: [] for row in GENRE_ROWS}} for f in FRACTIONS}
     for seed in seeds:
         bench = prepare(name, seed, cache)
-        X_neg, lof = pick_test_negatives(bench, n_test), fit_lof(bench)
+        X_neg, lof = pick_test_negatives(bench, n_test), fit_metric_lof(bench)
         ds = bench.ds
         for f in FRACTIONS:
             rng = np.random.default_rng(child_seed(seed, f"fraction {f}"))
             rows = np.sort(rng.choice(len(ds.y_train), int(round(f * len(ds.y_train))), replace=False))
             part = dataclasses.replace(bench, ds=dataclasses.replace(ds, X_train=ds.X_train[rows], y_train=ds.y_train[rows]))
             memo = {}
-            for row, preset in evaluate.GENRE_ROWS.items():
+            for row, preset in GENRE_ROWS.items():
                 genre = fit_genre(part, preset(), verbose=False, memo=memo)
-                out[str(f)][row].append(score(X_neg, genre.recourse(X_neg), bench.oracle, lof, ds.immutable))
+                out[str(f)][row].append(metrics_of(X_neg, genre.recourse(X_neg), bench.oracle, lof, ds.immutable))
             out[str(f)]["n_train"].append(len(rows))
             out[str(f)]["fit_seconds"].append(genre.fit_seconds_)
             log(f"[{name} seed {seed}] fraction {f}: genre score {out[str(f)]['genre'][-1]['score']:.3f} "
@@ -334,14 +338,13 @@ def fraction_study(name: str, seeds, n_test: int, cache: str) -> dict:
 def plot_fractions(studies: dict, path: str) -> None:
     """Table 13's figure: Score (left) and training seconds (right) against the share of the
     training rows, mean over seeds; one line per GenRe row."""
-    import matplotlib
+    import matplotlib                     # here, not at the top: only the figures need matplotlib (slow to load)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import evaluate
     (name, study), = studies.items()
     shares = [float(f) for f in study]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for row in evaluate.GENRE_ROWS:
+    for row in GENRE_ROWS:
         left.plot(shares, [np.mean([r["score"] for r in study[f][row]]) for f in study], "o-", label=row)
     right.plot(shares, [np.mean(study[f]["fit_seconds"]) for f in study], "o-", color="tab:gray")
     for ax, label in ((left, "Score (mean over seeds)"), (right, "training seconds (pairing + Algorithm 1)")):
@@ -364,40 +367,28 @@ DIFFUSION_ROWS = ["genre", *DIFFUSION]      # GenRe beside them, on the same see
 
 # ----------------------------------------------------------------------------- 8. the constrained study
 
-# Common sense for adult (stated in results/README.md): age and education only go up, hours
-# per week within 35-60, relationship and marital status as they are; race and sex are the
-# data set's immutables.
-ADULT_RULES = dict(increase=["age", "education-num"], ranges={"hours-per-week": (35.0, 60.0)},
-                   fixed=["relationship", "marital-status"])
-
 
 def constrained_study(name: str, seeds, n_test: int, cache: str, vae_epochs=None) -> dict:
     """Every method in its designed mode with ADULT_RULES given at fit (a lender's rules), the
     search baselines as the paper's runner ran them given the same (they ignore them), GenRe
     given them only at recourse time (no retraining), and each method without the rules:
     {"rules": ..., "with": results, "at_recourse": results, "without": results}."""
-    import evaluate
-    designed = [*evaluate.GENRE_ROWS, *evaluate.POST_STEPS, *evaluate.MODED, *evaluate.NNR_POOLS]
+    designed = [*GENRE_ROWS, *POST_STEPS, *PAPER_ROWS, *NNR_ROWS]
     # The generative baselines' paper modes ignore the rules like every paper mode and search
     # longest (cchvae_paper's shells on adult): their numbers are their Table 2 rows, left out here.
-    paper = [m + "_paper" for m in evaluate.MODED if m not in GENERATIVE]
-    rules = load_dataset_rules(name)
+    paper = [row for m, row in PAPER_ROWS.items() if m not in GENERATIVE]
+    rules = load(name).constraints(**ADULT_RULES)
     runs = {}
     for key, methods, given_at in (("with", designed + paper, "fit"),
-                                   ("at_recourse", list(evaluate.GENRE_ROWS), "recourse"),
+                                   ("at_recourse", list(GENRE_ROWS), "recourse"),
                                    ("without", designed, "count")):       # not given, their breaks counted
         benches, per_seed = [], []
         for seed in seeds:
             bench = dataclasses.replace(prepare(name, seed, cache), constraints=rules, constraints_at=given_at)
-            per_seed.append(evaluate_seed(bench, methods, n_test, vae_epochs=vae_epochs)[0])
+            per_seed.append(run_seed(bench, methods, n_test, vae_epochs=vae_epochs)[0])
             benches.append(bench)
         runs[key] = summarise(name, n_test, seeds, benches, per_seed)
     return {"rules": ADULT_RULES, **runs}
-
-
-def load_dataset_rules(name: str):
-    from datasets import load
-    return load(name).constraints(**ADULT_RULES)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -558,7 +549,6 @@ def run_unit(unit: tuple[str, str], args) -> dict:
     if stage == "development":
         out = {"scores": development_scores(name, args.dev_seeds, args.n_test, args.cache)}
     elif stage == "ablation":
-        import ablation
         out = {"scores": ablation.ablation_scores(name, args.dev_seeds_ablation, args.n_test, args.cache, log=log)}
     elif stage == "generative":
         out = {"results": comparison(name, args.generative_seeds, [m for m in args.methods if m in GENERATIVE],
@@ -570,7 +560,6 @@ def run_unit(unit: tuple[str, str], args) -> dict:
     elif stage == "constrained":
         out = {"constrained": constrained_study(name, args.seeds, args.n_test, args.cache, args.vae_epochs)}
     elif stage == "gaps":                                               # gaps.py's studies, every data set
-        import gaps
         out = {"gaps": gaps.run_studies(list(gaps.STUDIES), GAPS_SEEDS, args.cache, args.n_test, log=log)}
     else:
         out = comparison_and_studies(name, args)
@@ -596,7 +585,6 @@ def comparison_and_studies(name: str, args) -> dict:
 
 def guarded_unit(unit, args) -> dict:
     """run_unit, a failure returned as {"error": the traceback} so the other units go on."""
-    import traceback
     try:
         return run_unit(unit, args)
     except Exception:                                                   # noqa: BLE001 (reported by run())
@@ -609,8 +597,6 @@ def run_all(units, args):
         for unit in units:
             yield unit, guarded_unit(unit, args)
         return
-    import concurrent.futures
-    import multiprocessing
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=torch.set_num_threads,
                                                 initargs=(1,)) as pool:               # one core each
@@ -624,7 +610,6 @@ def run(args) -> None:
     as a unit adds to it, so a unit that fails loses only its own part (the failures are
     listed at the end, and the command fails). Each unit's minutes and the whole run's go to
     <out>/timing.json."""
-    import ablation
     args.lambdas = (1.0, 5.0, 10.0) if args.quick else LAMBDAS
     args.dev_seeds = DEV_SEEDS[:1] if args.quick else DEV_SEEDS
     args.dev_seeds_ablation = ablation.SEEDS[:1] if args.quick else ablation.SEEDS
@@ -665,14 +650,13 @@ def run(args) -> None:
 def write_collected(args, collected: dict, stage: str) -> None:
     """The files of a stage that gathers units (or of the comparison's studies), from the
     units done so far, in the data sets' order."""
-    import ablation
     in_order = lambda d: {n: d[n] for n in [*args.datasets, "all"] if n in d}
     if stage == "development":
         dev = rank_candidates(in_order(collected["development"]), args.dev_seeds, args.n_test)
         write(args.out, "development.json", dev)
     elif stage == "ablation":
         write(args.out, "ablation.json", {"seeds": list(args.dev_seeds_ablation), "n_test": args.n_test,
-                                          **ablation.summarise(in_order(collected["ablation"]))})
+                                          **ablation.variant_rows(in_order(collected["ablation"]))})
     elif stage == "gaps":
         write(args.out, "gaps.json", collected["gaps"]["all"])
     elif stage in ("diffusion", "fractions", "constrained"):

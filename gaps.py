@@ -31,14 +31,14 @@ import torch
 
 import evaluate
 from common import atomic_write, provenance, torch_threads
-from report import PAPER, METRICS, table
+from tables import METRICS, PAPER, table
 
 N_TEST = 200      # test negatives per seed, as evaluate.py
 
 
 # ----------------------------------------------------------------------------- shared parts
 
-class Setting:
+class Case:
     """One data set and seed of the benchmark: the Benchmark, its test negatives and its LOF,
     prepared once and shared by every study of a run."""
 
@@ -46,14 +46,14 @@ class Setting:
 
     def __init__(self, data: str, seed: int, cache_dir: str, n_test: int):
         key = (data, seed, cache_dir, n_test)
-        if key not in Setting._cache:
+        if key not in Case._cache:
             bench = evaluate.prepare(data, seed, cache_dir, verbose=False)
-            Setting._cache[key] = (bench, evaluate.pick_test_negatives(bench, n_test), evaluate.fit_lof(bench))
-        self.bench, self.X_neg, self.lof = Setting._cache[key]
+            Case._cache[key] = (bench, evaluate.pick_test_negatives(bench, n_test), evaluate.fit_metric_lof(bench))
+        self.bench, self.X_neg, self.lof = Case._cache[key]
         self.data, self.seed = data, seed
 
 
-def fit_variant(name: str, s: Setting, free_immutables: bool = False, train_on: str = "train", **params):
+def fit_variant(name: str, s: Case, free_immutables: bool = False, train_on: str = "train", **params):
     """`name` ('probe_paper', 'tap', ...) as evaluate.make_method builds it, its attributes
     overridden by params, fitted on the train split (or, train_on="test", on the test
     split: the runner's glue hands CARLA's generative models the test split) with the data
@@ -73,19 +73,19 @@ def fit_variant(name: str, s: Setting, free_immutables: bool = False, train_on: 
     return method
 
 
-def recourse(method, s: Setting) -> np.ndarray:
+def recourse(method, s: Case) -> np.ndarray:
     with torch_threads(1):
         return method.recourse(s.X_neg)
 
 
-def row(s: Setting, variant: str, X_plus, rows=None, **counts) -> dict:
+def row(s: Case, variant: str, X_plus, rows=None, **counts) -> dict:
     """Cost, Val, LOF, Score of X_plus (optionally only `rows`, a (M,) bool mask), the share
     h accepts, immutable violations, and the study's own counts."""
     X_plus = np.asarray(X_plus, dtype=np.float32)
     X, mask = s.X_neg, np.ones(len(s.X_neg), bool) if rows is None else np.asarray(rows)
     out = {"data": s.data, "seed": s.seed, "variant": variant, "n": int(mask.sum())}
     if mask.any():
-        sc = evaluate.score(X[mask], X_plus[mask], s.bench.oracle, s.lof, s.bench.ds.immutable)
+        sc = evaluate.metrics_of(X[mask], X_plus[mask], s.bench.oracle, s.lof, s.bench.ds.immutable)
         out.update({k: float(sc[k]) for k in METRICS}, immutable_violations=sc["immutable_violations"])
     else:
         out.update({k: None for k in METRICS}, immutable_violations=0)
@@ -93,13 +93,14 @@ def row(s: Setting, variant: str, X_plus, rows=None, **counts) -> dict:
     return {**out, **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in counts.items()}}
 
 
-def h_accepts(s: Setting, X_plus) -> np.ndarray:
+def h_accepts(s: Case, X_plus) -> np.ndarray:
     """(M,) bool: h(x+) > 0.5, the rows the fork does not turn into NaN."""
     return s.bench.h.predict_proba(np.asarray(X_plus, dtype=np.float32)) > 0.5
 
 
-def settings(datasets, seeds, cache_dir, n_test):
-    return [Setting(d, seed, cache_dir, n_test) for d in datasets for seed in seeds]
+def cases(datasets, seeds, cache_dir, n_test):
+    """Every (data set, seed) as a Case, data set by data set."""
+    return [Case(d, seed, cache_dir, n_test) for d in datasets for seed in seeds]
 
 
 def study(name: str, question: str, varied: str, counts: dict, rows: list, datasets, **extra) -> dict:
@@ -110,7 +111,7 @@ def study(name: str, question: str, varied: str, counts: dict, rows: list, datas
 
 # ----------------------------------------------------------------------------- PROBE
 
-def fork_round_seconds(s: Setting, n_steps: int = 40) -> float:
+def fork_round_seconds(s: Case, n_steps: int = 40) -> float:
     """Seconds one 200-step round of the fork's per-row PROBE loop takes on this machine
     (wachter_rip_recourse: one row, a two-column probability output, the closed-form
     invalidation rate with double backprop, BCE, L1 distance, an amsgrad step, then a
@@ -152,7 +153,7 @@ def probe_study(seeds=(0,), cache_dir="cache", n_test=N_TEST, datasets=("adult",
     """PROBE: the fork's BCE target (0.55, not 1), its unprojected return, its free immutables,
     and the round cap that stands for its 30 s timer."""
     rows, timer = [], {}
-    for s in settings(datasets, seeds, cache_dir, n_test):
+    for s in cases(datasets, seeds, cache_dir, n_test):
         def counted(variant, method, X_plus, rows_=None):
             r = method.rounds_.numpy()
             return row(s, variant, X_plus, rows_, failed=method.n_failed_, mean_rounds=float(r.mean()),
@@ -194,7 +195,7 @@ def tap_study(seeds=(0,), cache_dir="cache", n_test=N_TEST, datasets=("adult", "
                 ("p_t 0.9, last iterate (tap_paper)", "tap_paper", {}),
                 ("p_t 0.9, last iterate, lam 0 (the TAP notebook's balance)", "tap_paper",
                  {"lam": 0.0, "n_rounds": 1})]
-    for s in settings(datasets, seeds, cache_dir, n_test):
+    for s in cases(datasets, seeds, cache_dir, n_test):
         for label, name, params in variants:
             method = fit_variant(name, s, **params)
             X_plus = recourse(method, s)
@@ -212,7 +213,7 @@ def roar_study(seeds=(0,), cache_dir="cache", n_test=N_TEST, datasets=("adult", 
     """ROAR: the fork returns its search point unprojected, lets immutables move, and turns
     the rows h rejects into NaN; the step cap that stands for its unbounded loop."""
     rows = []
-    for s in settings(datasets, seeds, cache_dir, n_test):
+    for s in cases(datasets, seeds, cache_dir, n_test):
         held = fit_variant("roar_paper", s)
         X_plus = recourse(held, s)
         rows.append(row(s, "roar_paper", X_plus, failed=held.n_failed_))
@@ -234,7 +235,7 @@ def roar_study(seeds=(0,), cache_dir="cache", n_test=N_TEST, datasets=("adult", 
 def wachter_study(seeds=(0,), cache_dir="cache", n_test=N_TEST, datasets=("compas", "adult")) -> dict:
     """Wachter: the fork's clamp acts on a copy, and its categoricals never move."""
     rows = []
-    for s in settings(datasets, seeds, cache_dir, n_test):
+    for s in cases(datasets, seeds, cache_dir, n_test):
         ds = s.bench.ds
         for label, name, immutable in [("clamped, categoricals move (wachter)", "wachter", ds.immutable),
                                        ("clamped, categoricals held", "wachter", ds.immutable | ds.categorical),
@@ -270,7 +271,7 @@ def cchvae_study(seeds=(0,), cache_dir="cache", n_test=N_TEST, datasets=("compas
                 ("test split and immutables free (the fork)", "cchvae_paper",
                  {"train_on": "test", "free_immutables": True}),
                 ("cchvae (designed VAE, not collapsed)", "cchvae", {})]
-    for s in settings(datasets, seeds, cache_dir, n_test):
+    for s in cases(datasets, seeds, cache_dir, n_test):
         for label, name, kw in variants:
             method = fit_variant(name, s, max_iter=max_iter, **kw)
             X_plus = recourse(method, s)
@@ -295,7 +296,7 @@ def cruds_study(seeds=(0,), cache_dir="cache", n_test=N_TEST, datasets=("adult",
                 ("immutables free (the fork)", {"free_immutables": True}),
                 ("CSVAE on the test split (the runner's glue)", {"train_on": "test"}),
                 ("test split and immutables free", {"train_on": "test", "free_immutables": True})]
-    for s in settings(datasets, seeds, cache_dir, n_test):
+    for s in cases(datasets, seeds, cache_dir, n_test):
         for label, kw in variants:
             if kw.get("free_immutables") and not s.bench.ds.immutable.any():
                 continue                                          # heloc has no immutable feature

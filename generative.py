@@ -6,9 +6,9 @@
                                      z stays at x's code, gradient search moves w
 
 The file reads from the parts to the whole: the settings, the two generative models
-(VAE, CSVAE) and their training, the cache, then the three estimators. They share
-the interface of baselines.py (`fit(X, y, h, ...)`, `recourse(X)`, `n_failed_`) and
-reuse its search parts (`gradient_search`, `l1_shell_sample`, `FeatureRoles`).
+(VAE, CSVAE) and their training, the cache, then the three estimators. They keep
+common.RecourseMethod's contract, as baselines.py's do (`fit(X, y, h, ...)`, `recourse(X)`,
+`n_failed_`), and reuse its search parts (`gradient_search`, `l1_shell_sample`, `FeatureRoles`).
 
 Two modes, as every baseline (baselines.py):
   "designed"  as CARLA's official code designs it: the encoders see only the mutable
@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
 from baselines import accepts, bce_to_one, by_rule_set, check_mode, gradient_search, l1_shell_sample, search_roles
-from common import (as_mask, atomic_write, check_features, check_fitted, check_labels, project_categoricals,
-                    set_seed, torch_threads)
+from common import (RecourseMethod, as_mask, atomic_write, check_features, check_fitted, check_labels,
+                    project_categoricals, set_seed, torch_threads)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -335,7 +335,7 @@ def active_units(model, X, threshold: float = 0.01) -> int:
 
 # ----------------------------------------------------------------------------- the estimators
 
-class _LatentRecourse(BaseEstimator):
+class _LatentRecourse(BaseEstimator, RecourseMethod):
     """What the three share: fit() keeps h and the feature roles and trains (or loads) the
     generative model; recourse() checks X, runs the method's search, counts failures."""
 

@@ -7,28 +7,36 @@ model R_theta(x+ | x) from pairs of training rows, and then just samples it. Rea
 file top to bottom beside the paper:
 
     GenReConfig              the hyperparameters: the paper's method, at a laptop's sizes
-    training_sets            Sec. 4.1      the sources D_h^- and the targets D_h^+
+    training_sets,
+    check_training_sets      Algorithm 1, line 1: the sources D_h^- and the targets D_h^+
     pairing_distribution     Sec. 4.1, Eq. 6   Q(x+ | x), the synthetic supervision
-    Pairs                    Algorithm 1, line 5: a fresh partner x+ ~ Q(.|x) per source
+    Pairs                    Algorithm 1, line 6: a fresh partner x+ ~ Q(.|x) per source
+    make_pairs, split_pairs  Algorithm 1, line 3: Q for the training and validation sources
     make_bins, soft_labels,
     jensen_loss              Sec. 4.2, Eq. 7-8  the kernel-density output and its loss
     FeatureEmbedding ...
     RecourseTransformer      Sec. 4.2      the encoder-decoder R_theta
     train_step,
-    train_recourse_model     Algorithm 1
-    draw_bin, feature_value,
+    train_recourse_model     Algorithm 1, lines 4-9
+    sampling_noise, draw_bin,
+    feature_value,
     sample_recourse          Algorithm 2
-    best_by_h                Sec. 5.1      the best of n samples by h
+    by_h                     Sec. 5.1      the best of n samples by h
     GenRe                    the estimator: fit is Algorithm 1, recourse is Algorithm 2
 
-Shape letters: B batch, D features, E model width, H heads, K bins, L a prefix length
-(< D), N- sources, N+ targets, T partners kept per source (the top K of Q). Features
-are indexed from 0 here (the paper: 1..d).
+Shape letters: B batch, D features, E model width, H heads, V bins (the output's
+vocabulary, n_j in the paper), L a prefix length (< D), N- sources, N+ targets, T partners
+kept per source (Algorithm 1's top K of Q, cfg.top_k). Features are indexed from 0 here
+(the paper: 1..d).
 
-Speed and scale live in engine.py (cached decoding, pairing and subsampling for large
-tables, the training loop's bookkeeping, saving and loading); each piece is tested to
-give what the plain code here gives. Where this file departs from the paper, it says so
-once: the sizes in GenReConfig's comments, the rest here:
+GenRe.fit and GenRe.sample call the functions of this file in the paper's order. What
+only makes them fast or keeps their books lives in engine.py, named where it is used:
+the inputs' checks, engine.TrainingLog (the validation checks and the kept checkpoint),
+engine.cached_decoder (the same logits as full_decoder, keeping each layer's keys and
+values), the chunks of rows and saving; pairing.py holds the search that replaces Eq. 6's
+exact top K on large tables. Each is tested to give what the plain code here gives.
+Where this file departs from the paper, it says so once: the sizes in GenReConfig's
+comments, the rest here:
 
   - Sampling keeps immutable features exactly (the paper's pairs keep them, so its model
     usually copies them, but nothing enforces it) and rounds each categorical as it is
@@ -36,7 +44,10 @@ once: the sizes in GenReConfig's comments, the rest here:
   - Pre-norm transformer blocks (x + f(norm(x)), nanoGPT) where the paper's PyTorch
     nn.Transformer is post-norm; the decoder starts from a learned start token where the
     authors' code prepends a label token to both sequences.
-  - Each feature has its own output layer over its K bins (the authors' code: one shared).
+  - Each feature has its own output layer over its V bins (the authors' code: one shared).
+  - Algorithm 2 writes the noise as sigma_jk eps, each bin's own width; Sec. 5.1 and Table 11
+    give sigma as one number (0; 2e-7 .. 2e-2), as the authors' code uses it: here x+_j =
+    mu_jk + sigma eps, sigma in the scaled [0, 1] units of every feature.
 """
 
 import math
@@ -52,7 +63,9 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
 import engine
-from common import check_classifier, check_features, check_fitted, l1_cost, set_seed
+from common import RecourseMethod, check_classifier, check_features, check_fitted, l1_cost, set_seed
+from constraints import BinMask, as_constraints, lender_rules
+from pairing import prefiltered_pairing
 
 
 # -----------------------------------------------------------------------------
@@ -68,7 +81,7 @@ class GenReConfig:
     n_bins: int = 50            # Table 9
     # the transformer R_theta (Sec. 4.2, Table 9)
     d_model: int = 32           # Table 9
-    n_heads: int = 1            # laptop size (Table 9: 8); a CPU runs one small kernel per head
+    n_heads: int = 1            # laptop size (Sec. 5.1: 8); a CPU runs one small kernel per head
     d_ff: int = 32              # Table 9
     n_enc_layers: int = 2       # laptop size (Table 9: 16)
     n_dec_layers: int = 2       # laptop size (Table 9: 16)
@@ -76,14 +89,14 @@ class GenReConfig:
     # Algorithm 1 (App. C.2.4)
     lr: float = 1e-3            # laptop budget (C.2.4: 1e-4, which underfits in ~10000 / D steps)
     batch_size: int = 512       # laptop size (C.2.4: 2048; 16384 for adult)
-    epochs: int = 2000          # C.2.4
+    epochs: int = 2000          # authors' code (Algorithm 1's e; the paper gives no number)
     feature_steps: Optional[int] = 10000  # laptop budget: at most feature_steps / D steps (None: no cap),
                                 # a step costing ~D tokens; epochs decide only on small tables
     steps: Optional[int] = None # if set, exactly this many steps (short runs: examples, tests)
     val_frac: float = 0.1       # authors' code; sources held out to pick the best checkpoint
     # Algorithm 2 (Sec. 4.3, 5.1)
     tau: float = 10.0           # Sec. 5.1; multiplies the logits: tau > 1 samples sharper
-    sigma: float = 0.0          # Sec. 5.1; x+_j = mu_jk + sigma * eps
+    sigma: float = 0.0          # Sec. 5.1; x+_j = mu_jk + sigma * eps (one number: see the header)
     n_samples: int = 10         # Sec. 5.1; candidates per x, the best by h returned
     select: str = "h"           # "h": the best by h (Sec. 5.1); "plausible": plausible_then_h
 
@@ -112,8 +125,9 @@ class GenReConfig:
 
     @classmethod
     def paper_sizes(cls, **overrides):
-        """Table 9's transformer and App. C.2.4's optimiser and epochs (slow without a GPU);
-        pass batch_size=16384 for adult."""
+        """Table 9's transformer with Sec. 5.1's 8 heads, C.2.4's learning rate and batch size,
+        and the authors' code's 2000 epochs and dropout 0.1 (slow without a GPU); pass
+        batch_size=16384 for adult."""
         sizes = dict(n_heads=8, n_enc_layers=16, n_dec_layers=16, dropout=0.1, lr=1e-4, batch_size=2048,
                      epochs=2000, feature_steps=None)
         return cls(**{**sizes, **overrides})
@@ -139,6 +153,17 @@ def training_sets(y, p, gamma):
     """
     y, p = np.asarray(y).reshape(-1), np.asarray(p).reshape(-1)
     return (y == 0) & (p <= 0.5), (y == 1) & (p > gamma)
+
+
+def check_training_sets(X, neg, pos, gamma):
+    """D_h^- and D_h^+ as float tensors (N-, D), (N+, D) from the masks of training_sets; an
+    empty one is a one-line error, since the pairs need sources and targets both."""
+    if not neg.any():
+        raise ValueError("D_h^- is empty: no training row has y = 0 and h(x) <= 0.5; check the labels.")
+    if not pos.any():
+        raise ValueError(f"D_h^+ is empty: no training row has y = 1 and h(x) > gamma = {gamma}; "
+                         "try a lower gamma (>= 0.5).")
+    return torch.from_numpy(X[neg]), torch.from_numpy(X[pos])
 
 
 def pairing_distribution(X_src, X_dst, lam, immutable, top_k, chunk=1024, constraints=None):
@@ -189,11 +214,50 @@ class Pairs:
         return cls(x, x_plus, idx.int(), prob.float().cumsum(dim=1))
 
     def draw(self, generator):
-        """One partner x+ ~ Q(.|x) for every source (Algorithm 1, line 5) -> (N-, D), by the
+        """One partner x+ ~ Q(.|x) for every source (Algorithm 1, line 6) -> (N-, D), by the
         inverse CDF: O(N- log T) a draw, where torch.multinomial costs O(N- T)."""
         u = torch.rand(len(self.cdf), 1, generator=generator) * self.cdf[:, -1:]      # (N-, 1)
         choice = torch.searchsorted(self.cdf, u).clamp(max=self.cdf.shape[1] - 1)    # (N-, 1) in [0, T)
         return self.x_plus[self.idx.gather(1, choice).squeeze(1).long()]
+
+
+def make_pairs(X_src, X_dst, lam, immutable, top_k, pairing="auto", device="cpu", constraints=None):
+    """Q over the given sources and targets as Pairs, computed on `device`, kept on the CPU:
+    pairing_distribution, or on a large table (engine.pairing_method) pairing.py's
+    prefiltered search, which finds the same top K (tested). constraints (optional) rule out
+    the targets that break one for their source."""
+    exact = engine.pairing_method(pairing, len(X_src), len(X_dst)) == "exact"
+    find_pairs = pairing_distribution if exact else prefiltered_pairing
+    idx, prob, keep = find_pairs(X_src.to(device), X_dst.to(device), lam, immutable.to(device), top_k,
+                                 constraints=constraints)
+    return Pairs.from_q(X_src[keep.cpu()], X_dst, idx.cpu(), prob.cpu())
+
+
+def split_pairs(X_neg, X_pos, rules, cfg, settings, seed, device="cpu"):
+    """Algorithm 1, line 3: Q for the training sources, and for cfg.val_frac of the sources held
+    out to pick the best checkpoint (paired over all of D_h^+, the Q asked for at test time;
+    the authors' code holds out val_frac of the targets too). At most settings.max_sources
+    sources, a uniform subsample. rules: the fit's Constraints (C = inf where a target breaks
+    one; fixed features as immutables). Returns (train Pairs, validation Pairs or None)."""
+    rng = np.random.default_rng(seed)
+    order = torch.from_numpy(rng.permutation(len(X_neg)))[:settings.max_sources]
+    n_val = int(round(cfg.val_frac * len(order))) if len(order) >= 10 else 0
+    immutable = torch.as_tensor(rules.fixed)
+    rules = rules if rules.beyond_fixed() else None                         # the fixed ones: as immutables
+    train = make_pairs(X_neg[order[n_val:]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device, rules)
+    if len(train.x) == 0:
+        raise ValueError(f"No source in D_h^- has a target in D_h^+ {engine.kept_rules(rules)}.")
+    val = None
+    if n_val:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                                 # a small val set may miss a group
+            val = make_pairs(X_neg[order[:n_val]], X_pos, cfg.lam, immutable, cfg.top_k, settings.pairing, device,
+                             rules)
+        val = val if len(val.x) else None
+    if val is None:
+        warnings.warn("Too few sources for a validation split; keeping the checkpoint with the lowest "
+                      "training-batch loss.")
+    return train, val
 
 
 # -----------------------------------------------------------------------------
@@ -202,12 +266,12 @@ class Pairs:
 @dataclass
 class Bins:
     """The output density's fixed kernels (Sec. 4.2): "binning the j-th attribute in
-    D_h^+ into n_j partitions", K equal bins between feature j's min and max over D_h^+;
+    D_h^+ into n_j partitions", V = n_bins equal bins between feature j's min and max over D_h^+;
     bin k has centre mu_jk and width w_j."""
-    mu: torch.Tensor         # (D, K) bin centres
+    mu: torch.Tensor         # (D, V) bin centres
     w: torch.Tensor          # (D,) bin widths
     lo: torch.Tensor         # (D,) left edge of bin 0
-    hi: torch.Tensor         # (D,) right edge of bin K-1
+    hi: torch.Tensor         # (D,) right edge of bin V-1
 
     def to(self, device):
         return Bins(*(t.to(device) for t in (self.mu, self.w, self.lo, self.hi)))
@@ -217,7 +281,7 @@ def make_bins(X_pos, n_bins):
     """Bins over the targets X_pos (N+, D), n_bins per feature."""
     lo, hi = X_pos.min(0).values, X_pos.max(0).values                       # (D,)
     w = (hi - lo).clamp(min=1e-6) / n_bins                                   # a constant feature gets tiny bins
-    mu = lo[:, None] + (torch.arange(n_bins) + 0.5) * w[:, None]             # (D, K)
+    mu = lo[:, None] + (torch.arange(n_bins) + 0.5) * w[:, None]             # (D, V)
     return Bins(mu, w, lo, lo + n_bins * w)
 
 
@@ -229,9 +293,9 @@ def soft_labels(x, bins):
     (the authors' code: a Gaussian with std one bin width). Eq. 8 prints the normaliser
     with index l on x and mu both; normalising over the bins makes it a distribution.
     As a softmax of -u^2/2, a value far outside the bins still gets a valid label,
-    peaked at the nearest bin. x (B, D) -> (B, D, K).
+    peaked at the nearest bin. x (B, D) -> (B, D, V).
     """
-    u = (x[:, :, None] - bins.mu) / bins.w[:, None]                          # (B, D, K)
+    u = (x[:, :, None] - bins.mu) / bins.w[:, None]                          # (B, D, V)
     return torch.softmax(-0.5 * u ** 2, dim=-1)
 
 
@@ -240,7 +304,7 @@ def jensen_loss(logits, soft):
 
         L(x+ | x) = - sum_j sum_k s_jk log p_jk,    p_j = softmax_k(logits_j),
 
-    summed over features, averaged over the batch. logits, soft (B, D, K) -> scalar.
+    summed over features, averaged over the batch. logits, soft (B, D, V) -> scalar.
     """
     return -(soft * F.log_softmax(logits, dim=-1)).sum(dim=(1, 2)).mean()
 
@@ -334,7 +398,7 @@ class DecoderBlock(nn.Module):
 
 
 class BinHead(nn.Module):
-    """Feature j's output layer: the decoder state at position j -> logits over its K bins,
+    """Feature j's output layer: the decoder state at position j -> logits over its V bins,
     whose softmax is the kernel weights p_jk of Sec. 4.2."""
 
     def __init__(self, n_features, d_model, n_bins):
@@ -344,7 +408,7 @@ class BinHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_features, n_bins))
 
     def forward(self, y, first=0):
-        """y (B, L, E) at positions first .. first+L-1 -> logits (B, L, K)."""
+        """y (B, L, E) at positions first .. first+L-1 -> logits (B, L, V)."""
         f = slice(first, first + y.shape[1])
         return torch.einsum("ble,lek->blk", y, self.weight[f]) + self.bias[f]
 
@@ -375,16 +439,16 @@ class RecourseTransformer(nn.Module):
         return self.enc_norm(h)                                             # memory (B, D, E)
 
     def decode(self, memory, x_prev):
-        """x_prev (B, L) = x+_0 .. x+_{L-1}, L < D -> logits (B, L+1, K) for features 0..L."""
+        """x_prev (B, L) = x+_0 .. x+_{L-1}, L < D -> logits (B, L+1, V) for features 0..L."""
         B, L = x_prev.shape
         y = torch.cat([self.start.expand(B, 1, -1), self.dec_embed(x_prev)], dim=1)   # (B, L+1, E)
         y = y + self.dec_pos[:L + 1]
         for block in self.decoder:
             y = block(y, memory)
-        return self.head(self.dec_norm(y))                                  # (B, L+1, K)
+        return self.head(self.dec_norm(y))                                  # (B, L+1, V)
 
     def forward(self, x, x_plus):
-        """Teacher forcing, for training: x, x+ (B, D) -> logits (B, D, K)."""
+        """Teacher forcing, for training: x, x+ (B, D) -> logits (B, D, V)."""
         return self.decode(self.encode(x), x_plus[:, :-1])
 
 
@@ -405,9 +469,9 @@ def training_steps(n, D, cfg):
 
 
 def train_step(model, opt, x, x_plus, bins):
-    """Algorithm 1, lines 6-8: Eq. 8's loss on a minibatch of pairs x, x_plus (B, D), and
-    one Adam step. Returns the loss."""
-    logits = model(x, x_plus)                                               # (B, D, K)
+    """Algorithm 1, line 7: Eq. 8's loss on a minibatch of pairs x, x_plus (B, D), and one
+    Adam step. Returns the loss."""
+    logits = model(x, x_plus)                                               # (B, D, V)
     loss = jensen_loss(logits, soft_labels(x_plus, bins))
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -426,7 +490,7 @@ def train_recourse_model(model, train, bins, cfg, generator, log):
     step = 0
     while step < total:                                                     # one epoch
         order = torch.randperm(len(train.x), generator=generator)
-        partners = train.draw(generator)                                    # (N-, D), line 5
+        partners = train.draw(generator)                                    # (N-, D), line 6
         for i in order.split(batch):
             loss = train_step(model, opt, train.x[i].to(device), partners[i].to(device), bins)
             step += 1
@@ -437,14 +501,42 @@ def train_recourse_model(model, train, bins, cfg, generator, log):
     model.eval()
 
 
+@torch.no_grad()
+def validation_loss(model, x, x_plus, bins, batch=512):
+    """Eq. 8 averaged over held-out pairs x, x_plus (N, D), the check that picks the kept
+    checkpoint; in training-size batches (on a CPU larger ones are slower per pair: their
+    activations leave the cache)."""
+    model.eval()
+    device, total = bins.mu.device, 0.0
+    for s in range(0, len(x), batch):
+        xb, xpb = x[s:s + batch].to(device), x_plus[s:s + batch].to(device)
+        total += jensen_loss(model(xb, xpb), soft_labels(xpb, bins)).item() * len(xb)
+    model.train()
+    return total / len(x)
+
+
 # -----------------------------------------------------------------------------
 # Sampling (Sec. 4.3, Algorithm 2)
+
+def sampling_noise(B, D, seed):
+    """Every random number Algorithm 2 uses for B sequences (line 5): u (B, D) uniform in
+    (0, 1] for the bins and eps (B, D) standard normal for the noise.
+
+    Each comes from its own stream, filled row after row, so row b's numbers are the same
+    whatever B is. eps is the inverse normal CDF of uniforms (at the midpoints of float32's
+    grid of 2^-24, so never 0 or 1): torch.randn fills blocks of 16 and is not prefix-stable.
+    """
+    u = 1.0 - torch.rand(B, D, generator=torch.Generator().manual_seed(seed))
+    noise_seed = int(np.random.SeedSequence(seed).spawn(1)[0].generate_state(1)[0])
+    v = torch.rand(B, D, generator=torch.Generator().manual_seed(noise_seed)).double() + 2 ** -25
+    return u, torch.special.ndtri(v).float()
+
 
 def draw_bin(logits, u, tau):
     """Algorithm 2, lines 4-5, for feature j of a batch: p_j = softmax(tau * logits_j), k ~ p_j,
     by the inverse CDF of p_j at u, uniform in (0, 1] and drawn in advance.
-    logits (B, K), u (B,) -> k (B,)."""
-    cdf = torch.softmax(tau * logits, dim=-1).cumsum(dim=-1)               # (B, K)
+    logits (B, V), u (B,) -> k (B,)."""
+    cdf = torch.softmax(tau * logits, dim=-1).cumsum(dim=-1)               # (B, V)
     return (cdf < u[:, None] * cdf[:, -1:]).sum(dim=-1).clamp(max=logits.shape[1] - 1)
 
 
@@ -489,10 +581,10 @@ def feature_value(j, k, x, x_plus, eps, bins, kind, sigma):
 
 
 def full_decoder(model, memory, n):
-    """The decoder run over the whole prefix for each feature: next_logits(x_plus, j) -> (B, K),
+    """The decoder run over the whole prefix for each feature: next_logits(x_plus, j) -> (B, V),
     the logits of feature j given x+_{<j}. memory (m, D, E) of m rows, n sequences each."""
     memory = memory.repeat_interleave(n, dim=0)                             # (m, D, E) -> (B, D, E)
-    return lambda x_plus, j: model.decode(memory, x_plus[:, :j])[:, -1]     # (B, j+1, K) -> (B, K)
+    return lambda x_plus, j: model.decode(memory, x_plus[:, :j])[:, -1]     # (B, j+1, V) -> (B, V)
 
 
 @torch.no_grad()
@@ -505,12 +597,12 @@ def sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=full_d
     `mask` (constraints.BinMask, optional) keeps actionability constraints: the bins that
     would break one get probability zero before the draw."""
     model.eval()
-    memory = model.encode(x)                                                # (m, D) -> (m, D, E), once per row
+    memory = model.encode(x)                                                # line 1: (m, D) -> (m, D, E), once a row
     next_logits = decoder(model, memory, n)
     x = x.repeat_interleave(n, dim=0)                                       # (m, D) -> (B, D)
-    x_plus = torch.zeros_like(x)
-    for j in range(x.shape[1]):
-        logits = next_logits(x_plus, j)                                     # (B, K)
+    x_plus = torch.zeros_like(x)                                            # line 2
+    for j in range(x.shape[1]):                                             # line 3
+        logits = next_logits(x_plus, j)                                     # line 4: (B, V)
         if mask is not None:
             logits, allowed = mask.restrict(j, logits, x_plus, sigma * eps[:, j])
         k = draw_bin(logits, u[:, j], tau)                                  # (B,)
@@ -520,19 +612,19 @@ def sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=full_d
     return x_plus
 
 
-def by_h(p, genre, candidates):
+def by_h(p, estimator, candidates):
     """Sec. 5.1: each row's candidates ranked by h, the best first returned.
-    p (M, n) = h(x+) -> (M, n) scores, higher better."""
+    p (M, n) = h(x+) -> (M, n) ranks, higher better."""
     return p
 
 
-def plausible_then_h(p, genre, candidates):
+def plausible_then_h(p, estimator, candidates):
     """The project's rule (GenReConfig.plausible, not the paper's): ranked by h among the
     candidates a LocalOutlierFactor (5 neighbours) of the training rows with y = 1 calls
     inliers, before any outlier (+1 for an inlier). It uses only what the method saw when it
-    was fitted. p (M, n), candidates (M, n, D) -> (M, n) scores."""
+    was fitted. p (M, n), candidates (M, n, D) -> (M, n) ranks."""
     M, n, D = candidates.shape
-    inlier = genre.plausibility().predict(candidates.reshape(M * n, D)).reshape(M, n) == 1
+    inlier = estimator.plausibility().predict(candidates.reshape(M * n, D)).reshape(M, n) == 1
     return p + inlier
 
 
@@ -542,7 +634,20 @@ SELECTIONS = {"h": by_h, "plausible": plausible_then_h}     # GenReConfig.select
 # -----------------------------------------------------------------------------
 # The estimator
 
-class GenRe(BaseEstimator):
+def check_arguments(cfg, settings, random_state) -> None:
+    """GenRe's constructor arguments, checked where fit begins (__init__ only stores them): a
+    one-line ValueError for a cfg that is not a GenReConfig (a dict is not read as one), settings
+    that are not engine.Settings, or a random_state that is not a seed."""
+    if cfg is not None and not isinstance(cfg, GenReConfig):
+        raise ValueError(f"cfg must be a GenReConfig, got a {type(cfg).__name__} (GenReConfig(**d) builds one from a dict)")
+    if settings is not None and not isinstance(settings, engine.Settings):
+        raise ValueError(f"settings must be an engine.Settings, got a {type(settings).__name__}")
+    whole = isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)
+    if random_state is not None and not (whole and 0 <= random_state < 2 ** 32):
+        raise ValueError(f"random_state must be a whole number from 0 to 2**32 - 1 (a seed) or None, got {random_state!r}")
+
+
+class GenRe(BaseEstimator, RecourseMethod):
     """Generative recourse: fit R_theta(x+|x) on pairs from Q (Eq. 6), then sample it.
 
     GenRe(cfg=None, random_state=0, device="auto", verbose=True, settings=None)
@@ -550,18 +655,20 @@ class GenRe(BaseEstimator):
         engine.Settings (how it runs: threads, large tables, validation cadence).
     fit(X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> self
     sample(X, n=None, tau=None, sigma=None, constraints=None) -> (M, n, D) candidates
-    recourse(X, h=None, tau=None, sigma=None, select=None, constraints=None, k=None)
-        -> (M, D), or (M, k, D) options with k
+    recourse(X, h=None, tau=None, sigma=None, select=None, constraints=None, options=None)
+        -> (M, D), or (M, options, D) with options
     save(path, include_positives=True);  GenRe.load(path, h=None)
 
     h is the classifier, any fitted binary one: h.predict_proba(X) -> P(y = 1 | x), shape (N,),
-    or scikit-learn's (N, 2) with classes_ (common.column_of_1). It is kept (h_) for
+    or scikit-learn's (N, 2) with classes_ (common.check_classifier). It is kept (h_) for
     recourse() but not saved: pass it to load() or recourse(). get_params and set_params
     are scikit-learn's (BaseEstimator), so sklearn.base.clone copies an unfitted GenRe. constraints
     (constraints.Constraints) given to fit are a lender's rules: Q pairs only targets that
     keep them, and every sample keeps them; given to sample or recourse, a person's own
     limits for this call (one set, or a list of one per row), kept without retraining.
     """
+
+    n_failed_ = 0             # every row gets a sample: GenRe has no search that can fail
 
     def __init__(self, cfg=None, random_state=0, device="auto", verbose=True, settings=None):
         self.cfg = cfg
@@ -577,14 +684,15 @@ class GenRe(BaseEstimator):
         t0 = time.time()
         self._setup()
         X, y, immutable, self.categorical_, self.groups_ = engine.check_fit_inputs(X, y, immutable, categorical, groups)
-        self.constraints_ = engine.fit_constraints(immutable, constraints)
+        self.constraints_ = lender_rules(immutable, constraints)
         self.immutable_ = self.constraints_.fixed                          # the lender's fixed features too
-        neg, pos = training_sets(y, check_classifier(h, X), self.cfg_.gamma)   # Sec. 4.1
-        X_neg, X_pos = engine.check_training_sets(X, neg, pos, self.cfg_.gamma)
-        train, val = engine.split_pairs(X_neg, X_pos, self.constraints_, self.cfg_, self.settings_, self.seed_)  # line 3
-        self.bins_ = make_bins(X_pos, self.cfg_.n_bins).to(self.device_)   # Sec. 4.2
-        self.model_ = RecourseTransformer(X.shape[1], self.cfg_).to(self.device_)
-        log = engine.TrainingLog(self, train, val, X_neg, X_pos)
+        neg, pos = training_sets(y, check_classifier(h, X), self.cfg_.gamma)           # line 1
+        X_neg, X_pos = check_training_sets(X, neg, pos, self.cfg_.gamma)
+        self.model_ = RecourseTransformer(X.shape[1], self.cfg_).to(self.device_)      # line 2
+        train, val = split_pairs(X_neg, X_pos, self.constraints_, self.cfg_, self.settings_, self.seed_)  # line 3
+        self.bins_ = make_bins(X_pos, self.cfg_.n_bins).to(self.device_)              # Sec. 4.2
+        batch, total = training_steps(len(train.x), X.shape[1], self.cfg_)
+        log = engine.TrainingLog(self, train, val, X_neg, X_pos, batch, total, check=validation_loss)
         with engine.threads(self):
             train_recourse_model(self.model_, train, self.bins_, self.cfg_, self.generator_, log)  # lines 4-9
         self.history_, self.n_features_in_, self.h_ = log.history, X.shape[1], h
@@ -595,14 +703,14 @@ class GenRe(BaseEstimator):
     def _setup(self):
         """The fitted config (checked again: a config edited after it was made), settings,
         device, seed and the torch generator of the fit."""
-        engine.check_arguments(self.cfg, self.settings, self.random_state)
+        check_arguments(self.cfg, self.settings, self.random_state)
         self.cfg_ = replace(self.cfg) if self.cfg is not None else GenReConfig()
         self.settings_ = replace(self.settings) if self.settings is not None else engine.Settings()
         self.device_ = engine.resolve_device(self.device)
         self.seed_ = 0 if self.random_state is None else int(self.random_state)
         set_seed(self.seed_)
         self.generator_ = torch.Generator().manual_seed(self.seed_)
-        self.lof_ = None
+        self.plausibility_lof_ = None
 
     def sample(self, X, n=None, tau=None, sigma=None, constraints=None):
         """Algorithm 2, n times per row: X (M, D) -> (M, n, D) float32 candidates; n, tau and
@@ -613,27 +721,35 @@ class GenRe(BaseEstimator):
         X = check_features(X, self.n_features_in_)
         cfg = engine.with_overrides(self.cfg_, n_samples=n, tau=tau, sigma=sigma)
         kinds = feature_kinds(X.shape[1], self.immutable_, self.categorical_, self.groups_)
-        rules = self.constraints_ & engine.as_constraints(constraints, len(X), X.shape[1])
-        return engine.sample(self, X, int(cfg.n_samples), kinds, cfg.tau, cfg.sigma, rules)
+        kept = self.constraints_ & as_constraints(constraints, len(X), X.shape[1])   # the lender's and the person's
+        (M, D), n, device = X.shape, cfg.n_samples, self.device_
+        u, eps = sampling_noise(M * n, D, self.seed_)                           # (M n, D) each
+        bounds = engine.sampling_bounds(kept, X, n, self.immutable_, device)    # (M n, D) each, or None
+        x, out = torch.from_numpy(X), torch.empty(M * n, D)
+        for rows, seqs in engine.row_chunks(M, n, self.settings_.sample_chunk):
+            mask = None if bounds is None else BinMask(self.bins_, kinds, bounds[0][seqs], bounds[1][seqs])
+            out[seqs] = sample_recourse(self.model_, x[rows].to(device), n, u[seqs].to(device), eps[seqs].to(device),
+                                        self.bins_, kinds, cfg.tau, cfg.sigma, engine.cached_decoder, mask).cpu()
+        return out.view(M, n, D).numpy()
 
-    def recourse(self, X, h=None, tau=None, sigma=None, select=None, constraints=None, k=None):
+    def recourse(self, X, h=None, tau=None, sigma=None, select=None, constraints=None, options=None):
         """Algorithm 2 with Sec. 5.1's choice: cfg.n_samples candidates per row, the best by the
-        selection rule (cfg.select: by h) returned -> (M, D) float32. With k, k options per row
-        -> (M, k, D): the k best distinct ones among cfg.n_samples * k candidates (fewer distinct
-        candidates than k: the last one repeated)."""
+        selection rule (cfg.select: by h) returned -> (M, D) float32. With options, that many
+        per row -> (M, options, D): the best distinct ones among cfg.n_samples * options
+        candidates (fewer distinct candidates: the last one repeated)."""
         check_fitted(self, "model_")
         h = h if h is not None else self.h_
         if h is None:
             raise ValueError("recourse needs the classifier h: pass recourse(X, h=h) or GenRe.load(path, h=h).")
         select = engine.with_overrides(self.cfg_, select=select).select
-        n = None if k is None else self.cfg_.n_samples * engine.check_options(k)
+        n = None if options is None else self.cfg_.n_samples * engine.check_options(options)
         S = self.sample(X, n=n, tau=tau, sigma=sigma, constraints=constraints)   # (M, n, D)
         M, n, D = S.shape
         p = check_classifier(h, S.reshape(M * n, D)).reshape(M, n)           # h(x+) of each candidate
-        score = SELECTIONS[select](p, self, S)                               # (M, n)
-        if k is None:
-            return S[np.arange(M), score.argmax(axis=1)]                     # (M, D)
-        return engine.best_distinct(S, score, k)                             # (M, k, D)
+        rank = SELECTIONS[select](p, self, S)                                # (M, n), higher better
+        if options is None:
+            return S[np.arange(M), rank.argmax(axis=1)]                      # (M, D)
+        return engine.best_distinct(S, rank, options)                        # (M, options, D)
 
     def plausibility(self):
         """The LocalOutlierFactor(n_neighbors=5, novelty=True) of the training rows with y = 1
@@ -641,9 +757,9 @@ class GenRe(BaseEstimator):
         is fitted the same way on the rows the hidden oracle accepts, which a method cannot
         see; the labels are its visible stand-in."""
         check_fitted(self, "model_")
-        if self.lof_ is None:
-            self.lof_ = engine.fit_plausibility(self.positives_)
-        return self.lof_
+        if self.plausibility_lof_ is None:
+            self.plausibility_lof_ = engine.fit_plausibility(self.positives_)
+        return self.plausibility_lof_
 
     def save(self, path, include_positives=True):
         """One file, written whole: config, weights, bins, masks and constraints, and the
@@ -653,4 +769,16 @@ class GenRe(BaseEstimator):
     @classmethod
     def load(cls, path, h=None, device="auto", verbose=True):
         """A fitted GenRe from save(); h (not saved) is needed only for recourse()."""
-        return engine.load(cls, path, h, device, verbose)
+        state = engine.read_saved(path)
+        cfg = GenReConfig(**state["config"])
+        genre = cls(cfg, random_state=state["random_state"], device=device, verbose=verbose,
+                    settings=engine.Settings(**state["settings"]))
+        genre._setup()
+        model = engine.load_weights(RecourseTransformer(state["n_features"], cfg), state["state_dict"], path)
+        genre.model_ = model.to(genre.device_).eval()
+        genre.bins_ = Bins(**state["bins"]).to(genre.device_)
+        genre.immutable_, genre.categorical_ = state["immutable"].numpy(), state["categorical"].numpy()
+        genre.groups_, genre.constraints_ = state["groups"], state["constraints"]
+        genre.positives_ = None if state["positives"] is None else state["positives"].numpy()
+        genre.n_features_in_, genre.h_, genre.fit_seconds_ = state["n_features"], h, state["fit_seconds"]
+        return genre

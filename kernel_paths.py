@@ -32,6 +32,14 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+import torch
+
+import evaluate
+from common import atomic_write, provenance, torch_threads, write_section
+from datasets import load
+from tables import METRICS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Each path: the environment variables that force it (read when torch and numpy load).
@@ -49,13 +57,11 @@ PATHS = {
 }
 VARIABLES = sorted({k for env in PATHS.values() for k in env})
 METHODS = ("genre", "nnr_dhplus")
-METRICS = ("cost", "validity", "lof", "score")
 STAGES = ("oracle", "labels", "h", "genre_weights", "recourse", "lof_verdicts")
 
 
 def digest(*arrays) -> str:
     """A short hash of arrays' bytes: equal hashes, equal arrays bit for bit."""
-    import numpy as np
     h = hashlib.sha1()
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
@@ -71,24 +77,19 @@ def weights(genre) -> str:
 def run_path(dataset: str, seed: int, work: str, base: str | None) -> dict:
     """The seed under the kernel path this process was started with. `work` is this path's
     folder; `base`, when given, the machine path's folder, whose inputs each stage reruns from."""
-    import numpy as np
-    import torch
-    import evaluate as ev
-    from common import torch_threads
-
     cache = os.path.join(work, "cache")
-    result = ev.evaluate(dataset, list(METHODS), [seed], 200, cache, verbose=False)
+    result = evaluate.run_benchmark(dataset, list(METHODS), [seed], 200, cache, verbose=False)
     metrics = {m: {k: result["methods"][m][k] for k in METRICS} for m in METHODS}
-    bench = ev.prepare(dataset, seed, cache, verbose=False)       # loaded from the cache just written
+    bench = evaluate.prepare(dataset, seed, cache, verbose=False)       # loaded from the cache just written
     with torch_threads(1):
-        genre = ev.fit_genre(bench, verbose=False)
-        X_neg = ev.pick_test_negatives(bench, 200)
+        genre = evaluate.fit_genre(bench, verbose=False)
+        X_neg = evaluate.pick_test_negatives(bench, 200)
         X_plus = genre.recourse(X_neg)
-        lof = ev.fit_lof(bench)
+        lof = evaluate.fit_metric_lof(bench)
     np.save(os.path.join(work, "X_neg.npy"), X_neg)
     np.save(os.path.join(work, "X_plus.npy"), X_plus)
     ds = bench.ds
-    stages = {"oracle": digest(ev.oracle_proba(bench.oracle, ds.X_all)),
+    stages = {"oracle": digest(evaluate.oracle_proba(bench.oracle, ds.X_all)),
               "labels": digest(ds.y_train, ds.y_test),
               "h": digest(bench.h.predict_proba(ds.X_all)),
               "genre_weights": weights(genre), "recourse": digest(X_plus),
@@ -102,23 +103,20 @@ def rerun_alone(dataset: str, seed: int, base: str) -> dict:
     """Each stage rerun on the machine path's inputs, under this process's path: the oracle
     from the data, h from the machine path's drawn labels, GenRe's training from its h, its
     sampling from its trained model, the LOF from its oracle on its recourses."""
-    import numpy as np
-    import evaluate as ev
-    from common import torch_threads
     scratch = tempfile.mkdtemp(dir=base)                           # the base cache, read only
     try:
         for name in os.listdir(os.path.join(base, "cache")):
             shutil.copy(os.path.join(base, "cache", name), scratch)
-        bench = ev.prepare(dataset, seed, scratch, verbose=False)  # the machine path's oracle and h
+        bench = evaluate.prepare(dataset, seed, scratch, verbose=False)  # the machine path's oracle and h
         X_neg, X_plus = (np.load(os.path.join(base, f"{n}.npy")) for n in ("X_neg", "X_plus"))
         ds = bench.ds
         with torch_threads(1):
-            oracle = ev.fit_oracle(ev.load(dataset), seed)
-            h = ev.load_h(ev.fit_h(ds, seed, verbose=False), ds.n_features)
-            trained = ev.fit_genre(dataclasses.replace(bench, cache_dir=None), verbose=False)
-            sampled = ev.fit_genre(bench, verbose=False).recourse(X_neg)   # the cached (machine) model
-            lof = ev.fit_lof(bench)
-        return {"oracle": digest(ev.oracle_proba(oracle, ds.X_all)), "h": digest(h.predict_proba(ds.X_all)),
+            oracle = evaluate.fit_oracle(load(dataset), seed)
+            h = evaluate.load_h(evaluate.fit_h(ds, seed, verbose=False), ds.n_features)
+            trained = evaluate.fit_genre(dataclasses.replace(bench, cache_dir=None), verbose=False)
+            sampled = evaluate.fit_genre(bench, verbose=False).recourse(X_neg)   # the cached (machine) model
+            lof = evaluate.fit_metric_lof(bench)
+        return {"oracle": digest(evaluate.oracle_proba(oracle, ds.X_all)), "h": digest(h.predict_proba(ds.X_all)),
                 "genre_weights": weights(trained), "recourse": digest(sampled),
                 "lof_verdicts": digest(lof.predict(X_plus))}
     finally:
@@ -261,7 +259,6 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(run_path(args.datasets[0], args.seed, args.work, args.base)))
         return 0
-    from common import atomic_write, provenance, write_section
     root = tempfile.mkdtemp(prefix="kernel_paths-")
     try:
         runs = study(args.datasets, args.seed, args.jobs, root)

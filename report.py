@@ -1,11 +1,12 @@
 """Every table and sentence the project publishes, rendered from result files alone.
 
 experiments.py, evaluate.py and toy2d.py run things and write JSON; this module
-turns those files into markdown: the comparison tables, results/README.md, and
-the blocks of the top-level README between <!-- NAME:start --> and
-<!-- NAME:end --> markers. A sentence that says which method wins is computed
-here from the JSON (means, sample standard deviations, wins per seed), so it
-cannot go stale.
+turns those files into markdown: results/README.md, and the blocks of the
+top-level README between <!-- NAME:start --> and <!-- NAME:end --> markers. The
+comparison table and the paper's numbers come from tables.py, the gaps studies'
+section from gaps.py. A sentence that says which method wins is computed here
+from the JSON (means, sample standard deviations, wins per seed), so it cannot
+go stale.
 """
 from __future__ import annotations
 
@@ -13,73 +14,11 @@ import json
 import os
 
 from common import atomic_write
+from gaps import gaps_section
+from genre import GenReConfig
+from tables import METRICS, PAPER, PAPER_CLASSIFIERS, PAPER_TABLE4, comparison_table, paper_key, paper_label, table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-# The paper's Table 2 (Cost, Val, LOF, Score), keyed by our method names.
-PAPER = {
-    "wachter": {"adult": (0.31, 0.51, 0.76, 1.24), "compas": (0.20, 0.59, 0.23, 0.79), "heloc": (0.79, 0.35, 0.97, 1.28)},
-    "gs": {"adult": (1.82, 0.40, 0.49, 0.75), "compas": (1.20, 0.66, 0.48, 0.97), "heloc": (0.58, 0.32, 0.94, 1.23)},
-    "dice": {"adult": (0.22, 0.62, 0.73, 1.33), "compas": (0.19, 0.57, 0.44, 0.99), "heloc": (0.49, 0.34, 0.97, 1.29)},
-    "roar": {"adult": (10.17, 0.96, 0.01, 0.19), "compas": (4.01, 0.87, 0.01, 0.30), "heloc": (9.64, 0.47, 0.17, 0.19)},
-    "probe": {"adult": (33.91, 1.00, 0.00, -1.61), "compas": (5.77, 0.82, 0.00, -0.00), "heloc": (5.37, 0.69, 0.07, 0.49)},
-    "tap": {"adult": (1.10, 0.99, 0.67, 1.57), "compas": (1.46, 0.88, 0.70, 1.37), "heloc": (0.71, 0.36, 0.53, 0.86)},
-    "cchvae": {"adult": (2.11, 0.00, 1.00, 0.84), "compas": (3.03, 1.00, 0.07, 0.64), "heloc": (3.58, 0.04, 0.14, 0.02)},
-    "cruds": {"adult": (3.17, 1.00, 0.96, 1.72), "compas": (1.10, 0.98, 1.00, 1.83), "heloc": (4.30, 1.00, 0.57, 1.37)},
-    "genre": {"adult": (0.69, 1.00, 0.98, 1.93), "compas": (0.51, 0.99, 0.97, 1.89), "heloc": (2.01, 1.00, 1.00, 1.90)},
-}
-# Test accuracy of the oracle (Table 6) and of h (Table 7), in percent.
-PAPER_CLASSIFIERS = {"adult": (94.36, 77.33), "compas": (85.74, 69.60), "heloc": (100.00, 74.23)}
-METRICS = ("cost", "validity", "lof", "score")
-COLUMNS = ("| method | Cost | Val | LOF | Score | features changed | immutable violations | constraint violations "
-           "| failed | seconds |")
-
-
-# ----------------------------------------------------------------------------- small pieces
-
-def mean_std(r: dict, key: str) -> str:
-    """'0.68 ± 0.02' (mean ± sample std over seeds), or the mean alone for one seed."""
-    std = r.get(key + "_std")
-    return f"{r[key]:.2f}" + ("" if std is None else f" ± {std:.2f}")
-
-
-def paper_key(method: str) -> str | None:
-    """The paper's Table 2 row for one of our methods: dice and dice_paper -> dice; genre -> genre."""
-    base = method[:-len("_paper")] if method.endswith("_paper") else method
-    return base if base in PAPER else None
-
-
-def paper_label(key: str) -> str:
-    return f"*{key}, the paper's Table 2*"
-
-
-def table(header: str, rows: list[list[str]]) -> list[str]:
-    """A markdown table: a header line and rows of cells."""
-    return [header, "|" + "---|" * (header.count("|") - 1), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
-def method_rows(res: dict, with_paper: bool) -> list[list[str]]:
-    """One row per method (mean ± sample std), the paper's Table 2 row after a method's last mode."""
-    rows, names = [], list(res["methods"])
-    for i, m in enumerate(names):
-        r = res["methods"][m]
-        broken = r.get("constraint_violations")
-        rows.append([m, *(mean_std(r, k) for k in METRICS), f"{r['features_changed']:.1f}", str(r["immutable_violations"]),
-                     "–" if broken is None else str(broken), str(r["failed"]), f"{r['seconds']:.1f}"])
-        key = paper_key(m)
-        last_of_key = i + 1 == len(names) or paper_key(names[i + 1]) != key
-        if with_paper and key and res["dataset"] in PAPER[key] and last_of_key:
-            rows.append([paper_label(key), *(f"{v:.2f}" for v in PAPER[key][res["dataset"]]), "", "", "", "", ""])
-    return rows
-
-
-def comparison_table(res: dict, with_paper: bool = False) -> str:
-    """One data set's comparison: Cost, Val, LOF, Score as mean ± sample std over seeds.
-    "failed" counts recourses a method itself reports as not found, summed over seeds."""
-    head = (f"{res['dataset']} (d = {res['n_features']}, seeds {res['seeds']}, {res['n_test']} test negatives, "
-            f"h test accuracy {res['h_test_accuracy']:.4f}; ± is the sample std over seeds; features changed: "
-            "mean per recourse; constraint violations: rows breaking a rule, – where none was given)")
-    return "\n".join([head, "", *table(COLUMNS, method_rows(res, with_paper))])
 
 
 # ----------------------------------------------------------------------------- claims
@@ -185,10 +124,14 @@ def load_json(path: str):
 
 # ----------------------------------------------------------------------------- results/README.md
 
+def candidate_name(sampling: dict) -> str:
+    """A development candidate's name (experiments.SAMPLINGS): {"tau": 5.0, "select": "plausible"}
+    -> "tau 5, plausible"."""
+    return f"tau {sampling['tau']:g}, " + ("best by h" if sampling["select"] == "h" else "plausible")
+
+
 def preset_candidate() -> str:
     """The development candidate GenReConfig.plausible() is (read when the page is written)."""
-    from experiments import candidate_name
-    from genre import GenReConfig
     preset = GenReConfig.plausible()
     return candidate_name(dict(tau=preset.tau, select=preset.select))
 
@@ -377,19 +320,18 @@ def choice_section(results: dict) -> list[str]:
         out += [f"| {name} | {r['sampler']} | {r['choice']} | {r['cost']:.2f} | {r['validity']:.2f} | "
                 f"{r['lof']:.2f} | {r['score']:.2f} | {r['near_gamma']:.2f} | {r['near_gamma_valid']:.2f} |"
                 for r in res["choice"]]
-        from diffusion import PAPER_TABLE4
         out.append(f"| {name} | TabSyn+Q (paper) | | " + " | ".join(f"{v:.2f}" for v in PAPER_TABLE4["diffusion_q"][name])
                    + " | | |")
     return out + [""]
 
 
 def options_section(results: dict) -> list[str]:
-    """How far apart GenRe's three options per person are (GenRe.recourse(X, k=3))."""
+    """How far apart GenRe's three options per person are (GenRe.recourse(X, options=3))."""
     rows = [(n, m, r["diversity"]) for n, res in results.items() for m, r in res["methods"].items() if "diversity" in r]
     if not rows:
         return []
     out = ["## Several options per person", "",
-           "GenRe's rows also gave each test negative 3 options (`recourse(X, k=3)`: the 3 best distinct "
+           "GenRe's rows also gave each test negative 3 options (`recourse(X, options=3)`: the 3 best distinct "
            "candidates by the row's selection rule among 30 samples). The mean L1 cost between two options "
            "of the same person, over pairs, people and seeds (0 where the sampler gave one candidate "
            "only):", "", "| data set | row | mean cost between options |", "|---|---|---|"]
@@ -398,7 +340,6 @@ def options_section(results: dict) -> list[str]:
 
 def diffusion_section(diffusion: dict) -> list[str]:
     """Table 4: GenRe against a tabular diffusion model with Q and with SVDD guidance."""
-    from diffusion import PAPER_TABLE4
     labels = {"diffusion_q": "TabSyn+Q", "diffusion_svdd5": "TabSyn+SVDD (lambda 5)",
               "diffusion_svdd10": "TabSyn+SVDD (lambda 10)", "genre": "GenRe"}
     paper = {m: (labels[m], numbers) for m, numbers in PAPER_TABLE4.items()}
@@ -544,12 +485,11 @@ def results_readme(folder: str) -> str:
         if exists(f):
             out += section(load_json(path(f)))
     if exists("gaps.json"):
-        import gaps
         data = load_json(path("gaps.json"))
         out += ["## Why the paper-mode rows differ: one study per method", "",
                 f"`python experiments.py --only gaps` (gaps.py; `python gaps.py` writes the same to runs/gaps/), "
                 f"seeds {data['seeds']}, {data['n_test']} test negatives: each study reruns one baseline with one "
-                "thing changed at a time.", ""] + gaps.gaps_section(data)
+                "thing changed at a time.", ""] + gaps_section(data)
     if exists("NOTES.md"):
         with open(path("NOTES.md")) as f:
             out += [f.read()]

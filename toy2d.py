@@ -56,8 +56,7 @@ from datasets import TOYS
 from generative import CRUDS
 from engine import Settings
 from genre import BinHead, EncoderBlock, FeatureEmbedding, GenRe, GenReConfig, jensen_loss, soft_labels
-
-SCORE_KEYS = ("cost", "validity", "lof", "score")                          # per method in the JSON
+from tables import METRICS
 SCRATCH = os.path.join(tempfile.gettempdir(), "toy2d")                     # where non-default runs write
 HERE = os.path.dirname(os.path.abspath(__file__))                          # the published folders are the project's
 
@@ -119,7 +118,7 @@ def recourse_by_method(bench, X_neg, lof, cfg, args):
         t = time.time()
         methods[label] = evaluate.fit_one(make(child_seed(bench.seed, label) % 2**31), bench)
         recourse[label] = methods[label].recourse(X_neg)                    # (M, D)
-        scores[label] = evaluate.score(X_neg, recourse[label], bench.oracle, lof, bench.ds.immutable)
+        scores[label] = evaluate.metrics_of(X_neg, recourse[label], bench.oracle, lof, bench.ds.immutable)
         seconds[label] = time.time() - t
     return methods, recourse, scores, seconds
 
@@ -262,7 +261,7 @@ def densities(genre, uncond, pair, n_grid):
                   "unconditional": on_grid(uncond)}
 
 
-def report(name, bench, n_neg, n_pos, scores, seconds):
+def print_scores(name, bench, n_neg, n_pos, scores, seconds):
     """Print one toy's metrics, one line per method (the numbers results/toy2d.json holds)."""
     print(f"\n{name}: h test accuracy {bench.h_test_accuracy:.2f}; {n_neg} test negatives, |D_h^+| = {n_pos}")
     print(f"  {'method':12s} Validity   LOF   Cost  Score")
@@ -277,7 +276,7 @@ def run_toy(name, args, cfg):
     bench = evaluate.prepare(name, args.seed, cache_dir=args.cache, verbose=False)
     ds = bench.ds
     X_neg = evaluate.pick_test_negatives(bench, len(ds.X_test))             # every test row with h(x) <= 0.5
-    lof = evaluate.fit_lof(bench)                                           # the metric's; no method sees it
+    lof = evaluate.fit_metric_lof(bench)                                    # the metric's; no method sees it
     seconds["oracle + h"] = time.time() - t
 
     methods, recourse, scores, method_seconds = recourse_by_method(bench, X_neg, lof, cfg, args)
@@ -293,7 +292,7 @@ def run_toy(name, args, cfg):
     axis, density = densities(genre, uncond, pair, args.grid)
     seconds["densities"] = time.time() - t
 
-    report(name, bench, len(X_neg), len(X_pos), scores, seconds)
+    print_scores(name, bench, len(X_neg), len(X_pos), scores, seconds)
     rng = np.random.default_rng(child_seed(args.seed, "shown"))
     shown = np.sort(rng.choice(len(X_neg), min(args.n_show, len(X_neg)), replace=False))  # Figure 2's negatives
     return dict(name=name, bench=bench, X_neg=X_neg, shown=shown, recourse=recourse, samples=samples,
@@ -306,7 +305,7 @@ def results_json(runs, command, seed, seconds):
     method's Cost, Validity, LOF and Score (= Validity + LOF - Cost / d), in column order."""
     toys = {r["name"]: {"n_test_negatives": len(r["X_neg"]),
                         "h_test_accuracy": r["bench"].h_test_accuracy,
-                        "methods": {m: {k: r["scores"][m][k] for k in SCORE_KEYS} for m in METHOD_NAMES}}
+                        "methods": {m: {k: r["scores"][m][k] for k in METRICS} for m in METHOD_NAMES}}
             for r in runs}
     return {"command": command, "seed": seed, "seconds": round(seconds, 1), "toys": toys}
 
@@ -349,7 +348,7 @@ def style(ax, lim=(-0.05, 1.05)):
 
 def figure_recourse(runs, n_shown_samples):
     """Figure 2: rows data sets, one column per method (COLUMNS); titles carry Validity, LOF, Cost."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt       # here, not at the top: only the figures need matplotlib (slow to load)
     n_cols = len(METHOD_NAMES)
     fig, axes = plt.subplots(len(runs), n_cols, figsize=(3.3 * n_cols + 0.4, 3.5 * len(runs) + 0.9),
                              squeeze=False, layout="constrained")
@@ -384,7 +383,7 @@ def draw_density(ax, axis, density, X_pos, x, title):
 
 def figure_density(runs):
     """Figure 5: per data set and each of two negatives x, R_theta(x+|x) beside P(x|y+)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt       # here, not at the top: only the figures need matplotlib (slow to load)
     fig, axes = plt.subplots(len(runs), 4, figsize=(13, 3.4 * len(runs) + 0.6), squeeze=False,
                              layout="constrained")
     for row, r in zip(axes, runs):
@@ -401,7 +400,7 @@ def figure_density(runs):
 
 def save(fig, path):
     """Write a figure whole (common.atomic_write) and free it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt       # here, not at the top: only the figures need matplotlib (slow to load)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 

@@ -16,7 +16,7 @@ import common
 import datasets
 import evaluate
 import experiments
-import report
+import tables
 import toy2d
 from common import atomic_write
 from datasets import from_csv, from_table
@@ -53,7 +53,7 @@ def income_csv(path, income=lambda i, x: x):
 
 @pytest.mark.parametrize("flag", ["--out", "--cache"])
 def test_evaluate_refuses_a_file_as_a_folder_before_any_work(flag, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(evaluate, "evaluate", never)
+    monkeypatch.setattr(evaluate, "run_benchmark", never)
     (tmp_path / "taken").write_text("a file")
     folders = {"--out": str(tmp_path / "out"), "--cache": str(tmp_path / "cache"), flag: str(tmp_path / "taken")}
     argv = ["--dataset", "compas", "--methods", "nnr", "--quiet"] + [a for kv in folders.items() for a in kv]
@@ -67,7 +67,7 @@ def deny_writing(*args, **kwargs):
 
 def test_a_read_only_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     """A read-only folder (simulated: root may write into any folder, so os.access says yes)."""
-    monkeypatch.setattr(evaluate, "evaluate", never)
+    monkeypatch.setattr(evaluate, "run_benchmark", never)
     monkeypatch.setattr(common.tempfile, "mkstemp", deny_writing)
     assert evaluate.main(["--dataset", "compas", "--out", str(tmp_path), "--quiet"]) == 2
     assert f"--out {tmp_path}: cannot write there (Permission denied)" in one_line_error(capsys)
@@ -173,12 +173,12 @@ def test_a_damaged_cached_genre_is_named_and_retrained(tmp_path, moons_cache, ca
 # ----------------------------------------------------------------------------- 6. test negatives scored
 
 def test_the_number_of_test_negatives_scored_is_reported(moons_cache):
-    results = evaluate.evaluate("moons", ["nnr"], [0], n_test=100_000, cache_dir=moons_cache, verbose=False)
+    results = evaluate.run_benchmark("moons", ["nnr"], [0], n_test=100_000, cache_dir=moons_cache, verbose=False)
     bench_ = evaluate.prepare("moons", 0, cache_dir=moons_cache, verbose=False)
     n_neg = int((bench_.h.predict_proba(bench_.ds.X_test) <= 0.5).sum())
     assert results["n_test"] == n_neg < 100_000
     assert results["n_test_per_seed"] == [n_neg] and results["n_test_requested"] == 100_000
-    assert f"{n_neg} test negatives" in report.comparison_table(results).splitlines()[0]
+    assert f"{n_neg} test negatives" in tables.comparison_table(results).splitlines()[0]
 
 
 # ----------------------------------------------------------------------------- 7, 9. flags and tables
@@ -311,7 +311,7 @@ def exit_code(main, argv) -> int:
 
 
 def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(evaluate, "evaluate", interrupt)
+    monkeypatch.setattr(evaluate, "run_benchmark", interrupt)
     assert exit_code(evaluate.main, ["--dataset", "compas", "--out", str(tmp_path), "--cache", str(tmp_path)]) == 130
     monkeypatch.setattr(experiments, "run", interrupt)
     assert exit_code(experiments.main, ["--datasets", "compas", "--out", str(tmp_path), "--cache", str(tmp_path),

@@ -160,7 +160,7 @@ def test_options_are_the_k_best_distinct_candidates_by_the_selection_rule():
     X = ds.X_test[h.predict_proba(ds.X_test) <= 0.5][:8]
     model = GenRe(TINY, random_state=0, verbose=False).fit(ds.X_train, ds.y_train, h, categorical=ds.categorical,
                                                            groups=ds.groups)
-    O = model.recourse(X, k=3, tau=1.0)                                     # (8, 3, D)
+    O = model.recourse(X, options=3, tau=1.0)                               # (8, 3, D)
     S = model.sample(X, n=30, tau=1.0)                                      # the same 30 candidates
     p = h.predict_proba(S.reshape(-1, S.shape[2])).reshape(8, 30)
     for i in range(8):
@@ -170,8 +170,8 @@ def test_options_are_the_k_best_distinct_candidates_by_the_selection_rule():
                 distinct.append(S[i, c])
         expected = (distinct + [distinct[-1]] * 3)[:3]
         assert np.array_equal(O[i], np.stack(expected))
-    with pytest.raises(ValueError, match="k \\(options per row\\) must be a whole number of at least 1"):
-        model.recourse(X, k=0)
+    with pytest.raises(ValueError, match="options \\(per row\\) must be a whole number of at least 1"):
+        model.recourse(X, options=0)
 
 
 def test_constraints_in_original_units_name_the_problem():

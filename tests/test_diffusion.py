@@ -327,3 +327,14 @@ def test_init_stores_arguments_only_and_registry_names_the_four_methods():
     assert not [k for k in vars(m) if k.endswith("_")]
     assert DIFFUSION_METHODS["diffusion_svdd5_kept"]().keep_immutables
     assert set(DIFFUSION_METHODS) == {"diffusion_q", "diffusion_svdd5", "diffusion_svdd10", "diffusion_svdd5_kept"}
+
+
+def test_constraints_are_refused_in_one_line_before_any_work():
+    """common.RecourseMethod's constraints argument: Table 4's methods keep none, so they refuse
+    them (at fit, and at recourse before they ask whether they are fitted)."""
+    for cls in (DiffusionQ, DiffusionSVDD):
+        with pytest.raises(ValueError, match=f"{cls.__name__} keeps no constraints") as err:
+            cls(cfg=TINY).fit(X_TRAIN, Y_TRAIN, Logistic(), constraints=object())
+        assert "\n" not in str(err.value)
+        with pytest.raises(ValueError, match="keeps no constraints"):
+            cls().recourse(X_TRAIN[:2], constraints=object())

@@ -31,7 +31,7 @@ def test_prefiltered_pairs_equal_the_exact_ones_on_small_data():
     imm = torch.tensor([True, False, False])
     q = {}
     for pairing in ("exact", "prefilter"):
-        pairs = engine.make_pairs(Xs, Xd, 5.0, imm, 10, pairing)
+        pairs = genre.make_pairs(Xs, Xd, 5.0, imm, 10, pairing)
         prob = torch.diff(pairs.cdf, dim=1, prepend=torch.zeros(len(pairs.cdf), 1))
         q[pairing] = dense(pairs.idx, prob, 40)
         assert pairs.idx.dtype == torch.int32 and pairs.cdf.dtype == torch.float32
@@ -39,16 +39,15 @@ def test_prefiltered_pairs_equal_the_exact_ones_on_small_data():
 
 
 def test_auto_pairing_is_exact_up_to_exact_costs_and_prefiltered_beyond(monkeypatch):
-    import pairing
     calls = []
     spy = lambda *a, **k: calls.append(len(a[0]) * len(a[1])) or pairing_distribution(*a[:5])
-    monkeypatch.setattr(pairing, "prefiltered_pairing", spy)
+    monkeypatch.setattr(genre, "prefiltered_pairing", spy)
     Xs, Xd, imm = torch.rand(30, 3), torch.rand(40, 3), torch.zeros(3, dtype=torch.bool)
     monkeypatch.setattr(engine, "EXACT_COSTS", 30 * 40)
-    engine.make_pairs(Xs, Xd, 5.0, imm, 10, "auto")
+    genre.make_pairs(Xs, Xd, 5.0, imm, 10, "auto")
     assert calls == []                                                    # 1,200 costs: exact
     monkeypatch.setattr(engine, "EXACT_COSTS", 30 * 40 - 1)
-    engine.make_pairs(Xs, Xd, 5.0, imm, 10, "auto")
+    genre.make_pairs(Xs, Xd, 5.0, imm, 10, "auto")
     assert calls == [30 * 40]                                             # one more than allowed: prefilter
 
 
@@ -57,7 +56,7 @@ def test_max_sources_pairs_a_uniform_subsample_and_changes_nothing_when_not_reac
     a cap at or above |D_h^-| gives the same pairs as no cap (the same random draws)."""
     X_neg, X_pos = torch.rand(200, 3), torch.rand(50, 3)
     free = Constraints.free(3)
-    pairs = lambda cap: engine.split_pairs(X_neg, X_pos, free, tiny_config(), Settings(max_sources=cap), seed=0)
+    pairs = lambda cap: genre.split_pairs(X_neg, X_pos, free, tiny_config(), Settings(max_sources=cap), seed=0)
     capped = pairs(30)
     sources = torch.cat([capped[0].x, capped[1].x])                       # (30, D)
     assert len(sources) == 30 and len(torch.unique(sources, dim=0)) == 30
@@ -68,7 +67,7 @@ def test_max_sources_pairs_a_uniform_subsample_and_changes_nothing_when_not_reac
 
 def test_validation_sources_are_held_out_of_training():
     X_neg, X_pos = torch.rand(100, 3), torch.rand(50, 3)
-    train, val = engine.split_pairs(X_neg, X_pos, Constraints.free(3), tiny_config(), Settings(), seed=1)
+    train, val = genre.split_pairs(X_neg, X_pos, Constraints.free(3), tiny_config(), Settings(), seed=1)
     assert len(train.x) == 90 and len(val.x) == 10                        # val_frac 0.1
     rows = lambda t: {tuple(r.tolist()) for r in t}
     assert not rows(train.x) & rows(val.x) and rows(train.x) | rows(val.x) == rows(X_neg)
@@ -94,7 +93,7 @@ def test_validation_loss_is_the_mean_of_eq_8_over_pairs_whatever_the_batch():
         per_pair = [genre.jensen_loss(model(x[i:i + 1], x_plus[i:i + 1]), genre.soft_labels(x_plus[i:i + 1], bins)).item()
                     for i in range(N)]
     for batch in (1, 5, 16, N, 4096):                       # uneven last batches included
-        assert engine.validation_loss(model, x, x_plus, bins, batch=batch) == pytest.approx(np.mean(per_pair), rel=1e-5)
+        assert genre.validation_loss(model, x, x_plus, bins, batch=batch) == pytest.approx(np.mean(per_pair), rel=1e-5)
 
 
 def test_without_a_validation_split_the_best_training_loss_is_kept():
@@ -148,13 +147,13 @@ def test_cached_decoder_gives_the_full_decoders_logits(n_heads):
             torch.testing.assert_close(fast(x_plus, j), plain(x_plus, j), atol=1e-5, rtol=1e-5)
 
 
-def test_engine_sampling_gives_exactly_the_plain_algorithm_2(fitted):
-    """engine.sample (chunks of rows, cached decoding) against one call of genre.sample_recourse
-    with the full decoder on the same random numbers."""
+def test_chunked_cached_sampling_gives_exactly_the_plain_algorithm_2(fitted):
+    """GenRe.sample (chunks of rows, cached decoding, engine.row_chunks) against one call of
+    genre.sample_recourse with the full decoder on the same random numbers."""
     model, X, y, h, X_neg = fitted
     kinds = feature_kinds(4, model.immutable_, model.categorical_)
     for tau, sigma in [(10.0, 0.0), (1.0, 0.01)]:
-        u, eps = engine.sampling_noise(len(X_neg) * 5, 4, model.seed_)
+        u, eps = genre.sampling_noise(len(X_neg) * 5, 4, model.seed_)
         plain = sample_recourse(model.model_, torch.from_numpy(X_neg), 5, u, eps, model.bins_, kinds, tau, sigma)
         small_chunks = Settings(sample_chunk=7)                   # rows of 5 sequences: one row a chunk
         for settings in (model.settings_, small_chunks):
@@ -164,11 +163,11 @@ def test_engine_sampling_gives_exactly_the_plain_algorithm_2(fitted):
 
 
 def test_sampling_noise_of_a_row_does_not_depend_on_how_many_rows_are_drawn():
-    u5, e5 = engine.sampling_noise(5, 3, seed=7)
-    u9, e9 = engine.sampling_noise(9, 3, seed=7)
+    u5, e5 = genre.sampling_noise(5, 3, seed=7)
+    u9, e9 = genre.sampling_noise(9, 3, seed=7)
     assert torch.equal(u5, u9[:5]) and torch.equal(e5, e9[:5])
     assert (u9 > 0).all() and (u9 <= 1).all() and torch.isfinite(e9).all()
-    assert abs(float(engine.sampling_noise(20000, 1, 0)[1].std()) - 1) < 0.02
+    assert abs(float(genre.sampling_noise(20000, 1, 0)[1].std()) - 1) < 0.02
 
 
 # -- saving and loading ------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""The protocol of evaluate.py: metrics by hand, LOF fit set, caching, determinism, CLI errors."""
+"""The protocol of evaluate.py: metrics by hand, LOF fit set, caching, determinism, the methods'
+registry and the cache key's code, CLI errors."""
 import dataclasses
+import importlib
 import json
 import os
+import types
 
 import numpy as np
 import torch
@@ -9,9 +12,11 @@ import pytest
 
 import evaluate
 from datasets import load_toy
-from evaluate import (Benchmark, fit_lof, genre_configs_from_args, main, parse_args, pick_test_negatives,
-                      prepare, score, train_classifier)
+from common import RecourseMethod
+from evaluate import (Benchmark, fit_metric_lof, genre_configs_from_args, main, metrics_of, parse_args,
+                      pick_test_negatives, prepare, train_classifier)
 from genre import GenReConfig
+from tables import METRICS
 
 
 class StubOracle:
@@ -29,11 +34,11 @@ class StubLOF:
         return np.where(np.asarray(X)[:, 1] < 0.5, 1, -1)
 
 
-def test_score_by_hand():
+def test_metrics_by_hand():
     X = np.array([[0.2, 0.1, 0.0], [0.4, 0.3, 1.0]])
     Xp = np.array([[0.7, 0.1, 0.0], [0.4, 0.9, 0.0]])
     imm = np.array([False, False, True])
-    r = score(X, Xp, StubOracle(), StubLOF(), imm)
+    r = metrics_of(X, Xp, StubOracle(), StubLOF(), imm)
     # costs: 0.5 and 0.6 + 1.0 -> mean 1.05; valid: [yes, no]; inlier: [yes, no]
     assert r["cost"] == pytest.approx(1.05)
     assert r["validity"] == 0.5 and r["lof"] == 0.5
@@ -44,7 +49,7 @@ def test_score_by_hand():
 def test_lof_is_fitted_on_the_oracles_positives_of_train_and_test():
     ds = load_toy("moons")
     bench = Benchmark(ds, StubOracle(), None, 0, {}, 0.0)
-    lof = fit_lof(bench)
+    lof = fit_metric_lof(bench)
     expected = ds.X_all[ds.X_all[:, 0] > 0.5]
     assert lof.n_samples_fit_ == len(expected) and lof.n_neighbors_ == 5 and lof.novelty
     np.testing.assert_array_equal(lof._fit_X, expected)
@@ -89,13 +94,13 @@ def test_fast_classifier_loop_is_plain_minibatch_adam():
 
 def test_pipeline_is_deterministic_and_cached(tmp_path, capsys):
     kw = dict(methods=["nnr_dhplus", "wachter"], seeds=[0], n_test=30, cache_dir=str(tmp_path), verbose=False)
-    first = evaluate.evaluate("moons", **kw)
+    first = evaluate.run_benchmark("moons", **kw)
     (cache,) = tmp_path.glob("moons_*_seed0.pkl")
     mtime = cache.stat().st_mtime_ns
-    second = evaluate.evaluate("moons", **kw)          # loads oracle and h from the cache
+    second = evaluate.run_benchmark("moons", **kw)          # loads oracle and h from the cache
     assert cache.stat().st_mtime_ns == mtime
     for m in kw["methods"]:
-        for key in ("cost", "validity", "lof", "score"):
+        for key in METRICS:
             assert first["methods"][m][key] == second["methods"][m][key]
         assert first["methods"][m]["immutable_violations"] == 0
     # A refit from an empty cache gives the same JSON: tests/test_reproducible.py (twice, cold).
@@ -213,16 +218,16 @@ class Spy:
         Spy.seen += [("fit", X, y, h, immutable, categorical, groups)]
         return self
 
-    def recourse(self, X, k=None):
+    def recourse(self, X, options=None):
         Spy.seen += [("recourse", X)]
-        return X.copy() if k is None else np.repeat(X[:, None], k, axis=1)   # GenRe's rows ask for k options
+        return X.copy() if options is None else np.repeat(X[:, None], options, axis=1)   # GenRe's rows ask for options
 
 
 def test_no_method_sees_the_oracle_the_test_labels_or_the_metrics_lof(moons_cache, monkeypatch):
     bench = prepare("moons", 0, cache_dir=moons_cache, verbose=False)
     monkeypatch.setattr(evaluate, "make_method", lambda *a, **k: Spy())
     Spy.seen = []
-    scores, fitted, X_neg, lof = evaluate.evaluate_seed(dataclasses.replace(bench, cache_dir=None),
+    scores, fitted, X_neg, lof = evaluate.run_seed(dataclasses.replace(bench, cache_dir=None),
                                                         ["nnr", "wachter", "genre"], 20, verbose=False)
     assert len(Spy.seen) == 7                                     # three fits, three recourse calls, GenRe's options
     forbidden = [bench.oracle, lof, bench.ds.y_test]
@@ -286,11 +291,12 @@ def test_the_preset_row_samples_the_papers_trained_model_its_own_way(moons_cache
     """One training serves both rows: genre_plausible = genre's model sampled at tau 5, best plausible."""
     bench = dataclasses.replace(prepare("moons", 0, cache_dir=moons_cache, verbose=False), cache_dir=None)
     configs = evaluate.genre_configs(dict(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=10))
-    scores, fitted, X_neg, lof = evaluate.evaluate_seed(bench, ["genre", "genre_plausible"], 20, configs, verbose=False)
+    scores, fitted, X_neg, lof = evaluate.run_seed(bench, ["genre", "genre_plausible"], 20, configs, verbose=False)
     assert fitted["genre_plausible"].model_ is fitted["genre"].model_
     expected = fitted["genre"].recourse(X_neg, tau=5.0, select="plausible")
     assert np.array_equal(fitted["genre_plausible"].recourse(X_neg), expected)
-    assert scores["genre_plausible"]["score"] == score(X_neg, expected, bench.oracle, lof, bench.ds.immutable)["score"]
+    expected_metrics = metrics_of(X_neg, expected, bench.oracle, lof, bench.ds.immutable)
+    assert scores["genre_plausible"]["score"] == expected_metrics["score"]
     assert not np.array_equal(fitted["genre"].recourse(X_neg), expected)
 
 
@@ -308,13 +314,81 @@ def test_cached_genre_is_the_fitted_one_with_the_sampling_asked_for(tmp_path, mo
     assert len(list(tmp_path.glob("genre_moons_*.pt"))) == 2       # a training field changed: refitted
 
 
-def test_code_fingerprint_ignores_comments_and_docstrings(tmp_path):
-    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
-    a.write_text('def f(x):\n    """Doc."""\n    return x + 1  # one\n')
-    b.write_text('def f(x):\n    """Other doc."""\n    # a comment\n    return x + 1\n')
-    c.write_text('def f(x):\n    """Doc."""\n    return x + 2\n')
-    import importlib.util
-    module = lambda path: importlib.util.module_from_spec(importlib.util.spec_from_file_location(path.stem, path))
-    a, b, c = module(a), module(b), module(c)
-    assert evaluate.code_fingerprint(a) == evaluate.code_fingerprint(b)
-    assert evaluate.code_fingerprint(a) != evaluate.code_fingerprint(c)
+def test_code_fingerprint_ignores_comments_and_docstrings(monkeypatch):
+    """Only what the code does changes the hash: a comment or a docstring does not."""
+    plain = 'def f(x):\n    """Doc."""\n    return x + 1  # one\n'
+    texts = {"pairing": plain}
+    monkeypatch.setattr(evaluate, "module_source", lambda name: texts.get(name, ""))
+    first = evaluate.code_fingerprint("pairing")
+    texts["pairing"] = 'def f(x):\n    """Other doc."""\n    # a comment\n    return x + 1\n'
+    assert evaluate.code_fingerprint("pairing") == first
+    texts["pairing"] = 'def f(x):\n    """Doc."""\n    return x + 2\n'
+    assert evaluate.code_fingerprint("pairing") != first
+
+
+def test_code_fingerprint_reads_the_import_closure_that_python_binds(monkeypatch):
+    """The modules code_fingerprint reads are those a module reaches through the names Python
+    binds when it imports it (a project module, or a function, class or table of one), followed
+    transitively: computed here from the loaded modules, not from the source."""
+    here = os.path.dirname(evaluate.__file__)
+    project = {f[:-3] for f in os.listdir(here) if f.endswith(".py")}
+    owner = lambda v: v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+
+    def bound(name):                                    # the project modules whose objects `name` holds
+        held = set()
+        for v in vars(importlib.import_module(name)).values():
+            inside = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else []
+            held |= {owner(x) for x in [v, *inside] if owner(x) in project}
+        return held - {name}
+
+    def reached(name, seen):
+        seen.add(name)
+        for other in bound(name) - seen:
+            reached(other, seen)
+        return seen
+
+    real, read = evaluate.module_source, []
+    monkeypatch.setattr(evaluate, "module_source", lambda name: read.append(name) or real(name))
+    for module in ("genre", "ablation", "evaluate"):
+        read.clear()
+        evaluate.code_fingerprint(module)
+        assert sorted(read) == sorted(reached(module, set())), module
+    assert {"genre", "common", "pairing", "constraints", "engine"} <= reached("genre", set())
+
+
+def test_a_change_to_code_genre_runs_retrains_it_and_one_outside_does_not(tmp_path, moons_cache, monkeypatch):
+    """GenRe's cache key is the code of its import closure: a new line of code in common.py (Eq. 6's
+    cost, common.l1_cost, lives there) is a cache miss and a retrain; a new line in report.py,
+    outside the closure, or a comment in common.py, finds the model trained before."""
+    bench = dataclasses.replace(prepare("moons", 0, cache_dir=moons_cache, verbose=False), cache_dir=str(tmp_path))
+    tiny = GenReConfig(d_model=16, n_enc_layers=1, n_dec_layers=1, steps=4)
+    trained = lambda: sorted(p.name for p in tmp_path.glob("genre_moons_*.pt"))
+    evaluate.fit_genre(bench, tiny, verbose=False)
+    (first,) = trained()
+    real = evaluate.module_source
+    for changed, text in (("report", "CHANGED = True\n"), ("common", "# a comment\n")):
+        monkeypatch.setattr(evaluate, "module_source", lambda name: real(name) + (text if name == changed else ""))
+        evaluate.fit_genre(bench, tiny, verbose=False)
+        assert trained() == [first]                                  # the same key: loaded, not retrained
+    monkeypatch.setattr(evaluate, "module_source",
+                        lambda name: real(name) + ("CHANGED = True\n" if name == "common" else ""))
+    evaluate.fit_genre(bench, tiny, verbose=False)
+    assert len(trained()) == 2                                       # a new key: trained again
+
+
+def test_the_registry_makes_every_row_as_its_groups_say():
+    """Every row name has a factory, the rows' groups cover the registry exactly, each made method
+    keeps common.RecourseMethod's contract, and a row of Table 2 in paper mode differs from its
+    designed row only in mode (same class, same random stream)."""
+    groups = [*evaluate.GENRE_ROWS, *evaluate.POST_STEPS, *evaluate.PAPER_ROWS, *evaluate.PAPER_ROWS.values(),
+              *evaluate.NNR_ROWS, *evaluate.DIFFUSION]
+    assert sorted(groups) == sorted(evaluate.METHODS) and len(groups) == len(set(groups))
+    for name in evaluate.METHODS:
+        method = evaluate.make_method(name, 3, verbose=False)
+        assert RecourseMethod in type(method).__mro__, name
+    for designed, paper in evaluate.PAPER_ROWS.items():
+        a, b = evaluate.make_method(designed, 3, verbose=False), evaluate.make_method(paper, 3, verbose=False)
+        assert type(a) is type(b) and (a.mode, b.mode) == ("designed", "paper")
+        assert {**a.get_params(), "mode": None} == {**b.get_params(), "mode": None}
+    with pytest.raises(ValueError, match="unknown method 'genre_paper'; available: genre, genre_plausible"):
+        evaluate.make_method("genre_paper", 0)

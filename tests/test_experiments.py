@@ -7,7 +7,7 @@ import pytest
 
 from common import child_seed
 from datasets import load_toy
-from evaluate import Benchmark, dh_plus, pick_test_negatives, score, train_classifier, ClassifierConfig
+from evaluate import Benchmark, ClassifierConfig, dh_plus, metrics_of, pick_test_negatives, train_classifier
 import experiments
 from experiments import H_BANDS, choice_study, dh_plus_validity, draw_from_q
 from genre import GenRe, GenReConfig
@@ -59,7 +59,7 @@ def test_choice_study_agrees_with_genre_and_the_oracle_choice_is_a_bound():
     # the paper's choice over the model's samples is exactly what GenRe.recourse returns, and so
     # is the plausible one with select="plausible"
     for choice, select in (("best of 10 by h", "h"), ("best of 10 by h among plausible", "plausible")):
-        direct = score(X_neg, genre.recourse(X_neg, select=select), bench.oracle, lof, ds.immutable)
+        direct = metrics_of(X_neg, genre.recourse(X_neg, select=select), bench.oracle, lof, ds.immutable)
         assert rows[("GenRe", choice)]["score"] == pytest.approx(direct["score"])
     # the oracle's choice, by brute force: each row's best candidate by Val + LOF - Cost/d
     X_pos = ds.X_train[dh_plus(ds, h, genre.cfg_.gamma)]

@@ -8,11 +8,12 @@ import pytest
 
 import evaluate
 import gaps
+from baselines import Wachter
 
 
 @pytest.fixture(scope="module")
 def moons(moons_cache):
-    return gaps.Setting("moons", 0, moons_cache, 20)
+    return gaps.Case("moons", 0, moons_cache, 20)
 
 
 def test_row_scores_only_the_rows_asked_for(moons):
@@ -30,12 +31,12 @@ def test_row_scores_only_the_rows_asked_for(moons):
 
 def test_fit_variant_overrides_settings_frees_immutables_and_picks_the_split(moons, monkeypatch):
     seen = {}
-    real_fit = evaluate.baseline_class("wachter").fit
+    real_fit = Wachter.fit
 
     def spy(self, X, y, h, immutable=None, **kw):
         seen.update(rows=len(X), immutable=immutable)
         return real_fit(self, X, y, h, immutable=immutable, **kw)
-    monkeypatch.setattr(evaluate.baseline_class("wachter"), "fit", spy)
+    monkeypatch.setattr(Wachter, "fit", spy)
     method = gaps.fit_variant("wachter_paper", moons, free_immutables=True, train_on="test", n_iter=7)
     assert method.n_iter == 7 and method.mode == "paper"
     assert seen == {"rows": len(moons.bench.ds.X_test), "immutable": None}

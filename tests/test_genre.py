@@ -379,7 +379,7 @@ def test_plausible_selection_is_h_best_among_lof_inliers(fitted):
         def predict(self, Z):                                    # the rule falls back to h's
             return -np.ones(len(Z), dtype=int)
     blind = copy.copy(model)
-    blind.lof_ = NoInliers()
+    blind.plausibility_lof_ = NoInliers()
     assert np.array_equal(blind.recourse(X_neg, select="plausible"), model.recourse(X_neg, select="h"))
 
 
@@ -410,10 +410,9 @@ def test_budget_is_epochs_capped_at_feature_steps_over_d():
 def test_the_kept_parameters_are_those_of_the_lowest_validation_loss(monkeypatch):
     """Algorithm 1 keeps the best checkpoint: with the validation loss replaced by a script
     whose minimum is at the second check, the fitted weights are those of that step."""
-    import engine
     X, y, h, *_ = toy_data()
     script, states = iter([5.0, 1.0, 3.0, 2.0]), []
-    monkeypatch.setattr(engine, "validation_loss", lambda model, *a: states.append(
+    monkeypatch.setattr(genre, "validation_loss", lambda model, *a: states.append(
         {k: v.clone() for k, v in model.state_dict().items()}) or next(script))
     model = tiny(tiny_config(steps=8), eval_every=2).fit(X, y, h)
     assert [r["val_loss"] for r in model.history_] == [5.0, 1.0, 3.0, 2.0]

@@ -19,7 +19,7 @@ import pytest
 
 from common import torch_threads
 from datasets import from_table
-from evaluate import METHODS as ALL_METHODS, NNR_POOLS, ClassifierConfig, genre_configs, make_method, train_classifier
+from evaluate import METHODS as ALL_METHODS, NNR_ROWS, ClassifierConfig, genre_configs, make_method, train_classifier
 
 METHODS = [m for m in ALL_METHODS if m not in ("diffusion_svdd5", "diffusion_svdd10")]
 
@@ -132,7 +132,7 @@ def check_successes(method, name, out, X, h):
     acceptance, so it fails at least every row h rejects; the rows h accepts are each a real
     change of x (h rejected x itself), and there is at least one."""
     accepted = h.predict_proba(out) > 0.5                                           # (M,)
-    if name not in NNR_POOLS:                   # NNR's n_failed_ counts rows with no pool row to copy
+    if name not in NNR_ROWS:                    # NNR's n_failed_ counts rows with no pool row to copy
         n_failed = getattr(method, "n_failed_", None)                              # GenRe reports none
         assert n_failed is None or n_failed >= int((~accepted).sum()), "n_failed_ misses rows h rejects"
     assert accepted.any(), "no row got a recourse h accepts"

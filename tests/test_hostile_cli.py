@@ -17,22 +17,12 @@ import experiments
 import toy2d
 from datasets import from_csv
 from genre import GenReConfig
-
-
-def one_line_error(capsys) -> str:
-    """What a command printed on stderr, checked to be one `error: ...` line."""
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    return err
-
-
-def never(*args, **kwargs):
-    raise AssertionError("the long work started before the bad input was refused")
+from test_bad_input import never, one_line_error
 
 
 def refused(argv, tmp_path, capsys, monkeypatch) -> str:
     """evaluate.py's one-line error for argv on compas, checked to come before any work."""
-    monkeypatch.setattr(evaluate, "evaluate", never)
+    monkeypatch.setattr(evaluate, "run_benchmark", never)
     rc = evaluate.main(["--dataset", "compas", "--quiet", "--out", str(tmp_path), "--cache", str(tmp_path)] + argv)
     assert rc == 2
     return one_line_error(capsys)
@@ -115,7 +105,7 @@ def test_a_comma_inside_a_value_is_written_with_a_backslash():
 
 @pytest.fixture
 def moons_results(moons_cache):
-    return evaluate.evaluate("moons", ["nnr"], [0], n_test=20, cache_dir=moons_cache, verbose=False)
+    return evaluate.run_benchmark("moons", ["nnr"], [0], n_test=20, cache_dir=moons_cache, verbose=False)
 
 
 @needs_dev_full
@@ -123,7 +113,7 @@ def test_a_full_disk_prints_the_table_then_one_line(moons_results, tmp_path, cap
     def run_then_fill(*args, **kwargs):
         fill_the_disk(monkeypatch)
         return moons_results
-    monkeypatch.setattr(evaluate, "evaluate", run_then_fill)
+    monkeypatch.setattr(evaluate, "run_benchmark", run_then_fill)
     rc = evaluate.main(["--dataset", "compas", "--methods", "nnr", "--quiet", "--out", str(tmp_path),
                         "--cache", str(tmp_path)])
     captured = capsys.readouterr()

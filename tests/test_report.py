@@ -1,4 +1,5 @@
-"""report.py: generated claims agree with the numbers, and the README's tables with the results files."""
+"""report.py and tables.py: generated claims agree with the numbers, the comparison table sets the paper's
+row after a method's last mode, and the README's tables agree with the results files."""
 import os
 import re
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 import report
+import tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,17 +37,17 @@ def test_claim_names_the_highest_mean_and_counts_wins_by_seed():
 
 
 def test_mean_std_shows_no_spread_for_one_seed():
-    assert report.mean_std({"score": 1.234, "score_std": None}, "score") == "1.23"
-    assert report.mean_std({"score": 1.234, "score_std": 0.05}, "score") == "1.23 ± 0.05"
+    assert tables.mean_std({"score": 1.234, "score_std": None}, "score") == "1.23"
+    assert tables.mean_std({"score": 1.234, "score_std": 0.05}, "score") == "1.23 ± 0.05"
 
 
 def test_paper_rows_follow_the_last_mode_of_a_method():
     res = fake_results({"genre": [1, 1, 1], "genre_plausible": [1, 1, 1], "dice": [1, 1, 1], "dice_paper": [1, 1, 1],
                         "nnr": [1, 1, 1]})
-    rows = report.method_rows(res, with_paper=True)
+    rows = tables.method_rows(res, with_paper=True)
     names = [row[0] for row in rows]
-    assert names == ["genre", report.paper_label("genre"), "genre_plausible", "dice", "dice_paper",
-                     report.paper_label("dice"), "nnr"]                 # the paper's GenRe row is the genre row's
+    assert names == ["genre", tables.paper_label("genre"), "genre_plausible", "dice", "dice_paper",
+                     tables.paper_label("dice"), "nnr"]                 # the paper's GenRe row is the genre row's
     assert rows[0][5:8] == ["3.0", "0", "–"] and all(len(r) == len(rows[0]) for r in rows)
 
 

@@ -69,8 +69,8 @@ def test_a_published_per_seed_number_repeats_within_the_kernel_paths_spread(tmp_
     published = json.loads(open(os.path.join(PUBLISHED, "compas.json")).read())
     tolerance = json.loads(open(os.path.join(PUBLISHED, "kernel_paths.json")).read())["spread"]
     seed = published["seeds"].index(0)
-    ran = evaluate.evaluate("compas", ["genre", "nnr_dhplus"], [0], published["n_test_requested"],
-                            str(tmp_path), verbose=False)
+    ran = evaluate.run_benchmark("compas", ["genre", "nnr_dhplus"], [0], published["n_test_requested"],
+                                 str(tmp_path), verbose=False)
     for method in ("genre", "nnr_dhplus"):
         for key in ("cost", "validity", "lof", "score"):
             got, want = ran["methods"][method][key], published["methods"][method][key + "_per_seed"][seed]
