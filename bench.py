@@ -53,7 +53,6 @@ from evaluate import DEFAULT_METHODS, fit_genre, fit_one, make_method, pick_test
 from genre import (GenRe, GenReConfig, RecourseTransformer, make_pairs, pairing_distribution, training_sets,
                    training_steps)
 from pairing import compare_with_exact, prefiltered_pairing
-from report import replace_block
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -821,10 +820,6 @@ def run_command(argv=None) -> int:
         def report_scaling(runs):
             write_section(out_path, "scaling", scaling_section(runs, command))
             write_section(out_path, "past-one-machine", beyond_section(runs))
-            if args.out == "BENCHMARKS.md":                      # the README's copy of the same section
-                replace_block(os.path.join(HERE, "README.md"), "scale",
-                                     beyond_section(runs).replace("## Past one machine", "", 1)
-                                     .replace("table above", "BENCHMARKS.md's scaling table").strip())
             plot_scaling(runs, os.path.join(HERE, args.figure))
             print(json.dumps(runs), flush=True)                  # every run so far, to redo the report
         scaling(set(args.scaling_n), args.threads, report_scaling)

@@ -16,11 +16,14 @@ file top to bottom beside the paper:
     jensen_loss              Sec. 4.2, Eq. 7-8  the kernel-density output and its loss
     FeatureEmbedding ...
     RecourseTransformer      Sec. 4.2      the encoder-decoder R_theta
+    training_steps,
     train_step,
-    train_recourse_model     Algorithm 1, lines 4-9
+    train_recourse_model,
+    validation_loss          Algorithm 1, lines 4-9, and the held-out check of the kept model
     sampling_noise, draw_bin,
+    feature_kinds,
     feature_value,
-    sample_recourse          Algorithm 2
+    sample_recourse          Algorithm 2; full_decoder is its decoder in plain form
     by_h                     Sec. 5.1      the best of n samples by h
     GenRe                    the estimator: fit is Algorithm 1, recourse is Algorithm 2
 
@@ -40,14 +43,24 @@ comments, the rest here:
 
   - Sampling keeps immutable features exactly (the paper's pairs keep them, so its model
     usually copies them, but nothing enforces it) and rounds each categorical as it is
-    drawn, so later features condition on the rounded value (the paper rounds at the end).
+    drawn (a one-hot group keeps its first 1), so later features condition on the rounded
+    value (the paper rounds at the end).
   - Pre-norm transformer blocks (x + f(norm(x)), nanoGPT) where the paper's PyTorch
     nn.Transformer is post-norm; the decoder starts from a learned start token where the
     authors' code prepends a label token to both sequences.
   - Each feature has its own output layer over its V bins (the authors' code: one shared).
   - Algorithm 2 writes the noise as sigma_jk eps, each bin's own width; Sec. 5.1 and Table 11
     give sigma as one number (0; 2e-7 .. 2e-2), as the authors' code uses it: here x+_j =
-    mu_jk + sigma eps, sigma in the scaled [0, 1] units of every feature.
+    mu_jk + sigma eps, sigma in the scaled [0, 1] units of every feature; with sigma > 0 a
+    continuous value is kept within the bins' range, widened to hold x_j.
+  - Eq. 8's loss is averaged over the minibatch where Algorithm 1, line 7 sums it (Adam's
+    step does not depend on the loss's scale); the checkpoint with the lowest loss on
+    held-out sources is kept (the authors' code).
+  - Beyond the paper, a lender's constraints (constraints.py): Q pairs only targets that
+    keep them, and Algorithm 2 draws only bins that keep them (constraints.BinMask); a
+    source no target can serve is dropped from the pairs, with a warning.
+  - Past 100,000 sources (engine.Settings.max_sources, above this project's benchmarks),
+    Q is built for a uniform subsample of them.
 """
 
 import math
@@ -75,7 +88,7 @@ from pairing import prefiltered_pairing
 class GenReConfig:
     # training pairs (Sec. 4.1, Eq. 6)
     lam: float = 5.0            # Sec. 5.1; lambda in Q(x+|x) ~ exp(-lambda C(x, x+))
-    gamma: float = 0.7          # Sec. 4.1; a target needs h(x+) > gamma
+    gamma: float = 0.7          # authors' code (Sec. 4.1: gamma >= 0.5); a target needs h(x+) > gamma
     top_k: int = 1000           # authors' code; Q keeps each source's K most likely targets
     # the output density (Sec. 4.2)
     n_bins: int = 50            # Table 9
@@ -106,7 +119,7 @@ class GenReConfig:
             raise ValueError(f"GenReConfig.select must be one of {tuple(SELECTIONS)}, got {self.select!r}.")
         at_least = dict(n_bins=2, top_k=1, d_model=1, n_heads=1, d_ff=1, n_enc_layers=1, n_dec_layers=1,
                         batch_size=1, epochs=1, steps=1, feature_steps=1, n_samples=1, lam=0, sigma=0,
-                        dropout=0, val_frac=0, gamma=0)
+                        dropout=0, val_frac=0, gamma=0.5)
         for name, low in at_least.items():
             value = getattr(self, name)
             if value is not None and not value >= low:                     # not >=: NaN fails too
@@ -684,7 +697,7 @@ class GenRe(BaseEstimator, RecourseMethod):
         t0 = time.time()
         self._setup()
         X, y, immutable, self.categorical_, self.groups_ = engine.check_fit_inputs(X, y, immutable, categorical, groups)
-        self.constraints_ = lender_rules(immutable, constraints)
+        self.constraints_ = lender_rules(immutable, constraints)          # the immutables fixed, and the lender's
         self.immutable_ = self.constraints_.fixed                          # the lender's fixed features too
         neg, pos = training_sets(y, check_classifier(h, X), self.cfg_.gamma)           # line 1
         X_neg, X_pos = check_training_sets(X, neg, pos, self.cfg_.gamma)
@@ -693,7 +706,7 @@ class GenRe(BaseEstimator, RecourseMethod):
         self.bins_ = make_bins(X_pos, self.cfg_.n_bins).to(self.device_)              # Sec. 4.2
         batch, total = training_steps(len(train.x), X.shape[1], self.cfg_)
         log = engine.TrainingLog(self, train, val, X_neg, X_pos, batch, total, check=validation_loss)
-        with engine.threads(self):
+        with engine.threads(self):                                          # Settings.threads, restored after
             train_recourse_model(self.model_, train, self.bins_, self.cfg_, self.generator_, log)  # lines 4-9
         self.history_, self.n_features_in_, self.h_ = log.history, X.shape[1], h
         self.positives_ = engine.subsample_rows(X[y == 1], self.settings_.lof_rows, self.seed_)  # for "plausible"
@@ -724,12 +737,13 @@ class GenRe(BaseEstimator, RecourseMethod):
         kept = self.constraints_ & as_constraints(constraints, len(X), X.shape[1])   # the lender's and the person's
         (M, D), n, device = X.shape, cfg.n_samples, self.device_
         u, eps = sampling_noise(M * n, D, self.seed_)                           # (M n, D) each
-        bounds = engine.sampling_bounds(kept, X, n, self.immutable_, device)    # (M n, D) each, or None
+        bounds = engine.sampling_bounds(kept, X, n, self.immutable_, device)    # (M n, D); None: no rule but the immutables
         x, out = torch.from_numpy(X), torch.empty(M * n, D)
-        for rows, seqs in engine.row_chunks(M, n, self.settings_.sample_chunk):
+        for rows, seqs in engine.row_chunks(M, n, self.settings_.sample_chunk):   # memory only: rows are independent
             mask = None if bounds is None else BinMask(self.bins_, kinds, bounds[0][seqs], bounds[1][seqs])
             out[seqs] = sample_recourse(self.model_, x[rows].to(device), n, u[seqs].to(device), eps[seqs].to(device),
-                                        self.bins_, kinds, cfg.tau, cfg.sigma, engine.cached_decoder, mask).cpu()
+                                        self.bins_, kinds, cfg.tau, cfg.sigma, engine.cached_decoder,  # full_decoder's
+                                        mask).cpu()                                                   # logits, faster
         return out.view(M, n, D).numpy()
 
     def recourse(self, X, h=None, tau=None, sigma=None, select=None, constraints=None, options=None):
@@ -753,7 +767,7 @@ class GenRe(BaseEstimator, RecourseMethod):
 
     def plausibility(self):
         """The LocalOutlierFactor(n_neighbors=5, novelty=True) of the training rows with y = 1
-        that plausible_then_h asks, fitted on first use. The benchmark's LOF metric (Sec. 5.1)
+        that plausible_then_h asks, fitted on first use. The benchmark's LOF metric (App. C.3)
         is fitted the same way on the rows the hidden oracle accepts, which a method cannot
         see; the labels are its visible stand-in."""
         check_fitted(self, "model_")

@@ -67,14 +67,15 @@ def replace_block(path: str, marker: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(doc.encode()))
 
 
-def headline(results: dict, methods=None) -> str:
-    """The README's results block: Cost / Val / LOF / Score per data set for each method,
-    with the paper's Table 2 row beside, and the generated claims."""
+def headline(results: dict, methods=None, paper_rows=None) -> str:
+    """The README's results block: Cost / Val / LOF / Score per data set for each method, the
+    paper's Table 2 row beside each method of paper_rows (None: every one), and the claims."""
     first = next(iter(results.values()))
     names = [m for m in first["methods"] if methods is None or m in methods]
     out = [f"Made by `python experiments.py`; mean over seeds {first['seeds']}, {first['n_test']} test "
            "negatives each; ± is the sample std of the Score over seeds (ddof = 1). Every method and "
-           "mode, with the std of each metric, is in [results/README.md](results/README.md).", "",
+           "mode beside the paper's Table 2, with the std of each metric, is in "
+           "[results/README.md](results/README.md).", "",
            "| method | " + " | ".join(f"{n} Cost / Val / LOF / Score" for n in results) + " |",
            "|---" * (len(results) + 1) + "|"]
     for i, m in enumerate(names):
@@ -85,7 +86,8 @@ def headline(results: dict, methods=None) -> str:
                          f"**{r['score']:.2f}**" + ("" if r["score_std"] is None else f" ± {r['score_std']:.2f}"))
         out.append(f"| {m} | " + " | ".join(cells) + " |")
         key = paper_key(m)
-        if key and (i + 1 == len(names) or paper_key(names[i + 1]) != key):      # after a method's last mode
+        shown = key and (paper_rows is None or key in paper_rows)
+        if shown and (i + 1 == len(names) or paper_key(names[i + 1]) != key):    # after a method's last mode
             out.append(f"| {paper_label(key)} | " + " | ".join(" / ".join(f"{v:.2f}" for v in PAPER[key][n])
                                                                for n in results) + " |")
     fewer = any(len(r["score_per_seed"]) < len(res["seeds"]) for res in results.values()
@@ -96,8 +98,8 @@ def headline(results: dict, methods=None) -> str:
 
 
 def toy_table(toys: dict) -> str:
-    """The README's toy table from results/toy2d.json: Val / LOF / Cost / Score per toy and
-    method, and which method scores highest on each toy."""
+    """The toy table from results/toy2d.json: Val / LOF / Cost / Score per toy and method, and
+    which method scores highest on each toy."""
     runs = toys["toys"]
     methods = list(next(iter(runs.values()))["methods"])
     out = [f"Made by `{toys.get('command', 'python toy2d.py')}` (seed {toys['seed']}, "
@@ -156,26 +158,6 @@ def development_section(dev: dict) -> list[str]:
         mark = " (the paper's sampling)" if row["candidate"] == "tau 10, best by h" else ""
         out.append(f"| {row['candidate']}{mark} | {row['mean_score']:.3f} | " + " | ".join(cells) + " |")
     return out + [""]
-
-
-HISTORY = """## How the defaults came to be, and what was chosen on the test seeds
-
-Every default of this page is chosen on the development split today, and the test seeds
-only report. It was not always so, and the history stays visible here:
-
-- **tau 5 and the plausibility filter** became GenRe's defaults on 2026-11-27 by their
-  Scores on the test seeds, before the development split existed (commit history of
-  genre.py). The development study later ranked the same pair first, and today it is the
-  preset `genre_plausible`, not the default: `GenReConfig()` samples as the paper does.
-- **The step budget** (`feature_steps` = 10000 / d) was chosen by a tie rule (the cheapest
-  budget within 0.01 of the first row's development Score on every data set) that was
-  adopted after seeing the earlier rule (within 0.01 on the mean over data sets) pick a
-  budget that lost 0.012 on heloc's test seeds (commit 2e60ded, `python experiments.py
-  --only budget` at that commit). The ablation above measures it against 2x the steps on
-  the development split.
-- **Bin centres** (Algorithm 2) replaced snapping to observed values on the development
-  split (commit 2e60ded); snapping is gone.
-"""
 
 
 def ablation_section(ablation: dict) -> list[str]:
@@ -470,7 +452,9 @@ def results_readme(folder: str) -> str:
         out += ablation_section(load_json(path("ablation.json")))
     if exists("development.json"):
         out += development_section(load_json(path("development.json")))
-    out += HISTORY.splitlines() + [""]
+    if exists("HISTORY.md"):                    # how the defaults came to be, written by hand
+        with open(path("HISTORY.md")) as f:
+            out += f.read().splitlines() + [""]
     generative = {n: load_json(path(f"{n}_generative.json")) for n in results if exists(f"{n}_generative.json")}
     fewer_seeds = {n: g for n, g in generative.items() if g["seeds"] != results[n]["seeds"]}
     if results:
@@ -484,6 +468,10 @@ def results_readme(folder: str) -> str:
     for f, section in sections:
         if exists(f):
             out += section(load_json(path(f)))
+    if exists("toy2d.json"):
+        out += ["## Figure 2 on the 2-D toys", "", "![recourse on the 2-D toys](../figures/toy2d_recourse.png)", "",
+                "Test negatives (dark red) joined to their recourse, one column per method; h's boundary "
+                "dashed, positives blue.", "", toy_table(load_json(path("toy2d.json"))), ""]
     if exists("gaps.json"):
         data = load_json(path("gaps.json"))
         out += ["## Why the paper-mode rows differ: one study per method", "",
@@ -511,18 +499,15 @@ def timing_table(timing: dict) -> list[str]:
 
 
 def publish_results(folder: str = "results") -> None:
-    """Write results/README.md and the README's results and toy blocks from the JSON files."""
+    """Write results/README.md and the README's results block from the JSON files."""
     text = results_readme(folder)
     atomic_write(os.path.join(folder, "README.md"), lambda f: f.write(text.encode()))
     readme = os.path.join(HERE, "README.md")
     results = {n: load_json(os.path.join(folder, f"{n}.json")) for n in ("adult", "compas", "heloc")
                if os.path.exists(os.path.join(folder, f"{n}.json"))}
     if results:
-        replace_block(readme, "results", headline(with_generative(results, folder), HEADLINE_METHODS))
-    toys = os.path.join(folder, "toy2d.json")
-    if os.path.exists(toys):
-        replace_block(readme, "toy2d", toy_table(load_json(toys)))
-    print(f"written: {os.path.join(folder, 'README.md')} and the tables of {readme}")
+        replace_block(readme, "results", headline(with_generative(results, folder), HEADLINE_METHODS, ("genre",)))
+    print(f"written: {os.path.join(folder, 'README.md')} and the results table of {readme}")
 
 
 def with_generative(results: dict, folder: str) -> dict:
@@ -543,4 +528,4 @@ def with_generative(results: dict, folder: str) -> dict:
 
 # The README's table: GenRe's rows and each baseline as the paper ran it (results/README.md has all).
 HEADLINE_METHODS = ("genre", "genre_plausible", "wachter_paper", "gs_paper", "dice_paper", "roar_paper", "probe_paper",
-                    "tap_paper", "cchvae_paper", "revise_paper", "cruds_paper", "nnr", "nnr_h", "nnr_dhplus")
+                    "tap_paper", "cchvae_paper", "revise_paper", "cruds_paper", "nnr_dhplus")

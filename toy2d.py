@@ -18,7 +18,7 @@ of evaluate.py runs (oracle, drawn labels, classifier h), then:
       transformer family (decoder only, twice the layers) trained on the same
       positives D_h^+.
   results/toy2d.json: the printed Cost, Validity, LOF and Score of every toy
-      and method (report.py renders the README's table from it).
+      and method (report.py renders results/README.md's toy table from it).
 
 The conditional density should sit on the positives near x (cheap, valid,
 plausible); the unconditional one spreads over every positive. That contrast is

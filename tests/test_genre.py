@@ -485,6 +485,7 @@ def test_the_default_is_the_papers_method_and_the_preset_adds_tau_5_and_plausibi
     (dict(n_bins=1), "GenReConfig.n_bins must be at least 2, got 1"),
     (dict(tau=-1.0), "GenReConfig.tau must be a positive number, got -1.0"),
     (dict(gamma=1.0), "GenReConfig.gamma must be below 1, got 1.0"),
+    (dict(gamma=0.3), "GenReConfig.gamma must be at least 0.5, got 0.3"),
     (dict(d_model=30, n_heads=4), "GenReConfig.d_model (30) must be a multiple of n_heads (4)"),
 ])
 def test_config_refuses_bad_settings_before_training(setting, message):

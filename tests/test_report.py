@@ -66,14 +66,15 @@ def block(text: str, marker: str) -> str:
 
 
 def test_readme_tables_are_the_results_files_rendered():
-    """The README's results and toy tables are exactly what report.py makes of results/*.json."""
+    """The README's results table is exactly what report.py makes of results/*.json, and the
+    toy table is on results/README.md."""
     readme = open(os.path.join(ROOT, "README.md")).read()
     folder = os.path.join(ROOT, "results")
     results = {n: report.load_json(os.path.join(folder, f"{n}.json")) for n in ("adult", "compas", "heloc")}
     assert block(readme, "results") == report.headline(report.with_generative(results, folder),
-                                                          report.HEADLINE_METHODS).strip()
+                                                          report.HEADLINE_METHODS, ("genre",)).strip()
     toys = report.load_json(os.path.join(folder, "toy2d.json"))
-    assert block(readme, "toy2d") == report.toy_table(toys).strip()
+    assert report.toy_table(toys) in report.results_readme(folder)
     # and the published results/README.md is the rendering of the same files
     assert open(os.path.join(folder, "README.md")).read() == report.results_readme(folder)
 
