@@ -23,6 +23,7 @@ spread of every row over the development seeds.
 """
 from __future__ import annotations
 
+import copy
 import contextlib
 import dataclasses
 import hashlib
@@ -109,12 +110,13 @@ class PostNormTransformer(RecourseTransformer):
 
 
 @torch.no_grad()
-def authors_sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=genre.full_decoder, mask=None):
+def authors_sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=genre.full_decoder, mask=None,
+                            domain=None):
     """Authors' sampler: every feature is its drawn bin's value + sigma eps, later features
     condition on that value, immutables are drawn like the rest, and the categoricals are
     rounded once at the end (a one-hot group to its largest member). It keeps no constraint
-    (mask must be None: the ablation gives none)."""
-    assert mask is None, "the authors' sampler keeps no constraints"
+    and no domain (mask and domain must be None: the ablation gives neither to this row)."""
+    assert mask is None and domain is None, "the authors' sampler keeps no constraints and no domain"
     model.eval()
     memory = model.encode(x)
     next_logits = decoder(model, memory, n)
@@ -133,11 +135,14 @@ def authors_sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decode
 @dataclass
 class Variant:
     """One row: GenReConfig overrides, pieces of genre.py / engine.py swapped for the authors'
-    ({(module, name): replacement}), and GenRe's random_state offset (another seed)."""
+    ({(module, name): replacement}), GenRe's random_state offset (another seed), and whether
+    Algorithm 2 samples in the data's domain (whole numbers whole; the trained model is the
+    first row's)."""
     label: str
     config: dict = field(default_factory=dict)
     swaps: dict = field(default_factory=dict)
     seed_offset: int = 0
+    in_domain: bool = False
 
 
 FULL_DECODER = {(engine, "cached_decoder"): genre.full_decoder}   # cached decoding assumes pre-norm blocks
@@ -150,6 +155,7 @@ AUTHORS = {(genre, "make_bins"): code_bins, (genre, "training_sets"): code_train
 VARIANTS = [
     Variant("the paper's method at laptop sizes (GenReConfig())"),
     Variant("the same, another GenRe seed", seed_offset=1),
+    Variant("integers whole (sampled in the data's domain)", in_domain=True),
     Variant("lr 1e-4 (App. C.2.4)", dict(lr=1e-4)),
     Variant("lr 1e-4, 2x the steps", dict(lr=1e-4, feature_steps=20000)),
     Variant("dropout 0.1 (code)", dict(dropout=0.1)),
@@ -205,7 +211,8 @@ def score_variant(bench, variant: Variant, X_dev, lof) -> dict:
     """The protocol's metrics of the variant's recourse for the development negatives X_dev,
     its training seconds and optimiser steps, and how many distinct recourses it gave."""
     t0 = time.time()
-    model = fit_variant(bench, variant)
+    model = copy.copy(fit_variant(bench, variant))
+    model.domain_ = bench.ds.domain() if variant.in_domain else None
     with swapped(variant.swaps):
         X_plus = model.recourse(X_dev)
     return {**metrics_of(X_dev, X_plus, bench.oracle, lof, bench.ds.immutable),

@@ -38,7 +38,7 @@ from sklearn.base import BaseEstimator
 
 from common import (RecourseMethod, as_mask, atomic_write, check_classifier, check_features, check_fitted,
                     check_groups, check_labels, l1_cost, probability_of_1, project_categoricals)
-from constraints import Constraints, as_constraints
+from constraints import Constraints, as_constraints, as_domain, lender_rules
 from genre import training_sets
 
 
@@ -80,7 +80,9 @@ class NNR(BaseEstimator, RecourseMethod):
         self.pool = pool
         self.gamma = gamma
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> "NNR":
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None, domain=None) -> "NNR":
+        """The pool of candidates; domain (constraints.Domain) rounds the fallback for a row no
+        candidate serves under its constraints (the pool's rows are data rows, in it already)."""
         if self.pool not in ("label", "h", "dhplus"):
             raise ValueError(f"unknown pool {self.pool!r}; use 'label', 'h' or 'dhplus'")
         X = check_features(X, np.shape(X)[-1], "training X")
@@ -95,10 +97,11 @@ class NNR(BaseEstimator, RecourseMethod):
                              f"(try a lower gamma than {self.gamma})")
         self.pool_ = X[keep]                                  # (P, D)
         self.immutable_ = as_mask(immutable, X.shape[1], "immutable")
-        self.constraints_ = fit_rules(self.immutable_, constraints)
+        self.constraints_ = lender_rules(self.immutable_, constraints)
         self.immutable_ = self.constraints_.fixed
         self.categorical_ = as_mask(categorical, X.shape[1], "categorical")
         self.groups_ = check_groups(groups, X.shape[1])
+        self.domain_ = as_domain(domain, X.shape[1])
         return self
 
     def recourse(self, X, constraints=None) -> np.ndarray:
@@ -111,6 +114,8 @@ class NNR(BaseEstimator, RecourseMethod):
         found = np.isfinite(cost)
         self.n_failed_ = int((~found).sum())
         fallback = rules.project(X, X, self.categorical_, self.groups_) if ruled else X   # x, or the nearest point keeping the rules
+        if ruled and self.domain_ is not None:
+            fallback = np.where(fixed, X, self.domain_.round(fallback, *rules.bounds(X)))
         return np.where(found[:, None], self.pool_[idx], fallback)
 
 
@@ -162,21 +167,14 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {name!r}; use 'adam', 'amsgrad' or 'rmsprop'")
 
 
-def fit_rules(immutable, constraints) -> Constraints:
-    """The rules a fit keeps: the immutables fixed, and a lender's constraints (one set)."""
-    rules = as_constraints(constraints, None, len(immutable))
-    if rules is not None and rules.fixed.ndim != 1:
-        raise ValueError("constraints given to fit are one set for every row; give per-row ones to recourse")
-    return Constraints.immutables(immutable) & rules
-
-
 class FeatureRoles:
     """The feature roles every search respects, and the map from a search point to what the
     user receives: immutables copied from x, mutables optionally clamped to [0, 1] and to
     the constraints' bounds, categoricals projected (binary -> {0, 1}, one-hot group -> its
     arg-max), then every constraint kept (constraints.Constraints.project)."""
 
-    def __init__(self, immutable, categorical=None, groups=(), constraints=None):
+    def __init__(self, immutable, categorical=None, groups=(), constraints=None, domain=None):
+        self.domain = domain                                                # constraints.Domain or None
         self.immutable = np.asarray(immutable, dtype=bool)                 # (D,)
         self.categorical = np.zeros_like(self.immutable) if categorical is None \
             else np.asarray(categorical, dtype=bool)                        # (D,)
@@ -215,7 +213,15 @@ class FeatureRoles:
     def with_constraints(self, constraints) -> "FeatureRoles":
         """These roles with one more set of rules (one set for every row)."""
         rules = constraints if self.constraints is None else self.constraints & constraints
-        return FeatureRoles(self.immutable, self.categorical, self.groups, rules)
+        return FeatureRoles(self.immutable, self.categorical, self.groups, rules, self.domain)
+
+    def in_domain(self, x: torch.Tensor, x_orig: torch.Tensor) -> torch.Tensor:
+        """The mutables of x (M, D) rounded to the domain's values (whole numbers whole), inward
+        inside the constraints' bounds (constraints.Domain.round); immutables as x_orig."""
+        x_orig_np = x_orig.detach().cpu().numpy()
+        bounds = () if self.constraints is None else self.constraints.bounds(x_orig_np)
+        rounded = torch.as_tensor(self.domain.round(x.detach().cpu().numpy(), *bounds), device=x.device)
+        return torch.where(torch.as_tensor(self.immutable, device=x.device), x_orig, rounded.to(x.dtype))
 
 
 def gradient_search(v0, loss_fn, roles: FeatureRoles, x_orig, *, h=None, decode=None,
@@ -327,9 +333,10 @@ def l1_shell_sample(center, lo, hi, n: int, generator: torch.Generator, mask=Non
 ANY_CLASSIFIER = "GenRe, NNR, GrowingSpheres, CCHVAE, DiffusionQ or DiffusionSVDD"
 
 
-def search_roles(method, X, y, h, immutable, categorical, groups, constraints) -> FeatureRoles:
+def search_roles(method, X, y, h, immutable, categorical, groups, constraints, domain=None) -> FeatureRoles:
     """fit()'s checks and the FeatureRoles of a baseline: h kept, the roles, and in the designed
-    mode a lender's constraints (the paper mode is measured as the paper ran it, without).
+    mode a lender's constraints and the data's domain (the paper mode is measured as the paper
+    ran it, without either).
     A method that searches through h's logits (method.needs_logits) refuses any other h."""
     check_mode(method.mode)
     X = check_features(X, np.shape(X)[-1], "training X")
@@ -340,9 +347,10 @@ def search_roles(method, X, y, h, immutable, categorical, groups, constraints) -
         raise ValueError(f"{type(method).__name__} needs a differentiable h, a torch.nn.Module whose forward gives "
                          f"logits; {type(h).__name__} is not one: with any fitted classifier use {ANY_CLASSIFIER}")
     method.h_ = h
-    rules = fit_rules(as_mask(immutable, D, "immutable"), constraints if method.mode == "designed" else None)
+    rules = lender_rules(as_mask(immutable, D, "immutable"), constraints if method.mode == "designed" else None)
     return FeatureRoles(as_mask(immutable, D, "immutable"), as_mask(categorical, D, "categorical"),
-                        check_groups(groups, D), rules if rules.beyond_fixed() or rules.fixed.any() else None)
+                        check_groups(groups, D), rules if rules.beyond_fixed() or rules.fixed.any() else None,
+                        as_domain(domain, D) if method.mode == "designed" else None)
 
 
 def by_rule_set(method, X: torch.Tensor, constraints, search) -> torch.Tensor:
@@ -363,6 +371,8 @@ def by_rule_set(method, X: torch.Tensor, constraints, search) -> torch.Tensor:
             found = search(X[rows])
             if method.roles_.constraints is not None:
                 found = method.roles_.project(found, X[rows], clamp=False)
+            if method.roles_.domain is not None:                              # a profile a person can have
+                found = method.roles_.in_domain(found, X[rows])
             out[rows] = found
     finally:
         method.roles_ = fitted
@@ -375,11 +385,12 @@ class _Search(BaseEstimator, RecourseMethod):
 
     needs_logits = True       # the search runs through h(x), a torch module's logits
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None, domain=None):
         """Nothing to learn for most methods: keep h and the feature roles. constraints
-        (constraints.Constraints, a lender's rules) are kept in the designed mode; the
-        paper's runner had none, and its mode is measured as it is."""
-        self.roles_ = search_roles(self, X, y, h, immutable, categorical, groups, constraints)
+        (constraints.Constraints, a lender's rules) and the domain (constraints.Domain: every
+        recourse rounded to it, a row h rejects once rounded counted failed) are kept in the
+        designed mode; the paper's runner had neither, and its mode is measured as it is."""
+        self.roles_ = search_roles(self, X, y, h, immutable, categorical, groups, constraints, domain)
         self.immutable_ = self.roles_.immutable
         self._fit_more(check_features(X, np.shape(X)[-1], "training X"), np.asarray(y))
         return self

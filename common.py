@@ -85,8 +85,10 @@ class RecourseMethod(Protocol):
 
     n_failed_: int            # set by recourse: its rows that miss the method's own success test
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> "RecourseMethod":
-        """Learn what the method needs from the train split (X (N, D), y (N,)) and h; returns self."""
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None,
+            domain=None) -> "RecourseMethod":
+        """Learn what the method needs from the train split (X (N, D), y (N,)) and h; returns self.
+        domain (constraints.Domain): the values a recourse may take (whole numbers whole)."""
 
     def recourse(self, X, constraints=None) -> np.ndarray:
         """One recourse per row of X (M, D) -> (M, D) float32."""

@@ -206,6 +206,68 @@ def as_constraints(constraints, n_rows: int | None, n_features: int) -> "Constra
     return constraints
 
 
+@dataclass
+class Domain:
+    """Where a person's profile may lie: feature j takes only multiples of its resolution r_j in
+    original units (whole numbers: r_j = 1; 0: continuous). In scaled units, x_j = (v - min_j)
+    / span_j, and min_j is a multiple of r_j (every training value is), so the allowed values
+    are (m r_j) / span_j for whole m: computed in float64 as the data's own rows are, a value
+    rounded here is bit-identical to a data row holding the same number.
+    datasets.Dataset.domain builds one from the data."""
+    resolution: np.ndarray   # (D,) float64, original units; 0 = continuous
+    span: np.ndarray         # (D,) float64, the train split's max - min, original units
+
+    @property
+    def discrete(self) -> np.ndarray:
+        """(D,) bool: the features with a resolution."""
+        return np.asarray(self.resolution) > 0
+
+    def round(self, X: np.ndarray, L=None, U=None) -> np.ndarray:
+        """Each discrete feature of X (M, D), scaled, to the nearest allowed value, inside [L, U]
+        ((M, D) or (D,) scaled bounds, Constraints.bounds) where one is: rounded inward. Where
+        [L, U] holds no allowed value the nearest one is kept (and a constraint is counted
+        broken). Continuous features are returned as they are. -> float32."""
+        X = np.asarray(X, dtype=np.float64)
+        out = X.copy()
+        for j in np.flatnonzero(self.discrete):
+            step = self.resolution[j] / self.span[j]                            # scaled units
+            m = np.round(X[:, j] / step)
+            if L is not None:
+                lo = np.ceil(np.broadcast_to(L, X.shape)[:, j] / step - TOLERANCE / step)
+                hi = np.floor(np.broadcast_to(U, X.shape)[:, j] / step + TOLERANCE / step)
+                m = np.where(lo <= hi, np.clip(m, lo, hi), m)
+            out[:, j] = m * self.resolution[j] / self.span[j]
+        return out.astype(np.float32)
+
+    def round_column(self, j: int, value: torch.Tensor, L=None, U=None) -> torch.Tensor:
+        """round() for feature j of a batch, as torch: value (B,), L and U (B,) or None."""
+        if not self.discrete[j]:
+            return value
+        r, span = float(self.resolution[j]), float(self.span[j])
+        m = torch.round(value.double() * span / r)
+        if L is not None:
+            lo = torch.ceil(L.double() * span / r - TOLERANCE * span / r)
+            hi = torch.floor(U.double() * span / r + TOLERANCE * span / r)
+            m = torch.where(lo <= hi, torch.minimum(torch.maximum(m, lo), hi), m)
+        return (m * r / span).to(value.dtype)
+
+    def off_grid(self, X: np.ndarray) -> np.ndarray:
+        """(M,) bool: a row with a discrete feature off its allowed values."""
+        X = np.asarray(X, dtype=np.float32)
+        return (self.round(X) != X)[:, self.discrete].any(axis=1)
+
+
+def as_domain(domain, n_features: int) -> "Domain | None":
+    """None, or a Domain for n_features features, with a one-line error otherwise."""
+    if domain is None:
+        return None
+    if not isinstance(domain, Domain):
+        raise ValueError(f"domain must be a constraints.Domain (Dataset.domain()), got {type(domain).__name__}")
+    if len(domain.resolution) != n_features:
+        raise ValueError(f"a domain of {len(domain.resolution)} features given to data of {n_features}")
+    return domain
+
+
 def lender_rules(immutable: np.ndarray, constraints) -> Constraints:
     """The rules a fit keeps: the immutables fixed, and a lender's constraints (one set for
     every row) -> Constraints."""

@@ -18,6 +18,11 @@ Conventions used everywhere in the project:
   - A value no float32 feature can hold, or an extreme value that would squeeze
     the rest of its column flat when scaled, is refused with an error naming
     the column (_scaled), never scaled into a silent wrong answer.
+  - A numeric feature has a resolution, its domain (a feature role like
+    categorical and immutable): whole numbers (1) where every training value is
+    a whole number, continuous (0) otherwise; with_resolution overrides it per
+    column (from_table's continuous= and resolution=). Dataset.domain() gives
+    it to the methods, which then return profiles a person can have.
 
 The CSVs ship in `data/` (CARLA's preprocessed release; see data/README.md for
 provenance). Nothing is ever downloaded.
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.datasets import make_circles, make_moons
 
-from constraints import Constraints
+from constraints import Constraints, Domain
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # about 3.4e38: features are float32
@@ -83,7 +88,8 @@ class Dataset:
     immutable: np.ndarray      # (D,) bool: recourse must keep it equal to x
     x_min: np.ndarray          # (D,) float64: train min in original units
     x_max: np.ndarray          # (D,) float64: train max in original units
-    integer: np.ndarray | None = None  # (D,) bool: every train value is a whole number (display only)
+    resolution: np.ndarray | None = None  # (D,) float64, original units: a feature's values are multiples of it
+                                          # (whole numbers: 1; 0: continuous, and every categorical)
     columns: list[str] = field(default_factory=list)      # raw feature columns, in order
     categories: dict[str, tuple] = field(default_factory=dict)  # categorical column -> its values, code order
     builtin: bool = False      # a shipped benchmark or toy (load_dataset, load_toy), never a user's file
@@ -183,17 +189,45 @@ class Dataset:
                         rules.hi[f.start + i] = 0.0
         return rules
 
+    def domain(self) -> Domain:
+        """The values each feature may take (constraints.Domain), for the methods' fit."""
+        return Domain(np.asarray(self.resolution, dtype=np.float64), self.x_max - self.x_min)
+
+    def with_resolution(self, continuous=(), resolution=None) -> "Dataset":
+        """A copy whose numeric columns in `continuous` take any value, and each column of
+        `resolution` ({column: r}, original units) only multiples of r; refused, naming the
+        column, where the column is not numeric or a training value is not a multiple of r."""
+        res = np.array(self.resolution, dtype=np.float64)
+        for c, r in [*((c, 0.0) for c in continuous), *(resolution or {}).items()]:
+            if c not in self.columns or c in self.categories:
+                numeric = [n for n in self.columns if n not in self.categories]
+                raise ValueError(f"resolution of {c!r}: not a numeric column (numeric: {', '.join(numeric)})")
+            j = self.features_of(c).start
+            if not (isinstance(r, (int, float)) and np.isfinite(r) and r >= 0):
+                raise ValueError(f"resolution of {c!r} must be a positive number, got {r!r}")
+            raw = self.unscale(self.X_train)[:, j].astype(np.float64)
+            if r > 0 and not np.allclose(raw / r, np.round(raw / r), rtol=0, atol=1e-6):
+                bad = raw[~np.isclose(raw / r, np.round(raw / r), rtol=0, atol=1e-6)][0]
+                raise ValueError(f"resolution of {c!r}: the training value {bad:g} is not a multiple of {r:g}")
+            res[j] = r
+        return dataclasses.replace(self, resolution=res)
+
     def describe(self, x: np.ndarray) -> dict[str, str]:
-        """One row in original units, categoricals by name: {"age": "39", "sex": "Male", ...}."""
-        values = self.unscale(np.asarray(x)[None])[0]
+        """One row in original units, categoricals by name: {"age": "39", "sex": "Male", ...}.
+        A feature on its domain's values is shown as that value (whole numbers whole); any
+        other value as it is (2.37 prior counts), never rounded for the eye."""
+        x = np.asarray(x, dtype=np.float32)[None]
+        values = self.unscale(x)[0]
+        on_grid = self.domain().round(x)[0] == x[0]
         out, j = {}, 0
         for c in self.columns:
             w = _width(c, self.categories)
             if c in self.categories:
                 code = int(np.argmax(values[j:j + w])) if w > 1 else int(round(values[j]))
                 out[c] = self.categories[c][code]
-            elif self.integer is not None and self.integer[j]:
-                out[c] = str(int(round(values[j])))     # whole-number columns shown whole
+            elif self.resolution[j] > 0 and on_grid[j]:
+                r = self.resolution[j]
+                out[c] = f"{round(values[j] / r) * r:g}"
             else:
                 out[c] = f"{values[j]:.4g}"
             j += w
@@ -406,7 +440,9 @@ def _scaled(name, columns, categories, X_tr, y_tr, X_te, y_te, immutable) -> Dat
         X_train=scale(X_tr, "train"), y_train=y_tr, X_test=scale(X_te, "test"), y_test=y_te,
         categorical=np.array([c in categories for c in owner]),
         immutable=np.array([c in immutable for c in owner]),
-        x_min=x_min, x_max=x_min + span, integer=np.all(X_tr == np.round(X_tr), axis=0),
+        x_min=x_min, x_max=x_min + span,
+        resolution=np.array([float(c not in categories and np.all(X_tr[:, j] == np.round(X_tr[:, j])))
+                             for j, c in enumerate(owner)]),
         columns=list(columns), categories=dict(categories),
     )
 
@@ -556,12 +592,15 @@ def _columns(table) -> Table:
 
 
 def from_table(table: Table, target: str, categorical=(), immutable=(), positive=None,
-               test_size: float = 0.25, seed: int = 0, name: str = "table") -> Dataset:
+               test_size: float = 0.25, seed: int = 0, name: str = "table", continuous=(),
+               resolution=None) -> Dataset:
     """Your own data as a Dataset: a table of raw columns (a dict of column name -> values, any
     other mapping, or a DataFrame), split train/test at random, stratified by the label.
 
     Categorical columns may have any number of values (two -> one 0/1 column,
-    more -> a one-hot group); their values are taken from the whole table.
+    more -> a one-hot group); their values are taken from the whole table. A numeric column
+    of whole numbers takes whole numbers only, unless named in `continuous`; `resolution`
+    ({column: r}) sets another step (Dataset.with_resolution).
     """
     table = _columns(table)
     check_roles(table, target, categorical, immutable)
@@ -572,18 +611,19 @@ def from_table(table: Table, target: str, categorical=(), immutable=(), positive
     categories = {c: categories_of(c, table[c]) for c in categorical}
     train, test = stratified_split(np.asarray(_texts(table[target])), test_size, seed)
     pick = lambda rows: {c: values[rows] for c, values in table.items()}
-    return from_splits(name, pick(train), pick(test), target, categorical, immutable, positive, categories)
+    ds = from_splits(name, pick(train), pick(test), target, categorical, immutable, positive, categories)
+    return ds.with_resolution(continuous, resolution) if continuous or resolution else ds
 
 
 def from_csv(path: str, target: str, categorical=(), immutable=(), positive=None,
-             test_size: float = 0.25, seed: int = 0) -> Dataset:
+             test_size: float = 0.25, seed: int = 0, continuous=(), resolution=None) -> Dataset:
     """`from_table` on a CSV file; the data set is named after the file (loans.csv: "loans"),
     and a file named like a benchmark gets "csv-" in front (compas.csv: "csv-compas"), so its
     results never pass for, or overwrite, the benchmark's."""
     name = os.path.splitext(os.path.basename(path))[0]
     name = f"csv-{name}" if name in BENCHMARKS else name
     table = read_csv(path, text=[target, *categorical])
-    return from_table(table, target, categorical, immutable, positive, test_size, seed, name)
+    return from_table(table, target, categorical, immutable, positive, test_size, seed, name, continuous, resolution)
 
 
 # ----------------------------------------------------------------------------- 2-D toys

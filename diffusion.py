@@ -72,6 +72,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
+from constraints import as_domain
 from common import (RecourseMethod, as_mask, atomic_write, check_classifier, check_features, check_fitted,
                     check_groups, check_labels, probability_of_1, project_categoricals, set_seed, torch_threads)
 from generative import cache_key
@@ -530,9 +531,10 @@ class _DiffusionRecourse(BaseEstimator, RecourseMethod):
     """What the methods share: fit() trains (or loads) the model of D_h^+; recourse() draws
     n_samples candidates per row and returns the one h rates highest (GenRe's rule)."""
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None, domain=None):
         """X (N, D) scaled features, y (N,) labels in {0, 1}, h any fitted binary classifier (common.column_of_1),
-        immutable / categorical (D,) bool masks, groups the column lists of one-hot groups; no constraints."""
+        immutable / categorical (D,) bool masks, groups the column lists of one-hot groups; no constraints;
+        domain (constraints.Domain): every candidate rounded to it before h chooses."""
         refuse_constraints(self, constraints)
         if not (np.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
@@ -542,6 +544,7 @@ class _DiffusionRecourse(BaseEstimator, RecourseMethod):
         D = X.shape[1]
         self.immutable_ = as_mask(immutable, D, "immutable")
         self.categorical_ = as_mask(categorical, D, "categorical")
+        self.domain_ = as_domain(domain, D)
         self.groups_ = [g.tolist() for g in check_groups(groups, D)]
         for grp in self.groups_:
             self.categorical_[grp] = True
@@ -570,6 +573,13 @@ class _DiffusionRecourse(BaseEstimator, RecourseMethod):
             imm = torch.as_tensor(self.immutable_)
             out = torch.where(imm, x_orig.expand(shape), out)
         return out
+
+    def _in_domain(self, x):
+        """The profiles the method returns, rounded to the domain where fit was given one (the
+        guidance between steps sees the model's own values). x (..., D) tensor."""
+        if self.domain_ is None:
+            return x
+        return torch.from_numpy(self.domain_.round(x.reshape(-1, x.shape[-1]).numpy())).view(x.shape)
 
     def _generators(self, stream: int = 0):
         """Two of the sampling's random streams, fresh at each call: the same call, the same numbers."""
@@ -624,7 +634,7 @@ class DiffusionQ(_DiffusionRecourse):
             for s in range(0, len(X_pos), 4096):
                 z_init = torch.randn(min(4096, len(X_pos) - s), L, generator=g)
                 z = sample(model.denoiser, sigmas, churn_gamma(self.cfg_.s_churn, self.cfg_.n_steps), z_init, g)
-                out.append(self._project(model.to_features(z)))
+                out.append(self._in_domain(self._project(model.to_features(z))))
         self.X_syn_ = torch.cat(out).numpy()                                 # (N+, D)
 
     def _recourse(self, X):
@@ -686,7 +696,7 @@ class DiffusionSVDD(_DiffusionRecourse):
                 z = svdd_sample(model.denoiser, sigmas, churn_gamma(cfg.svdd_churn, cfg.n_steps),
                                 torch.randn(len(x), L, generator=g), value, self.lam, cfg.n_candidates, g, g_select,
                                 known)
-                x_plus = self._project(model.to_features(z), x if self.keep_immutables else None)
+                x_plus = self._in_domain(self._project(model.to_features(z), x if self.keep_immutables else None))
                 out.append(x_plus.view(-1, n, x.shape[1]))
         return torch.cat(out).numpy()
 

@@ -31,7 +31,7 @@ import torch
 from sklearn.neighbors import LocalOutlierFactor
 
 from common import as_mask, atomic_write, check_features, check_fitted, check_groups, check_labels, torch_threads
-from constraints import RULES, Constraints
+from constraints import RULES, Constraints, Domain
 
 
 @dataclass
@@ -299,6 +299,8 @@ def save(estimator, path, include_positives=True):
                  immutable=torch.from_numpy(estimator.immutable_), categorical=torch.from_numpy(estimator.categorical_),
                  groups=estimator.groups_,
                  constraints=constraints_state(estimator.constraints_),
+                 domain=None if estimator.domain_ is None else {k: torch.from_numpy(np.asarray(v)) for k, v in
+                                                                asdict(estimator.domain_).items()},
                  positives=torch.from_numpy(estimator.positives_) if include_positives else None,
                  random_state=estimator.random_state, fit_seconds=estimator.fit_seconds_)
     if hasattr(path, "write"):
@@ -323,8 +325,9 @@ def read_saved(path) -> dict:
         raise ValueError(f"{path} is not a saved GenRe model (it cannot be read: {type(e).__name__})") from None
     if missing:
         raise ValueError(f"{path} is not a saved GenRe model (it has no {missing[0]!r})")
-    rules = state["constraints"]
+    rules, domain = state["constraints"], state.get("domain")
     state["constraints"] = Constraints(*(rules[k].numpy() for k in RULES), names=rules.get("names"))
+    state["domain"] = None if domain is None else Domain(**{k: v.numpy() for k, v in domain.items()})
     return state
 
 

@@ -220,6 +220,8 @@ class Benchmark:
     constraints_at: str = "fit"                               # given to "fit" (a lender's rules), to "recourse"
                                                               # (a person's), or to no method ("count": only scored)
     threads: int = 1                                          # torch threads the methods fit and sample on
+    in_domain: bool = False                                   # the methods are given ds.domain(): whole numbers
+                                                              # stay whole (in_domain_default)
 
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:
@@ -468,9 +470,9 @@ class Sparse(RecourseMethod):
     def __init__(self, method):
         self.method = method
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> "Sparse":
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None, domain=None) -> "Sparse":
         self.method.fit(X, y, h, immutable=immutable, categorical=categorical, groups=groups,
-                        **({} if constraints is None else {"constraints": constraints}))
+                        constraints=constraints, domain=domain)
         return self.fitted(h, categorical, groups, constraints)
 
     def fitted(self, h, categorical, groups, constraints) -> "Sparse":
@@ -639,7 +641,9 @@ def fit_genre(bench: Benchmark, cfg: GenReConfig | None = None, verbose: bool = 
     memo = {} if memo is None else memo
     if key not in memo:
         memo[key] = load_or_fit_genre(bench, cfg, key, verbose)
-    return with_sampling(memo[key], cfg)
+    fitted = with_sampling(memo[key], cfg)
+    fitted.domain_ = bench.ds.domain() if bench.in_domain else None       # sampling only: not in the key
+    return fitted
 
 
 def load_or_fit_genre(bench: Benchmark, cfg: GenReConfig, key: str, verbose: bool) -> GenRe:
@@ -665,8 +669,9 @@ def fit_one(method, bench: Benchmark):
     ds = bench.ds
     rules = {"constraints": bench.constraints.for_features(ds.feature_names)} \
         if bench.constraints is not None and bench.constraints_at == "fit" else {}
+    domain = {"domain": ds.domain()} if bench.in_domain else {}
     return method.fit(ds.X_train, ds.y_train, bench.h, immutable=ds.immutable,
-                      categorical=ds.categorical, groups=ds.groups, **rules)
+                      categorical=ds.categorical, groups=ds.groups, **rules, **domain)
 
 
 def recourse_of(method, X, bench: Benchmark, **arguments):
@@ -822,7 +827,7 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
 def run_benchmark(data: str | Dataset, methods, seeds, n_test: int = 200, cache_dir: str = CACHE_DIR,
                   retrain: bool = False, verbose: bool = True, genre_configs=None, explain: int = 0,
                   vae_epochs: int | None = None, constraints: dict | None = None, constraints_at: str = "fit",
-                  options: int = 1, threads: int = 1) -> dict:
+                  options: int = 1, threads: int = 1, in_domain: bool | None = None) -> dict:
     """Run the whole pipeline for one data set; return the results dict (see README).
 
     constraints: actionability rules in original units, the keyword arguments of
@@ -831,7 +836,8 @@ def run_benchmark(data: str | Dataset, methods, seeds, n_test: int = 200, cache_
     With explain > 0, the first method's recourses for that many test negatives of the
     first seed are printed as actions in original units, `options` per person. `threads`:
     the torch threads every method fits and samples on (tests/test_reproducible.py checks
-    that 1 and 2 give the same JSON).
+    that 1 and 2 give the same JSON). in_domain: whether the methods return profiles in the
+    data's domain (whole numbers whole; None: in_domain_default).
     """
     check_methods(methods)
     if len(seeds) == 0 or min(seeds) < 0:
@@ -851,11 +857,13 @@ def run_benchmark(data: str | Dataset, methods, seeds, n_test: int = 200, cache_
     if options < 1 or (options > 1 and methods[0] not in GENRE_ROWS):
         raise ValueError(f"--options {options}: several options per person come from GenRe's samples; "
                          f"name a GenRe row ({', '.join(GENRE_ROWS)}) first in --methods")
-    rules = (load(data) if isinstance(data, str) else data).constraints(**constraints) if constraints else None
+    loaded = load(data) if isinstance(data, str) else data
+    rules = loaded.constraints(**constraints) if constraints else None
+    in_domain = in_domain_default(loaded) if in_domain is None else bool(in_domain)
     benches, per_seed = [], []
     for seed in seeds:
         bench = dataclasses.replace(prepare(data, seed, cache_dir, retrain, verbose), constraints=rules,
-                                    constraints_at=constraints_at, threads=threads)
+                                    constraints_at=constraints_at, threads=threads, in_domain=in_domain)
         scores, fitted, X_neg, _ = run_seed(bench, methods, n_test, genre_configs, verbose, vae_epochs)
         benches.append(bench)
         per_seed.append(scores)
@@ -864,9 +872,18 @@ def run_benchmark(data: str | Dataset, methods, seeds, n_test: int = 200, cache_
             shown = recourse_of(fitted[methods[0]], X, bench, **({"options": options} if options > 1 else {}))
             log(explain_recourse(bench, X, shown, methods[0]))
     results = summarise(benches[0].ds.name, n_test, seeds, benches, per_seed, genre_configs)
+    if in_domain:
+        results["in_domain"] = True
     if constraints:
         results["constraints"] = {"rules": constraints, "given_at": constraints_at}
     return results
+
+
+def in_domain_default(ds: Dataset) -> bool:
+    """Whether a run's methods return profiles in the data's domain unless told: yes for a
+    user's data; for the shipped benchmarks not yet, as results/ was made (the development
+    ablation's row "integers whole" measures it, python experiments.py --only ablation)."""
+    return not ds.builtin
 
 
 def explain_recourse(bench: Benchmark, X: np.ndarray, X_plus: np.ndarray, method: str) -> str:
@@ -928,6 +945,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--categorical", help="with --csv: comma-separated categorical columns")
     src.add_argument("--immutable", help="with --csv: comma-separated columns recourse must keep")
     src.add_argument("--test-size", type=float, help="with --csv: test fraction (default 0.25)")
+    src.add_argument("--continuous", action="append", default=[], metavar="COLS",
+                     help="numeric columns that take any value (default: a column of whole numbers takes whole "
+                          "numbers only); may be repeated")
+    src.add_argument("--resolution", action="append", default=[], metavar="COL=R",
+                     help="a numeric column's step in original units (income=100: multiples of 100); may be repeated")
+    src.add_argument("--domain", choices=("data", "off"), default=None,
+                     help="data: every method returns profiles in the data's domain (each numeric column's "
+                          "resolution: whole numbers whole); off: any value; default: data for a CSV, off for the "
+                          "shipped benchmarks, as results/ was made")
     p.add_argument("--methods", nargs="+", default=None,
                    help=f"recourse methods to run (default: {' '.join(DEFAULT_METHODS)}, a few minutes on a "
                         f"laptop; 'all': the whole Table 2, baselines in --baseline-mode): {', '.join(METHODS)}")
@@ -1090,11 +1116,24 @@ def data_from_args(args) -> str | Dataset:
                              f"(a benchmark's roles are fixed, datasets.BENCHMARKS)")
         if args.dataset not in BENCHMARKS:
             raise ValueError(f"unknown data set {args.dataset!r}; available: {', '.join(BENCHMARKS)}")
-        return args.dataset
+        if not (args.continuous or args.resolution):
+            return args.dataset
+        return load(args.dataset).with_resolution(*resolution_from_args(args))
     if not args.target:
         raise ValueError("--csv needs --target COLUMN (the label column)")
+    continuous, resolution = resolution_from_args(args)
     return from_csv(args.csv, args.target, split_list(args.categorical), split_list(args.immutable),
-                    args.positive, 0.25 if args.test_size is None else args.test_size)
+                    args.positive, 0.25 if args.test_size is None else args.test_size,
+                    continuous=continuous, resolution=resolution)
+
+
+def resolution_from_args(args) -> tuple[list, dict]:
+    """--continuous and --resolution: (columns that take any value, {column: step})."""
+    continuous = [c for item in args.continuous for c in split_list(item)]
+    steps = {}
+    for column, text in flag_pairs(args.resolution, "resolution"):
+        steps[column] = read_value(f"--resolution {column}", text, float)
+    return continuous, steps
 
 
 def genre_configs_from_args(args, dataset_name: str) -> dict:
@@ -1169,7 +1208,8 @@ def run_command(argv=None) -> int:
                        verbose=not args.quiet, genre_configs=genre_configs_from_args(args, name),
                        explain=args.explain, vae_epochs=args.vae_epochs,
                        constraints=constraints, constraints_at=args.constraints_at,
-                       options=args.options, threads=args.threads)
+                       options=args.options, threads=args.threads,
+                       in_domain=None if args.domain is None else args.domain == "data")
     print(comparison_table(results))
     if min(results["n_test_per_seed"]) < args.n_test:
         print(f"\n--n-test {args.n_test}: fewer test rows have h(x) <= 0.5; every one was scored "

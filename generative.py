@@ -347,10 +347,10 @@ class _LatentRecourse(BaseEstimator, RecourseMethod):
             if name not in ("self", "__class__"):
                 setattr(self, name, value)
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
-        """Train (or load) the generative model; constraints (a lender's rules) are kept in the
-        designed mode, as every baseline's (baselines.search_roles)."""
-        self.roles_ = search_roles(self, X, y, h, immutable, categorical, groups, constraints)
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None, domain=None):
+        """Train (or load) the generative model; constraints (a lender's rules) and the domain
+        are kept in the designed mode, as every baseline's (baselines.search_roles)."""
+        self.roles_ = search_roles(self, X, y, h, immutable, categorical, groups, constraints, domain)
         X, y = check_features(X, np.shape(X)[-1], "training X"), check_labels(y, len(X))
         self.immutable_ = self.roles_.immutable
         if self.immutable_.all():

@@ -59,6 +59,9 @@ comments, the rest here:
   - Beyond the paper, a lender's constraints (constraints.py): Q pairs only targets that
     keep them, and Algorithm 2 draws only bins that keep them (constraints.BinMask); a
     source no target can serve is dropped from the pairs, with a warning.
+  - Given the data's domain (constraints.Domain: Dataset.domain()), a whole-number feature
+    is rounded to a whole number as it is drawn, inward inside the constraints, as
+    projectCategoricals rounds a categorical: every sample is a profile a person can have.
   - Past 100,000 sources (engine.Settings.max_sources, above this project's benchmarks),
     Q is built for a uniform subsample of them.
 """
@@ -77,7 +80,7 @@ from sklearn.base import BaseEstimator
 
 import engine
 from common import RecourseMethod, check_classifier, check_features, check_fitted, l1_cost, set_seed
-from constraints import BinMask, as_constraints, lender_rules
+from constraints import BinMask, as_constraints, as_domain, lender_rules
 from pairing import prefiltered_pairing
 
 
@@ -601,14 +604,17 @@ def full_decoder(model, memory, n):
 
 
 @torch.no_grad()
-def sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=full_decoder, mask=None):
+def sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=full_decoder, mask=None, domain=None):
     """Algorithm 2, n samples for each of m rows: x (m, D) -> x+ (B, D), B = m n, row i's
     samples at i n .. i n + n - 1. u, eps (B, D) are every random number the sampling
     uses (uniforms for the bins, normals for the noise), drawn by the caller.
     `decoder` gives the next feature's logits: full_decoder here, or engine.cached_decoder,
     which gives the same logits keeping each layer's keys and values (tested).
     `mask` (constraints.BinMask, optional) keeps actionability constraints: the bins that
-    would break one get probability zero before the draw."""
+    would break one get probability zero before the draw. `domain` (constraints.Domain,
+    optional) rounds a whole-number feature to the nearest whole number as it is drawn
+    (inward, inside the constraints), as projectCategoricals rounds a categorical, so later
+    features condition on the value a person can have."""
     model.eval()
     memory = model.encode(x)                                                # line 1: (m, D) -> (m, D, E), once a row
     next_logits = decoder(model, memory, n)
@@ -622,6 +628,9 @@ def sample_recourse(model, x, n, u, eps, bins, kinds, tau, sigma, decoder=full_d
         x_plus[:, j] = feature_value(j, k, x, x_plus, eps[:, j], bins, kinds[j], sigma)
         if mask is not None:
             x_plus[:, j] = mask.keep(j, x_plus[:, j], x, allowed)
+        if domain is not None and not kinds[j].immutable:
+            bounds = () if mask is None else (mask.L[:, j], mask.U[:, j])
+            x_plus[:, j] = domain.round_column(j, x_plus[:, j], *bounds)
     return x_plus
 
 
@@ -666,7 +675,7 @@ class GenRe(BaseEstimator, RecourseMethod):
     GenRe(cfg=None, random_state=0, device="auto", verbose=True, settings=None)
         cfg: GenReConfig (None: GenReConfig(), the paper's method); settings:
         engine.Settings (how it runs: threads, large tables, validation cadence).
-    fit(X, y, h, immutable=None, categorical=None, groups=None, constraints=None) -> self
+    fit(X, y, h, immutable=None, categorical=None, groups=None, constraints=None, domain=None) -> self
     sample(X, n=None, tau=None, sigma=None, constraints=None) -> (M, n, D) candidates
     recourse(X, h=None, tau=None, sigma=None, select=None, constraints=None, options=None)
         -> (M, D), or (M, options, D) with options
@@ -678,7 +687,9 @@ class GenRe(BaseEstimator, RecourseMethod):
     are scikit-learn's (BaseEstimator), so sklearn.base.clone copies an unfitted GenRe. constraints
     (constraints.Constraints) given to fit are a lender's rules: Q pairs only targets that
     keep them, and every sample keeps them; given to sample or recourse, a person's own
-    limits for this call (one set, or a list of one per row), kept without retraining.
+    limits for this call (one set, or a list of one per row), kept without retraining. A
+    domain (constraints.Domain, Dataset.domain()) makes every sample a profile a person can
+    have: whole-number features whole (sample_recourse).
     """
 
     n_failed_ = 0             # every row gets a sample: GenRe has no search that can fail
@@ -690,13 +701,14 @@ class GenRe(BaseEstimator, RecourseMethod):
         self.verbose = verbose
         self.settings = settings
 
-    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None):
+    def fit(self, X, y, h, immutable=None, categorical=None, groups=None, constraints=None, domain=None):
         """Algorithm 1. X (N, D) scaled features, y (N,) labels in {0, 1}, h the classifier,
         immutable and categorical (D,) bool masks, groups the feature indices of each one-hot
-        group (a categorical with more than two values)."""
+        group (a categorical with more than two values), domain the values the samples take."""
         t0 = time.time()
         self._setup()
         X, y, immutable, self.categorical_, self.groups_ = engine.check_fit_inputs(X, y, immutable, categorical, groups)
+        self.domain_ = as_domain(domain, X.shape[1])                       # used by Algorithm 2 only
         self.constraints_ = lender_rules(immutable, constraints)          # the immutables fixed, and the lender's
         self.immutable_ = self.constraints_.fixed                          # the lender's fixed features too
         neg, pos = training_sets(y, check_classifier(h, X), self.cfg_.gamma)           # line 1
@@ -743,7 +755,7 @@ class GenRe(BaseEstimator, RecourseMethod):
             mask = None if bounds is None else BinMask(self.bins_, kinds, bounds[0][seqs], bounds[1][seqs])
             out[seqs] = sample_recourse(self.model_, x[rows].to(device), n, u[seqs].to(device), eps[seqs].to(device),
                                         self.bins_, kinds, cfg.tau, cfg.sigma, engine.cached_decoder,  # full_decoder's
-                                        mask).cpu()                                                   # logits, faster
+                                        mask, self.domain_).cpu()                                     # logits, faster
         return out.view(M, n, D).numpy()
 
     def recourse(self, X, h=None, tau=None, sigma=None, select=None, constraints=None, options=None):
@@ -792,7 +804,7 @@ class GenRe(BaseEstimator, RecourseMethod):
         genre.model_ = model.to(genre.device_).eval()
         genre.bins_ = Bins(**state["bins"]).to(genre.device_)
         genre.immutable_, genre.categorical_ = state["immutable"].numpy(), state["categorical"].numpy()
-        genre.groups_, genre.constraints_ = state["groups"], state["constraints"]
+        genre.groups_, genre.constraints_, genre.domain_ = state["groups"], state["constraints"], state["domain"]
         genre.positives_ = None if state["positives"] is None else state["positives"].numpy()
         genre.n_features_in_, genre.h_, genre.fit_seconds_ = state["n_features"], h, state["fit_seconds"]
         return genre

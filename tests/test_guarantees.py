@@ -63,7 +63,8 @@ def random_data(seed):
     return ds, h
 
 
-def fit(name, ds, h, seed):
+def fit(name, ds, h, seed, **given):
+    """The method made as the benchmark makes it, shrunk, fitted; `given`: constraints, domain."""
     method = make_method(name, seed, TINY, verbose=False, vae_epochs=VAE_EPOCHS)
     if name.startswith("diffusion"):                             # a small diffusion model (test_diffusion's)
         from test_diffusion import TINY as TINY_DIFFUSION
@@ -72,7 +73,7 @@ def fit(name, ds, h, seed):
         assert hasattr(method, field), f"{name} has no {field}"
         setattr(method, field, value)
     return method.fit(ds.X_train, ds.y_train, h, immutable=ds.immutable, categorical=ds.categorical,
-                      groups=ds.groups)
+                      groups=ds.groups, **given)
 
 
 @functools.lru_cache(maxsize=None)
