@@ -21,7 +21,12 @@ What is measured (each a median over --repeats runs unless said otherwise):
      (15 minutes / 8 GB bound) and its Score against the exact pairing on 100k;
   7. recall and total variation of the prefiltered Q against the exact top K;
   8. (--only threads) GenRe's fit and recourse on compas at 1 torch thread and at every core,
-     and whether the numbers stay bit-identical.
+     and whether the numbers stay bit-identical;
+  9. (--only flops) the machine's attainable float32 rate (a large matmul) at 1 thread and
+     every core, and the FLOPs, seconds and achieved fraction of that rate of one training
+     step and of sampling, for GenReConfig() and GenReConfig.paper_sizes();
+ 10. (--only distributed) GenRe's training in 1 and in 2 local processes (distributed.py,
+     gloo), milliseconds per step, on the throughput part's synthetic data.
 Stages 3-6 run in child processes, so their peak memory is their own. Parts
 5-7 each replace their own marked section of BENCHMARKS.md; a full run of 1-4
 keeps those sections.
@@ -42,16 +47,21 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.neural_network import MLPClassifier
+from torch.utils.flop_counter import FlopCounterMode
 
 from common import (atomic_write, check_folder, command_line, cpu_model, positive_int, provenance, torch_threads,
                     write_section)
 from datasets import ADULT_RULES, from_csv, load
+from distributed import DataParallelGenRe
 from engine import Settings, pairing_method
 from evaluate import DEFAULT_METHODS, fit_genre, fit_one, make_method, pick_test_negatives, prepare
-from genre import (GenRe, GenReConfig, RecourseTransformer, make_pairs, pairing_distribution, training_sets,
-                   training_steps)
+from engine import cached_decoder
+from genre import (GenRe, GenReConfig, RecourseTransformer, feature_kinds, make_bins, make_pairs, pairing_distribution,
+                   sample_recourse, sampling_noise, train_step, training_sets, training_steps)
 from pairing import compare_with_exact, prefiltered_pairing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,6 +86,83 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
     row for n_neg rows with the fast (cached) decoder. Recourses: the whole recourse() call
     for n_neg rows (10 candidates each, h on them, the choice).
     """
+    X, y, h = synthetic_fit_data(n_rows, n_features, seed)
+    full = GenReConfig.paper_sizes() if paper else GenReConfig()
+    cfg = GenReConfig.paper_sizes(steps=steps) if paper else GenReConfig(steps=steps)
+    model = GenRe(cfg, random_state=seed, verbose=False, settings=Settings(eval_every=steps)).fit(X, y, h)
+    train_seconds = model.history_[-1]["seconds"]
+    model.recourse(X[:10])                                                  # warm up
+    t0 = time.time()
+    model.sample(X[:n_neg])
+    t1 = time.time()
+    model.recourse(X[:n_neg])
+    t2 = time.time()
+    n_train = int(round(0.9 * ((y == 0) & (h.predict_proba(X) <= 0.5)).sum()))   # training sources
+    batch, fit_steps = training_steps(n_train, n_features, full)
+    return 1000 * train_seconds / steps, n_neg * cfg.n_samples / (t1 - t0), n_neg / (t2 - t1), batch, fit_steps
+
+
+def matmul_rate(threads: int, repeats: int, n: int = 2048) -> float:
+    """The attainable float32 rate, GFLOP/s: the median of `repeats` n x n matmuls (2 n^3 FLOPs)
+    on `threads` torch threads."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    with torch_threads(threads):
+        a @ b                                                                # warm up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def counted_seconds(work, repeats: int) -> tuple[float, float]:
+    """(FLOPs of one call of work() as torch.utils.flop_counter counts them, the median seconds
+    of `repeats` calls after one to warm up)."""
+    with FlopCounterMode(display=False) as counter:
+        work()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t0)
+    return counter.get_total_flops(), statistics.median(times)
+
+
+def flop_rates(repeats: int, n_features: int = 13, n_rows: int = 200, n_samples: int = 10) -> dict:
+    """Part 9: the attainable rate, and for GenReConfig() and GenReConfig.paper_sizes() at D =
+    n_features (adult's 13) one training step on its config's batch of random pairs, and
+    Algorithm 2 for n_rows rows, n_samples each (cached decoder): FLOPs, median seconds,
+    achieved GFLOP/s and the fraction of the one-thread rate, all on one thread."""
+    out = {"attainable_gflops": {1: matmul_rate(1, repeats), os.cpu_count(): matmul_rate(os.cpu_count(), repeats)},
+           "n_features": n_features, "n_rows": n_rows, "n_samples": n_samples, "repeats": repeats, "configs": {}}
+    torch.manual_seed(0)
+    D = n_features
+    for name, cfg in (("GenReConfig()", GenReConfig()), ("GenReConfig.paper_sizes()", GenReConfig.paper_sizes())):
+        print(f"  flops: {name} ...", flush=True)
+        with torch_threads(1):
+            model = RecourseTransformer(D, cfg)
+            bins = make_bins(torch.rand(1000, D), cfg.n_bins)
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+            x, x_plus = torch.rand(cfg.batch_size, D), torch.rand(cfg.batch_size, D)
+            model.train()
+            train = counted_seconds(lambda: train_step(model, opt, x, x_plus, bins), repeats)
+            kinds = feature_kinds(D, np.zeros(D, bool), np.zeros(D, bool))
+            rows = torch.rand(n_rows, D)
+            u, eps = sampling_noise(n_rows * n_samples, D, 0)
+            sample = counted_seconds(lambda: sample_recourse(model, rows, n_samples, u, eps, bins, kinds, cfg.tau,
+                                                             cfg.sigma, cached_decoder), repeats)
+        one = out["attainable_gflops"][1]
+        out["configs"][name] = {
+            "model": model_size(name != "GenReConfig()"), "batch": cfg.batch_size, "dropout": cfg.dropout,
+            **{f"{part}_{k}": v for part, (flops, sec) in (("step", train), ("sampling", sample))
+               for k, v in (("gflop", flops / 1e9), ("seconds", sec), ("gflops", flops / sec / 1e9),
+                            ("fraction", flops / sec / 1e9 / one))}}
+    return out
+
+
+def synthetic_fit_data(n_rows: int, n_features: int, seed: int):
+    """The throughput part's data: random rows, labels drawn from a fixed linear h, and that h."""
     rng = np.random.default_rng(seed)
     X = rng.random((n_rows, n_features)).astype(np.float32)
     w = torch.from_numpy(rng.normal(size=n_features).astype(np.float32))
@@ -85,19 +172,39 @@ def throughput(paper: bool, steps: int, n_rows: int = 20000, n_features: int = 1
             return torch.sigmoid(5 * (torch.as_tensor(X) - 0.5) @ w).numpy()
 
     y = (rng.random(n_rows) < LinearH().predict_proba(X)).astype(int)
-    full = GenReConfig.paper_sizes() if paper else GenReConfig()
-    cfg = GenReConfig.paper_sizes(steps=steps) if paper else GenReConfig(steps=steps)
-    model = GenRe(cfg, random_state=seed, verbose=False, settings=Settings(eval_every=steps)).fit(X, y, LinearH())
-    train_seconds = model.history_[-1]["seconds"]
-    model.recourse(X[:10])                                                  # warm up
-    t0 = time.time()
-    model.sample(X[:n_neg])
-    t1 = time.time()
-    model.recourse(X[:n_neg])
-    t2 = time.time()
-    n_train = int(round(0.9 * ((y == 0) & (LinearH().predict_proba(X) <= 0.5)).sum()))   # training sources
-    batch, fit_steps = training_steps(n_train, n_features, full)
-    return 1000 * train_seconds / steps, n_neg * cfg.n_samples / (t1 - t0), n_neg / (t2 - t1), batch, fit_steps
+    return X, y, LinearH()
+
+
+def data_parallel_run(rank: int, world: int, store: str, out: str, steps: int, n_features: int) -> None:
+    """One process of part 10: DataParallelGenRe for `steps` steps; process 0 writes its
+    training seconds (the optimiser loop alone, the fit's history) to `out`."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        X, y, h = synthetic_fit_data(20000, n_features, 0)
+        model = DataParallelGenRe(GenReConfig(steps=steps), random_state=0, verbose=False,
+                                  settings=Settings(eval_every=steps)).fit(X, y, h)
+        if rank == 0:
+            with open(out, "w") as f:
+                f.write(str(model.history_[-1]["seconds"]))
+    finally:
+        dist.destroy_process_group()
+
+
+def data_parallel_speed(repeats: int, steps: int = 100, n_features: int = 13) -> dict:
+    """Part 10: ms per training step of GenReConfig() in 1 and in 2 processes (one thread
+    each), the median of `repeats` runs."""
+    out = {"steps": steps, "n_features": n_features, "repeats": repeats, "processes": {}}
+    for world in (1, 2):
+        times = []
+        for r in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                result = os.path.join(tmp, "seconds")
+                mp.spawn(data_parallel_run, args=(world, os.path.join(tmp, "store"), result, steps, n_features),
+                         nprocs=world, join=True)
+                times.append(float(open(result).read()))
+            print(f"  {world} process(es), run {r + 1}/{repeats}: {1000 * times[-1] / steps:.1f} ms a step", flush=True)
+        out["processes"][world] = {"ms_per_step": 1000 * statistics.median(times) / steps}
+    return out
 
 
 def model_size(paper: bool) -> str:
@@ -725,6 +832,35 @@ def benchmark_sections(res: dict, args) -> dict:
             f"alternately, median of {r['repeats']}: **{r['seconds']['without']:.2f} s** "
             f"({r['ms_per_recourse']['without']:.3f} ms per recourse) without, **{r['seconds']['with']:.2f} s** "
             f"({r['ms_per_recourse']['with']:.3f} ms) with: the constraints take **{r['ratio']:.2f}x** the time.") + " " + stamp
+    if "flops" in res:
+        r = res["flops"]
+        rates = ", ".join(f"{v:.0f} GFLOP/s at {n} thread{'s' * (int(n) > 1)}" for n, v in r["attainable_gflops"].items())
+        out = ["## FLOPs against the machine's limit", "",
+               f"Attainable float32 rate (a 2048 x 2048 matmul, median of {r['repeats']}): {rates}. One training "
+               f"step (Eq. 8 on the config's batch of random pairs, backward, fused Adam) and Algorithm 2 for "
+               f"{r['n_rows']} rows x {r['n_samples']} samples (cached decoder) at D = {r['n_features']}, on one "
+               "thread: FLOPs as torch.utils.flop_counter counts them (matmuls, einsums and attention where "
+               "it has a formula; the softmax, norms and Adam's update count none), the median seconds, the "
+               "achieved GFLOP/s and its fraction of the one-thread rate.", "",
+               "| config | model | batch | dropout | step GFLOP | step s | step GFLOP/s | of the limit "
+               "| sampling GFLOP | sampling s | sampling GFLOP/s | of the limit |", "|---" * 12 + "|"]
+        for name, c in r["configs"].items():
+            out.append(f"| {name} | {c['model']} | {c['batch']} | {c['dropout']:g} | {c['step_gflop']:.2f} | "
+                       f"{c['step_seconds']:.3f} | {c['step_gflops']:.1f} | {c['step_fraction']:.0%} | "
+                       f"{c['sampling_gflop']:.2f} | {c['sampling_seconds']:.3f} | {c['sampling_gflops']:.1f} | "
+                       f"{c['sampling_fraction']:.0%} |")
+        sections["flops"] = "\n".join(out + ["", stamp])
+    if "distributed" in res:
+        r = res["distributed"]
+        one, two = r["processes"][1]["ms_per_step"], r["processes"][2]["ms_per_step"]
+        sections["distributed"] = "\n".join([
+            "## Training in several processes (distributed.py)", "",
+            f"GenReConfig() on the throughput part's synthetic data (20,000 rows, D = {r['n_features']}), "
+            f"{r['steps']} steps, one torch thread a process, gloo; median of {r['repeats']} runs: "
+            f"{one:.1f} ms a step in 1 process, {two:.1f} ms in 2 ({one / two:.2f}x). Each step's work is "
+            "split between the processes, and the gradients (62k parameters, 250 kB) are all-reduced once "
+            "a step; across machines, launch `torchrun --nnodes=N --node_rank=R --master_addr=HOST "
+            "--nproc_per_node=P distributed.py --dataset NAME --out FILE` on each.", "", stamp])
     if "threads" in res:
         r = res["threads"]
         out = ["## Threads: GenRe at 1 thread and at every core", "",
@@ -767,8 +903,10 @@ MILLION_TABLE = 1_000_000                   # rows of the synthetic table --mill
 def run_command(argv=None) -> int:
     p = argparse.ArgumentParser(description="Measure GenRe's and the pipeline's speed and memory; "
                                             "write BENCHMARKS.md.")
-    p.add_argument("--only", choices=["throughput", "pairing", "constraints", "end_to_end", "threads"],
-                   help="run one part only (threads: GenRe at 1 thread and at every core, not in the default parts)")
+    p.add_argument("--only", choices=["throughput", "pairing", "constraints", "end_to_end", "threads", "flops",
+                                      "distributed"],
+                   help="run one part only (threads: GenRe at 1 thread and at every core; flops: FLOPs against "
+                        "the machine's attainable rate; neither is in the default parts)")
     p.add_argument("--repeats", type=positive_int, default=3, help="runs per throughput/pairing figure (median)")
     p.add_argument("--e2e-repeats", type=positive_int, default=1, help="runs per end-to-end figure (each takes minutes)")
     p.add_argument("--paper-steps", type=positive_int, default=3, help="optimiser steps timed for the paper config")
@@ -843,6 +981,12 @@ def run_command(argv=None) -> int:
     if "threads" in parts:
         print("threads ...", flush=True)
         res["threads"] = thread_speed(os.path.join(HERE, "cache"), args.repeats)
+    if "flops" in parts:
+        print("flops ...", flush=True)
+        res["flops"] = flop_rates(args.repeats)
+    if "distributed" in parts:
+        print("distributed ...", flush=True)
+        res["distributed"] = data_parallel_speed(args.repeats)
     if "end_to_end" in parts:
         res["end_to_end"] = {}
         for d in ("adult", "compas", "heloc"):

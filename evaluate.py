@@ -222,6 +222,7 @@ class Benchmark:
     threads: int = 1                                          # torch threads the methods fit and sample on
     in_domain: bool = False                                   # the methods are given ds.domain(): whole numbers
                                                               # stay whole (in_domain_default)
+    lof_reference: dict | None = None                         # the metric's LOF on real rows (set by run_seed)
 
 
 def oracle_metrics(oracle, ds: Dataset) -> dict:
@@ -775,6 +776,7 @@ def run_seed(bench: Benchmark, methods, n_test: int, genre_configs=None, verbose
     t0 = time.time()
     lof = fit_metric_lof(bench)
     bench.seconds["lof"] = time.time() - t0
+    bench.lof_reference = lof_reference(bench, X_neg, lof)
     novel = ~copies_of_training_rows(X_neg, bench.ds.X_train)      # the same rows for every method
     scores, fitted, memo = {}, {}, {}
     for m in methods:
@@ -787,6 +789,13 @@ def run_seed(bench: Benchmark, methods, n_test: int, genre_configs=None, verbose
             log(f"{tag}: cost {r['cost']:.3f}  val {r['validity']:.3f}  lof {r['lof']:.3f}  "
                 f"score {r['score']:.3f}  ({r['seconds']:.1f}s)")
     return scores, fitted, X_neg, lof
+
+
+def lof_reference(bench: Benchmark, X_neg: np.ndarray, lof) -> dict:
+    """The metric's own reference: the share of real rows the same LOF calls inliers, GenRe's
+    targets D_h^+ (what an on-data recourse can reach) and the test negatives themselves."""
+    X_pos = bench.ds.X_train[dh_plus(bench.ds, bench.h, GenReConfig().gamma)]
+    return {"dh_plus": float((lof.predict(X_pos) == 1).mean()), "test_negatives": float((lof.predict(X_neg) == 1).mean())}
 
 
 def check_methods(methods) -> None:
@@ -818,6 +827,8 @@ def summarise(name: str, n_test: int, seeds, benches, per_seed_scores, genre_con
         "methods": {m: aggregate([s[m] for s in per_seed_scores]) for m in methods},
         "provenance": provenance(),
     }
+    if all(b.lof_reference is not None for b in benches):
+        results["lof_reference_per_seed"] = {k: [b.lof_reference[k] for b in benches] for k in benches[0].lof_reference}
     rows = [m for m in methods if m in GENRE_ROWS]
     if rows:
         results["genre_configs"] = {m: dataclasses.asdict(genre_config(m, genre_configs)) for m in rows}
@@ -860,6 +871,8 @@ def run_benchmark(data: str | Dataset, methods, seeds, n_test: int = 200, cache_
     loaded = load(data) if isinstance(data, str) else data
     rules = loaded.constraints(**constraints) if constraints else None
     in_domain = in_domain_default(loaded) if in_domain is None else bool(in_domain)
+    if verbose:
+        log(data_summary(loaded, in_domain))
     benches, per_seed = [], []
     for seed in seeds:
         bench = dataclasses.replace(prepare(data, seed, cache_dir, retrain, verbose), constraints=rules,
@@ -877,6 +890,16 @@ def run_benchmark(data: str | Dataset, methods, seeds, n_test: int = 200, cache_
     if constraints:
         results["constraints"] = {"rules": constraints, "given_at": constraints_at}
     return results
+
+
+def data_summary(ds: Dataset, in_domain: bool) -> str:
+    """One line on the data's features and their domain, printed before a run."""
+    whole = [n for n, r in zip(ds.feature_names, ds.resolution) if r == 1]
+    steps = [f"{n} in steps of {r:g}" for n, r in zip(ds.feature_names, ds.resolution) if r > 0 and r != 1]
+    kept = "the methods keep them so" if in_domain else "not kept by the methods: --domain data keeps them"
+    return (f"[{ds.name}] {ds.n_features} features, {int(ds.categorical.sum())} categorical, "
+            f"{int(ds.immutable.sum())} immutable; whole numbers: {', '.join(whole) or 'none'}"
+            + "".join(f"; {s}" for s in steps) + f" ({kept})")
 
 
 def in_domain_default(ds: Dataset) -> bool:

@@ -718,12 +718,17 @@ class GenRe(BaseEstimator, RecourseMethod):
         self.bins_ = make_bins(X_pos, self.cfg_.n_bins).to(self.device_)              # Sec. 4.2
         batch, total = training_steps(len(train.x), X.shape[1], self.cfg_)
         log = engine.TrainingLog(self, train, val, X_neg, X_pos, batch, total, check=validation_loss)
-        with engine.threads(self):                                          # Settings.threads, restored after
-            train_recourse_model(self.model_, train, self.bins_, self.cfg_, self.generator_, log)  # lines 4-9
+        self.train_model(train, log)                                                  # lines 4-9
         self.history_, self.n_features_in_, self.h_ = log.history, X.shape[1], h
         self.positives_ = engine.subsample_rows(X[y == 1], self.settings_.lof_rows, self.seed_)  # for "plausible"
         self.fit_seconds_ = time.time() - t0
         return self
+
+    def train_model(self, train, log):
+        """Algorithm 1, lines 4-9, in this process on Settings.threads torch threads
+        (distributed.DataParallelGenRe: over several processes, the same steps)."""
+        with engine.threads(self):
+            train_recourse_model(self.model_, train, self.bins_, self.cfg_, self.generator_, log)
 
     def _setup(self):
         """The fitted config (checked again: a config edited after it was made), settings,

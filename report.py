@@ -216,6 +216,11 @@ def comparison_section(results: dict) -> list[str]:
     out += [f"- {claim(res)}" for res in results.values()] + [""]
     for name, res in results.items():
         out += [f"### {name}", "", comparison_table(res, with_paper=True), ""]
+        if "lof_reference_per_seed" in res:                  # what real rows score under the same LOF
+            ref = res["lof_reference_per_seed"]
+            out += ["The LOF metric on real rows, per seed: GenRe's targets D_h^+ " +
+                    " / ".join(f"{v:.2f}" for v in ref["dh_plus"]) + ", the test negatives themselves " +
+                    " / ".join(f"{v:.2f}" for v in ref["test_negatives"]) + ".", ""]
         wins = winners_per_seed(res)
         out += ["Highest Score per seed: " + ", ".join(f"seed {s}: {w}" for s, w in zip(res["seeds"], wins)) + ".", ""]
     return out

@@ -245,3 +245,11 @@ def test_a_csv_named_like_a_benchmark_never_takes_its_name(tmp_path):
     ds = from_csv(str(tmp_path / "compas.csv"), "y")
     assert ds.name == "csv-compas"
     assert evaluate.write_json({"dataset": ds.name}, str(tmp_path)) == str(tmp_path / "csv-compas.json")
+
+
+def test_the_paper_size_run_refuses_to_start_without_a_gpu_unless_told(capsys, monkeypatch):
+    import paper_sizes
+    monkeypatch.setattr(paper_sizes.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(paper_sizes, "run_benchmark", never)
+    assert common.command_line(paper_sizes.main, []) == 2
+    assert "no CUDA device" in one_line_error(capsys)

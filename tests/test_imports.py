@@ -18,9 +18,11 @@ FLOORS = {
     "generative": 5,
     "diffusion": 6,                                            # Table 4's methods
     "evaluate": 7,                                             # the protocol and its command line
-    "ablation": 8, "gaps": 8, "toy2d": 8, "diffusion_study": 8,  # studies
+    "ablation": 8, "gaps": 8, "toy2d": 8, "diffusion_study": 8,  # studies, and training past one process
+    "distributed": 8,
     "report": 9,                                               # rendering
     "experiments": 10, "bench": 10, "kernel_paths": 10,        # entry points
+    "paper_sizes": 10,
 }
 MODULES = sorted(f[:-3] for f in os.listdir(ROOT) if f.endswith(".py"))
 

@@ -86,3 +86,18 @@ def test_agreement_table_shows_h_acceptance_beside_val_and_latent_units_per_seed
     assert "| cruds_paper | 1.00 / 0.29 (units [0, 3, 8]) |" in lines and "| wachter | 0.99 / 0.50 |" in lines
     old = {"compas": {"methods": {"wachter": {"validity": 0.5}}}}       # results from before h_valid: no table
     assert report.agreement_section(old) == []
+
+
+def test_the_lof_of_real_rows_is_shown_beside_a_table_where_the_run_measured_it(moons_cache):
+    """evaluate records, per seed, the share of D_h^+ and of the test negatives the metric's LOF
+    calls inliers (the same LOF.predict as the metric's), and the comparison shows them."""
+    import evaluate
+    res = evaluate.run_benchmark("moons", ["nnr"], [0], 30, moons_cache, verbose=False)
+    bench = evaluate.prepare("moons", 0, cache_dir=moons_cache, verbose=False)
+    lof = evaluate.fit_metric_lof(bench)
+    X_pos = bench.ds.X_train[evaluate.dh_plus(bench.ds, bench.h, 0.7)]
+    ref = res["lof_reference_per_seed"]
+    assert ref["dh_plus"] == [float(np.mean(lof.predict(X_pos) == 1))]
+    assert ref["test_negatives"] == [float(np.mean(lof.predict(evaluate.pick_test_negatives(bench, 30)) == 1))]
+    lines = report.comparison_section({"moons": res})
+    assert f"GenRe's targets D_h^+ {ref['dh_plus'][0]:.2f}, the test negatives themselves" in " ".join(lines)
