@@ -193,7 +193,8 @@ def data_parallel_run(rank: int, world: int, store: str, out: str, steps: int, n
 def data_parallel_speed(repeats: int, steps: int = 100, n_features: int = 13) -> dict:
     """Part 10: ms per training step of GenReConfig() in 1 and in 2 processes (one thread
     each), the median of `repeats` runs."""
-    out = {"steps": steps, "n_features": n_features, "repeats": repeats, "processes": {}}
+    n_params = sum(p.numel() for p in RecourseTransformer(n_features, GenReConfig()).parameters())
+    out = {"steps": steps, "n_features": n_features, "repeats": repeats, "n_params": n_params, "processes": {}}
     for world in (1, 2):
         times = []
         for r in range(repeats):
@@ -858,7 +859,8 @@ def benchmark_sections(res: dict, args) -> dict:
             f"GenReConfig() on the throughput part's synthetic data (20,000 rows, D = {r['n_features']}), "
             f"{r['steps']} steps, one torch thread a process, gloo; median of {r['repeats']} runs: "
             f"{one:.1f} ms a step in 1 process, {two:.1f} ms in 2 ({one / two:.2f}x). Each step's work is "
-            "split between the processes, and the gradients (62k parameters, 250 kB) are all-reduced once "
+            f"split between the processes, and the gradients ({r['n_params'] / 1e3:.0f}k parameters, "
+            f"{r['n_params'] * 4 / 1e3:.0f} kB) are all-reduced once "
             "a step; across machines, launch `torchrun --nnodes=N --node_rank=R --master_addr=HOST "
             "--nproc_per_node=P distributed.py --dataset NAME --out FILE` on each.", "", stamp])
     if "threads" in res:

@@ -12,8 +12,8 @@ within float tolerance). gloo on the CPU, nccl on CUDA (one GPU a process). The 
 saved by process 0 and loads as any GenRe (GenRe.load).
 
 What it buys: the step's work divided by W, against one all-reduce of the gradients a step
-(the default model's 62k parameters: 250 kB). BENCHMARKS.md has what 2 processes on 2
-cores measured against 1.
+(the default model's 86k parameters at d = 13: 344 kB). BENCHMARKS.md has what 2 processes
+on 2 cores measured against 1 (`python bench.py --only distributed`).
 """
 from __future__ import annotations
 
