@@ -221,7 +221,7 @@ class Benchmark:
                                                               # (a person's), or to no method ("count": only scored)
     threads: int = 1                                          # torch threads the methods fit and sample on
     in_domain: bool = False                                   # the methods are given ds.domain(): whole numbers
-                                                              # stay whole (in_domain_default)
+                                                              # stay whole (prepare: in_domain_default)
     lof_reference: dict | None = None                         # the metric's LOF on real rows (set by run_seed)
 
 
@@ -329,7 +329,7 @@ def prepare(data: str | Dataset, seed: int, cache_dir: str = CACHE_DIR, retrain:
 
 def make_benchmark(ds, oracle, h, seed, metrics, seconds, cache_dir) -> Benchmark:
     acc = float(((probability_of_1(h, ds.X_test) > 0.5) == ds.y_test).mean())
-    return Benchmark(ds, oracle, h, seed, metrics, acc, seconds, cache_dir)
+    return Benchmark(ds, oracle, h, seed, metrics, acc, seconds, cache_dir, in_domain=in_domain_default(ds))
 
 
 # ----------------------------------------------------------------------------- the development split
