@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from common import (RecourseMethod, as_mask, atomic_write, check_classifier, check_features, check_fitted,
-                    check_groups, check_labels, l1_cost, probability_of_1, project_categoricals)
+from common import (RecourseMethod, as_mask, check_classifier, check_features, check_fitted, check_groups,
+                    check_labels, l1_cost, probability_of_1, project_categoricals, write_cache)
 from constraints import Constraints, as_constraints, as_domain, lender_rules
 from genre import training_sets
 
@@ -1028,7 +1028,7 @@ class TAP(_Search):
         else:
             self._train_verifier(torch.as_tensor(X), torch.as_tensor(y, dtype=torch.long))
             if path:
-                atomic_write(path, lambda f: torch.save(self.verifier_.state_dict(), f))
+                write_cache(path, lambda f: torch.save(self.verifier_.state_dict(), f))
         self.verifier_.eval()
 
     def _cache_path(self, X, y):

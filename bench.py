@@ -678,8 +678,7 @@ def plot_scaling(runs: list[dict], path: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle("GenRe's stages on synthetic data: `python bench.py --scaling`")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
 
 
 def million_section(res: dict, command: str, load_before: float) -> str:

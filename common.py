@@ -307,6 +307,17 @@ class WriteError(OSError):
         return f"cannot write {self.filename}: {self.strerror}"
 
 
+def write_cache(path: str, write) -> None:
+    """atomic_write for a cache file. One that cannot be written (a full disk, a read-only
+    folder) costs only the next run's time: a one-line warning on stderr, and the run goes on
+    with what it made."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        print(f"warning: cannot write the cache {path}: {e.strerror or e}; going on without it",
+              file=sys.stderr, flush=True)
+
+
 def atomic_write(path: str, write) -> None:
     """Write a file whole or not at all: `write(f)` fills a temp file, which is then renamed.
     A write the file system refuses leaves no temp file and raises WriteError naming `path`."""

@@ -72,9 +72,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
+from common import (RecourseMethod, as_mask, check_classifier, check_features, check_fitted, check_groups,
+                    check_labels, probability_of_1, project_categoricals, set_seed, torch_threads, write_cache)
 from constraints import as_domain
-from common import (RecourseMethod, as_mask, atomic_write, check_classifier, check_features, check_fitted,
-                    check_groups, check_labels, probability_of_1, project_categoricals, set_seed, torch_threads)
 from generative import cache_key
 from genre import pairing_distribution, training_sets
 
@@ -444,7 +444,7 @@ def fit_diffusion(X_pos, binary, cfg: DiffusionConfig, seed: int, cache_dir=None
         return model.eval()
     model = train_diffusion(X_pos, binary, cfg, seed, verbose)
     if path:
-        atomic_write(path, lambda f: torch.save(model.state_dict(), f))
+        write_cache(path, lambda f: torch.save(model.state_dict(), f))
     return model
 
 

@@ -54,7 +54,7 @@ from torch import nn
 
 from baselines import NNR, PROBE, ROAR, TAP, DiCE, GrowingSpheres, Wachter
 from common import (RecourseMethod, TreeOrderForest, atomic_write, check_folder, child_seed, command_line,
-                    positive_int, probability_of_1, provenance, set_seed, torch_threads)
+                    positive_int, probability_of_1, provenance, set_seed, torch_threads, write_cache)
 from constraints import as_constraints, features_changed, revert_unneeded
 from datasets import BENCHMARKS, Dataset, from_csv, load
 from diffusion import DIFFUSION_METHODS
@@ -261,15 +261,6 @@ def cached(path: str, retrain: bool, make, verbose: bool, what: str):
     if path:
         write_cache(path, lambda f: pickle.dump(value, f))
     return value, True
-
-
-def write_cache(path: str, write) -> None:
-    """atomic_write for a cache file. One that cannot be written (a full disk, a read-only
-    folder) costs only the next run's time: a warning, and the run goes on with what it made."""
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        warn(f"cannot write the cache {path}: {e.strerror or e}; going on without it")
 
 
 def read_cache(path: str) -> dict | None:

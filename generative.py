@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
 from baselines import accepts, bce_to_one, by_rule_set, check_mode, gradient_search, l1_shell_sample, search_roles
-from common import (RecourseMethod, as_mask, atomic_write, check_features, check_fitted, check_labels,
-                    project_categoricals, set_seed, torch_threads)
+from common import (RecourseMethod, as_mask, check_features, check_fitted, check_labels, project_categoricals,
+                    set_seed, torch_threads, write_cache)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -319,7 +319,7 @@ def cached_model(build, train, X, y, settings: dict, cache_dir, name: str, verbo
         return model.eval()
     model = train()
     if path:
-        atomic_write(path, lambda f: torch.save(model.state_dict(), f))
+        write_cache(path, lambda f: torch.save(model.state_dict(), f))
     return model
 
 

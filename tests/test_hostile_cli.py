@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 import bench
 import common
@@ -152,6 +153,18 @@ def test_a_trained_genre_survives_a_cache_it_cannot_be_written_to(tmp_path, moon
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"warning: cannot write the cache {tmp_path}{os.sep}genre_moons_")
     assert err.endswith(": No space left on device; going on without it") and "\n" not in err
+
+
+@needs_dev_full
+def test_a_baselines_model_cache_that_cannot_be_written_is_a_warning_too(tmp_path, capsys, monkeypatch):
+    """The VAEs' and diffusion models' cache (generative.cached_model), like the oracle's and GenRe's."""
+    import generative
+    fill_the_disk(monkeypatch)
+    model = generative.cached_model(lambda: None, lambda: torch.nn.Linear(2, 1), np.zeros((4, 2)), np.zeros(4),
+                                    {"model": "test"}, str(tmp_path), "vae", False)
+    assert isinstance(model, torch.nn.Linear)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"warning: cannot write the cache {tmp_path}{os.sep}vae_") and "\n" not in err
 
 
 # ----------------------------------------------------------------------------- 3-5. experiments.py
