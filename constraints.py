@@ -227,20 +227,16 @@ class Domain:
         ((M, D) or (D,) scaled bounds, Constraints.bounds) where one is: rounded inward. Where
         [L, U] holds no allowed value the nearest one is kept (and a constraint is counted
         broken). Continuous features are returned as they are. -> float32."""
-        X = np.asarray(X, dtype=np.float64)
-        out = X.copy()
+        X = torch.from_numpy(np.array(X, dtype=np.float64))
+        out = X.clone()
+        column = lambda B, j: None if B is None else torch.from_numpy(np.broadcast_to(B, X.shape)[:, j].copy())
         for j in np.flatnonzero(self.discrete):
-            step = self.resolution[j] / self.span[j]                            # scaled units
-            m = np.round(X[:, j] / step)
-            if L is not None:
-                lo = np.ceil(np.broadcast_to(L, X.shape)[:, j] / step - TOLERANCE / step)
-                hi = np.floor(np.broadcast_to(U, X.shape)[:, j] / step + TOLERANCE / step)
-                m = np.where(lo <= hi, np.clip(m, lo, hi), m)
-            out[:, j] = m * self.resolution[j] / self.span[j]
-        return out.astype(np.float32)
+            out[:, j] = self.round_column(j, X[:, j], column(L, j), column(U, j))
+        return out.numpy().astype(np.float32)
 
     def round_column(self, j: int, value: torch.Tensor, L=None, U=None) -> torch.Tensor:
-        """round() for feature j of a batch, as torch: value (B,), L and U (B,) or None."""
+        """round() for feature j of a batch: value (B,), L and U (B,) or None; computed in
+        float64, returned in value's dtype."""
         if not self.discrete[j]:
             return value
         r, span = float(self.resolution[j]), float(self.span[j])

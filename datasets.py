@@ -206,9 +206,9 @@ class Dataset:
             if not (isinstance(r, (int, float)) and np.isfinite(r) and r >= 0):
                 raise ValueError(f"resolution of {c!r} must be a positive number, got {r!r}")
             raw = self.unscale(self.X_train)[:, j].astype(np.float64)
-            if r > 0 and not np.allclose(raw / r, np.round(raw / r), rtol=0, atol=1e-6):
-                bad = raw[~np.isclose(raw / r, np.round(raw / r), rtol=0, atol=1e-6)][0]
-                raise ValueError(f"resolution of {c!r}: the training value {bad:g} is not a multiple of {r:g}")
+            off = ~np.isclose(raw / r, np.round(raw / r), rtol=0, atol=1e-6) if r > 0 else np.zeros(0, bool)
+            if off.any():
+                raise ValueError(f"resolution of {c!r}: the training value {raw[off][0]:g} is not a multiple of {r:g}")
             res[j] = r
         return dataclasses.replace(self, resolution=res)
 

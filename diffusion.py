@@ -575,8 +575,9 @@ class _DiffusionRecourse(BaseEstimator, RecourseMethod):
         return out
 
     def _in_domain(self, x):
-        """The profiles the method returns, rounded to the domain where fit was given one (the
-        guidance between steps sees the model's own values). x (..., D) tensor."""
+        """The profiles the method returns, rounded to the domain where fit was given one, before
+        _project copies the immutables and rounds the categoricals (the guidance between steps
+        sees the model's own values). x (..., D) tensor."""
         if self.domain_ is None:
             return x
         return torch.from_numpy(self.domain_.round(x.reshape(-1, x.shape[-1]).numpy())).view(x.shape)
@@ -634,7 +635,7 @@ class DiffusionQ(_DiffusionRecourse):
             for s in range(0, len(X_pos), 4096):
                 z_init = torch.randn(min(4096, len(X_pos) - s), L, generator=g)
                 z = sample(model.denoiser, sigmas, churn_gamma(self.cfg_.s_churn, self.cfg_.n_steps), z_init, g)
-                out.append(self._in_domain(self._project(model.to_features(z))))
+                out.append(self._project(self._in_domain(model.to_features(z))))
         self.X_syn_ = torch.cat(out).numpy()                                 # (N+, D)
 
     def _recourse(self, X):
@@ -696,7 +697,7 @@ class DiffusionSVDD(_DiffusionRecourse):
                 z = svdd_sample(model.denoiser, sigmas, churn_gamma(cfg.svdd_churn, cfg.n_steps),
                                 torch.randn(len(x), L, generator=g), value, self.lam, cfg.n_candidates, g, g_select,
                                 known)
-                x_plus = self._in_domain(self._project(model.to_features(z), x if self.keep_immutables else None))
+                x_plus = self._project(self._in_domain(model.to_features(z)), x if self.keep_immutables else None)
                 out.append(x_plus.view(-1, n, x.shape[1]))
         return torch.cat(out).numpy()
 
